@@ -1,0 +1,284 @@
+"""Every error prefect-cometapi raises, and the one rule for which of them are worth retrying.
+
+The hierarchy mirrors the HTTP answers of the Images API (see ``shared/API-FACTS.md`` §3):
+
+``CometAPIError``
+    ``ValidationError`` (also a ``ValueError``): bad input caught before any request is sent.
+    ``MissingAPIKeyError``: no key in the block nor in ``COMETAPI_KEY``.
+    ``APIStatusError``: the API answered with an error status.
+        ``BadRequestError`` (400, 413, 422), ``ContentPolicyError`` (400 ``moderation_blocked``),
+        ``AuthenticationError`` (401), ``PermissionDeniedError`` (403), ``NotFoundError`` (404),
+        ``RateLimitError`` (429), ``QuotaExceededError`` (429 ``insufficient_quota``),
+        ``ServerError`` (5xx, 524) and ``TransientStatusError`` (408, 409).
+    ``UnexpectedResponseError``: HTML, a redirect or an unreadable body: the base URL is probably
+    wrong.
+    ``APIConnectionError`` and its child ``APITimeoutError``: no answer at all.
+
+No message ever contains the API key: messages are built from the response only, and
+:func:`redact` scrubs anything that looks like a bearer token before it is stored.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+_BEARER = re.compile(r"(?i)(bearer\s+)[^\s\"']+")
+_SK = re.compile(r"\bsk-[A-Za-z0-9_\-]{6,}")
+
+
+def redact(text: str, *secrets: str | None) -> str:
+    """Return ``text`` with bearer tokens, ``sk-`` keys and the given secrets replaced by ``***``.
+
+    Args:
+        text: Any text that may end up in a message, a log record or an artifact.
+        *secrets: Exact values to remove as well (the API key in use).
+
+    Returns:
+        The scrubbed text.
+    """
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    text = _BEARER.sub(r"\1***", text)
+    return _SK.sub("sk-***", text)
+
+
+class CometAPIError(Exception):
+    """Base class of every error raised by prefect-cometapi."""
+
+    retryable: bool = False
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle with keyword attributes intact (Prefect persists failed states)."""
+        return (_rebuild_error, (type(self), self.args, self.__dict__.copy()))
+
+
+
+class ValidationError(CometAPIError, ValueError):
+    """A parameter breaks a rule of the Images API; raised before any request is sent.
+
+    Attributes:
+        param: The offending parameter, e.g. ``"size"`` or ``"image[2]"``.
+        rule: The rule it breaks, in words.
+    """
+
+    def __init__(self, param: str, rule: str, value: Any = None) -> None:
+        self.param = param
+        self.rule = rule
+        self.value = value
+        shown = "" if value is None else f" (got {_short(value)})"
+        super().__init__(f"Invalid {param!r}: {rule}{shown}. No request was sent.")
+
+
+class MissingAPIKeyError(CometAPIError):
+    """No API key was given: neither in the credentials block nor in ``COMETAPI_KEY``."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "No CometAPI key: pass CometAPICredentials(api_key=...) (or load a saved block with "
+            "CometAPICredentials.load('name')), or set the COMETAPI_KEY environment variable. "
+            "No request was sent."
+        )
+
+
+class APIStatusError(CometAPIError):
+    """The API answered with an HTTP error status.
+
+    Attributes:
+        status_code: The HTTP status.
+        message: The API's own message (``error.message``).
+        code: ``error.code`` (``"moderation_blocked"``, ``"insufficient_quota"`` ...), if any.
+        param: ``error.param``, if any.
+        error_type: ``error.type``, if any.
+        request_id: The ``x-request-id`` header, if any.
+        retry_after: Seconds the server asked us to wait, if it said so.
+        body: The parsed JSON error body (already free of secrets).
+    """
+
+    hint = "Check the request parameters against the Images API reference."
+
+    def __init__(
+        self,
+        status_code: int,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        error_type: str | None = None,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> None:
+        self.status_code = status_code
+        self.message = message
+        self.code = code
+        self.param = param
+        self.error_type = error_type
+        self.request_id = request_id
+        self.retry_after = retry_after
+        self.body = body or {}
+        parts = [f"HTTP {status_code}"]
+        for label, value in (("code", code), ("param", param), ("request id", request_id)):
+            if value:
+                parts.append(f"{label}={value}")
+        super().__init__(f"{message} [{', '.join(parts)}] {self.hint}")
+
+
+def _rebuild_error(cls: type[Exception], args: tuple[Any, ...], state: dict[str, Any]) -> Exception:
+    err = cls.__new__(cls)
+    Exception.__init__(err, *args)
+    err.__dict__.update(state)
+    return err
+
+
+class BadRequestError(APIStatusError):
+    """400/413/422: the API refused the request as malformed. Retrying will not help."""
+
+    hint = "Fix the parameter named above; retrying the same request will fail the same way."
+
+
+class ContentPolicyError(BadRequestError):
+    """400 ``moderation_blocked``: the safety system rejected the prompt or the image.
+
+    Attributes:
+        moderation_details: ``{"moderation_stage": ..., "categories": [...]}`` when the API says.
+    """
+
+    hint = "Rephrase the prompt or change the input image; the same request will be refused again."
+
+    @property
+    def moderation_details(self) -> dict[str, Any]:
+        """The API's ``moderation_details`` object, or an empty dict."""
+        details = (self.body.get("error") or {}).get("moderation_details")
+        return details if isinstance(details, dict) else {}
+
+
+class AuthenticationError(APIStatusError):
+    """401: the key is missing, wrong or revoked."""
+
+    hint = "Check the API key in your CometAPICredentials block or COMETAPI_KEY."
+
+
+class PermissionDeniedError(APIStatusError):
+    """403: the key may not use this model or endpoint (or the region is not supported)."""
+
+    hint = "Check that your CometAPI account may use this model."
+
+
+class NotFoundError(APIStatusError):
+    """404: unknown model or route."""
+
+    hint = "Check the model name and the base URL (it should end in /v1)."
+
+
+class RateLimitError(APIStatusError):
+    """429: too many requests right now; worth retrying after a pause."""
+
+    retryable = True
+    hint = "Slow down (a Prefect global concurrency limit shares one budget across workers)."
+
+
+class QuotaExceededError(APIStatusError):
+    """429 ``insufficient_quota``: the account is out of credit; retrying will not help."""
+
+    hint = "Top up your CometAPI balance or use another key."
+
+
+class TransientStatusError(APIStatusError):
+    """408 (request timeout) or 409 (conflict): worth retrying."""
+
+    retryable = True
+    hint = "This is usually transient."
+
+
+class ServerError(APIStatusError):
+    """5xx or 524 from the API or its gateway.
+
+    Retryable, except a 500 whose code is ``invalid_request`` (CometAPI's way of reporting a
+    malformed request).
+    """
+
+    hint = "The service is having trouble; retrying later usually works."
+
+    def __init__(self, status_code: int, message: str, **kwargs: Any) -> None:
+        super().__init__(status_code, message, **kwargs)
+        self.retryable = not (status_code == 500 and self.code == "invalid_request")
+
+
+class UnexpectedResponseError(CometAPIError):
+    """The base URL answered HTML, a redirect or something that is not the Images API.
+
+    Attributes:
+        status_code: The HTTP status of that answer.
+    """
+
+    def __init__(self, status_code: int, what: str, url: str) -> None:
+        self.status_code = status_code
+        super().__init__(
+            f"{url} answered {what} (HTTP {status_code}) instead of an Images API response: the "
+            "base URL is probably wrong. CometAPI's is https://api.cometapi.com/v1 (note the /v1)."
+        )
+
+
+class APIConnectionError(CometAPIError):
+    """No answer: the connection failed or was dropped."""
+
+    retryable = True
+
+
+class APITimeoutError(APIConnectionError):
+    """No answer within the configured timeout."""
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether another attempt of the same request can succeed.
+
+    This is the single rule used by the client's own retries and by the Prefect tasks'
+    ``retry_condition_fn``.
+
+    Args:
+        exc: Any exception.
+
+    Returns:
+        ``True`` for connection errors, timeouts, 408, 409, 429 (not ``insufficient_quota``) and
+        5xx/524 (not a 500 ``invalid_request``); ``False`` for everything else.
+    """
+    return isinstance(exc, CometAPIError) and bool(getattr(exc, "retryable", False))
+
+
+_BY_STATUS: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    408: TransientStatusError,
+    409: TransientStatusError,
+    413: BadRequestError,
+    422: BadRequestError,
+    429: RateLimitError,
+}
+
+
+def error_class_for(status_code: int, code: str | None) -> type[APIStatusError]:
+    """Pick the error class for an HTTP status and an ``error.code``.
+
+    Args:
+        status_code: The HTTP status.
+        code: The API's ``error.code``, if any.
+
+    Returns:
+        The most specific :class:`APIStatusError` subclass.
+    """
+    if code == "moderation_blocked":
+        return ContentPolicyError
+    if code == "insufficient_quota":
+        return QuotaExceededError
+    if status_code >= 500:
+        return ServerError
+    return _BY_STATUS.get(status_code, APIStatusError)
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
