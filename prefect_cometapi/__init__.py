@@ -1,5 +1,7 @@
 """prefect-cometapi: Prefect 3 tasks, flows and blocks for GPT Image models on CometAPI."""
 
+from prefect_cometapi.blocks import CometAPICredentials
+from prefect_cometapi.client import AsyncCometAPIClient, CometAPIClient
 from prefect_cometapi.errors import (
     APIConnectionError,
     APIStatusError,
@@ -8,6 +10,7 @@ from prefect_cometapi.errors import (
     BadRequestError,
     CometAPIError,
     ContentPolicyError,
+    ImageDownloadError,
     MissingAPIKeyError,
     NotFoundError,
     PermissionDeniedError,
@@ -28,12 +31,16 @@ __all__ = [
     "APIConnectionError",
     "APIStatusError",
     "APITimeoutError",
+    "AsyncCometAPIClient",
     "AuthenticationError",
     "BadRequestError",
+    "CometAPIClient",
+    "CometAPICredentials",
     "CometAPIError",
     "ContentPolicyError",
     "DEFAULT_PRICES",
     "GeneratedImage",
+    "ImageDownloadError",
     "ImageResult",
     "MissingAPIKeyError",
     "ModelPrice",

@@ -54,7 +54,6 @@ class CometAPIError(Exception):
         return (_rebuild_error, (type(self), self.args, self.__dict__.copy()))
 
 
-
 class ValidationError(CometAPIError, ValueError):
     """A parameter breaks a rule of the Images API; raised before any request is sent.
 
@@ -219,6 +218,11 @@ class UnexpectedResponseError(CometAPIError):
             f"{url} answered {what} (HTTP {status_code}) instead of an Images API response: the "
             "base URL is probably wrong. CometAPI's is https://api.cometapi.com/v1 (note the /v1)."
         )
+
+
+class ImageDownloadError(CometAPIError):
+    """The API returned image URLs that could not be downloaded. Not retried: the images are
+    already paid for, and sending the request again would pay twice."""
 
 
 class APIConnectionError(CometAPIError):

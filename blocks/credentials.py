@@ -1,0 +1,124 @@
+"""The ``CometAPICredentials`` block: the API key, where the API lives, and how long to wait."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect.blocks.core import Block
+from pydantic import Field, SecretStr
+
+from prefect_cometapi.client import (
+    DEFAULT_BASE_URL,
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_READ_TIMEOUT,
+    AsyncCometAPIClient,
+    CometAPIClient,
+    resolve_api_key,
+)
+
+
+class CometAPICredentials(Block):
+    """Credentials and connection settings for CometAPI's OpenAI-compatible Images API.
+
+    The API key is stored as a secret; when it is left empty, the ``COMETAPI_KEY`` environment
+    variable of the process that runs the flow is used instead.
+
+    Attributes:
+        api_key: The CometAPI key (``sk-...``).
+        base_url: The API base URL, ending in ``/v1``.
+        connect_timeout: Seconds to wait for a connection.
+        read_timeout: Seconds to wait for an answer.
+        max_retries: Client-side retries of transient failures per task attempt.
+
+    Example:
+        Load a stored block and generate an image:
+        ```python
+        from prefect_cometapi import CometAPICredentials
+
+        credentials = CometAPICredentials.load("BLOCK_NAME")
+        with credentials.get_client() as client:
+            result = client.generate("a lighthouse at dawn", size="1536x1024", quality="low")
+        ```
+    """
+
+    _block_type_name = "CometAPI Credentials"
+    _block_type_slug = "cometapi-credentials"
+    _logo_url = "https://www.cometapi.com/favicon.png"  # type: ignore[assignment]
+    _documentation_url = "https://apidoc.cometapi.com/images-generations"  # type: ignore[assignment]
+    _description = (
+        "Credentials and connection settings for GPT Image models (gpt-image-2) on CometAPI's "
+        "OpenAI-compatible Images API."
+    )
+
+    api_key: SecretStr | None = Field(
+        default=None,
+        title="API Key",
+        description=(
+            "The CometAPI key. Leave empty to use the COMETAPI_KEY environment variable of the "
+            "worker."
+        ),
+    )
+    base_url: str = Field(
+        default=DEFAULT_BASE_URL,
+        title="Base URL",
+        description="The Images API base URL, ending in /v1 (a local emulator for tests).",
+    )
+    connect_timeout: float = Field(
+        default=DEFAULT_CONNECT_TIMEOUT,
+        gt=0,
+        description="Seconds to wait for a TCP/TLS connection.",
+    )
+    read_timeout: float = Field(
+        default=DEFAULT_READ_TIMEOUT,
+        gt=0,
+        description=(
+            "Seconds to wait for the API's answer. High quality and 4K images can take minutes, "
+            "so the default is 600."
+        ),
+    )
+    max_retries: int = Field(
+        default=DEFAULT_MAX_RETRIES,
+        ge=0,
+        le=10,
+        description=(
+            "Retries of transient failures (429, 5xx, timeouts, dropped connections) inside one "
+            "task attempt."
+        ),
+    )
+
+    def resolved_api_key(self) -> str:
+        """The key in use: this block's, else ``COMETAPI_KEY``.
+
+        Returns:
+            The key.
+
+        Raises:
+            MissingAPIKeyError: If neither is set.
+        """
+        return resolve_api_key(self.api_key)
+
+    def _client_kwargs(self) -> dict[str, Any]:
+        return {
+            "api_key": self.resolved_api_key(),
+            "base_url": self.base_url,
+            "connect_timeout": self.connect_timeout,
+            "read_timeout": self.read_timeout,
+            "max_retries": self.max_retries,
+        }
+
+    def get_client(self) -> CometAPIClient:
+        """Build a synchronous Images API client from these settings.
+
+        Returns:
+            A :class:`~prefect_cometapi.client.CometAPIClient`; use it as a context manager.
+        """
+        return CometAPIClient(**self._client_kwargs())
+
+    def get_async_client(self) -> AsyncCometAPIClient:
+        """Build an asynchronous Images API client from these settings.
+
+        Returns:
+            An :class:`~prefect_cometapi.client.AsyncCometAPIClient`.
+        """
+        return AsyncCometAPIClient(**self._client_kwargs())
