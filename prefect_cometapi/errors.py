@@ -235,6 +235,94 @@ class APITimeoutError(APIConnectionError):
     """No answer within the configured timeout."""
 
 
+class InputFetchError(CometAPIError):
+    """An input file could not be fetched for a reason that may pass (connection error,
+    timeout, 5xx, throttling). Retryable.
+
+    Attributes:
+        source: The URL or URI (without query string).
+        status_code: The HTTP status, if the server answered.
+    """
+
+    retryable = True
+
+    def __init__(self, message: str, *, source: str, status_code: int | None = None) -> None:
+        self.source = source
+        self.status_code = status_code
+        super().__init__(message)
+
+
+class S3UploadError(CometAPIError):
+    """An S3 request failed.
+
+    Attributes:
+        bucket: The bucket.
+        key: The key, if any.
+        code: The S3 error code (``SlowDown``, ``InternalError``...) or exception name.
+        status_code: The HTTP status, if S3 answered.
+        retryable: Whether trying again later can work (connection errors, 5xx, throttling).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        bucket: str | None = None,
+        key: str | None = None,
+        code: str | None = None,
+        status_code: int | None = None,
+        retryable: bool = False,
+    ) -> None:
+        self.bucket = bucket
+        self.key = key
+        self.code = code
+        self.status_code = status_code
+        self.retryable = retryable
+        super().__init__(message)
+
+
+class S3BucketNotFoundError(S3UploadError):
+    """The bucket does not exist (``NoSuchBucket``). Not retryable."""
+
+    def __init__(self, bucket: str, *, key: str | None = None, action: str = "upload") -> None:
+        super().__init__(
+            f"S3 bucket {bucket!r} does not exist (S3 {action} failed with NoSuchBucket). Create "
+            f"it (e.g. `aws s3 mb s3://{bucket}`) or fix the bucket name; with an S3-compatible "
+            "store also check endpoint_url.",
+            bucket=bucket,
+            key=key,
+            code="NoSuchBucket",
+            status_code=404,
+        )
+
+
+class S3AccessDeniedError(S3UploadError):
+    """The credentials may not do this (``AccessDenied``, bad or missing keys). Not retryable."""
+
+    def __init__(
+        self,
+        bucket: str,
+        *,
+        key: str | None = None,
+        action: str = "upload",
+        code: str = "AccessDenied",
+        detail: str = "",
+    ) -> None:
+        target = f"s3://{bucket}/{key}" if key else f"s3://{bucket}"
+        suffix = f": {detail}" if detail else ""
+        super().__init__(
+            f"Access denied: S3 {action} of {target} failed ({code}{suffix}). Check the AWS "
+            "credentials in use (the AwsCredentials block passed as aws_credentials, or "
+            "AWS_ACCESS_KEY_ID / AWS_PROFILE / the instance role): they need s3:PutObject (and "
+            f"s3:GetObject for presigned URLs) on arn:aws:s3:::{bucket}/*, and the bucket policy "
+            "must allow them.",
+            bucket=bucket,
+            key=key,
+            code=code,
+            status_code=403,
+        )
+
+
 def is_retryable(exc: BaseException) -> bool:
     """Whether another attempt of the same request can succeed.
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 from prefect import flow
-from prefect_cometapi.tasks.prompts import render_prompt, render_template
 
 from prefect_cometapi.errors import ValidationError
+from prefect_cometapi.tasks.prompts import render_prompt, render_template
 from prefect_cometapi.validation import MAX_PROMPT_CHARS
 
 BANNER = """\

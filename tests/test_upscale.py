@@ -8,10 +8,10 @@ import io
 import pytest
 from PIL import Image, ImageChops, ImageDraw, ImageFile, ImageStat
 from prefect import flow
-from prefect_cometapi.tasks.upscale import MAX_UPSCALE_PIXELS, upscale, upscale_image
 
 from prefect_cometapi.errors import ValidationError
 from prefect_cometapi.models import GeneratedImage, Usage
+from prefect_cometapi.tasks.upscale import MAX_UPSCALE_PIXELS, upscale, upscale_image
 
 LANCZOS = Image.Resampling.LANCZOS
 

@@ -1,0 +1,128 @@
+"""The ``prefect-cometapi`` command line.
+
+Each subcommand is a pair in :data:`SUBCOMMANDS`: a function that adds its arguments to a
+subparser and a function that runs it. Add one by defining both and registering them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from types import FrameType
+
+AddArguments = Callable[[argparse.ArgumentParser], None]
+Run = Callable[[argparse.Namespace], int]
+
+
+def _add_emulator_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any)")
+    parser.add_argument(
+        "--api-key",
+        action="append",
+        dest="api_keys",
+        metavar="KEY",
+        help="accepted bearer token (repeatable; default: any non-empty token)",
+    )
+    parser.add_argument("--latency", type=float, default=0.0, help="added latency per request (s)")
+    for fault in ("429", "500", "503", "drop", "slow"):
+        parser.add_argument(
+            f"--rate-{fault}",
+            type=float,
+            default=0.0,
+            metavar="P",
+            help=f"probability of a '{fault}' fault per request",
+        )
+    parser.add_argument("--slow-s", type=float, default=30.0, help="delay of 'slow' faults (s)")
+    parser.add_argument(
+        "--retry-after", type=float, default=1.0, help="retry-after sent on 429/503 (s)"
+    )
+    parser.add_argument("--seed", type=int, default=None, help="seed of the fault draws")
+
+
+def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _run_emulator(args: argparse.Namespace) -> int:
+    from prefect_cometapi.emulator import Emulator, EmulatorConfig
+
+    config = EmulatorConfig(
+        api_keys=frozenset(args.api_keys) if args.api_keys else None,
+        latency_s=args.latency,
+        rate_429=args.rate_429,
+        rate_500=args.rate_500,
+        rate_503=args.rate_503,
+        rate_drop=args.rate_drop,
+        rate_slow=args.rate_slow,
+        slow_s=args.slow_s,
+        retry_after_s=args.retry_after,
+        seed=args.seed,
+    )
+    emulator = Emulator(config, host=args.host, port=args.port)
+    try:
+        emulator.start()
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(emulator.base_url, flush=True)
+    print(
+        f"CometAPI emulator serving at {emulator.base_url} (state: {emulator.url}/_emulator/state)."
+        " Press Ctrl-C to stop.",
+        file=sys.stderr,
+        flush=True,
+    )
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        emulator.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        emulator.stop()
+    return 0
+
+
+#: name -> (help, add_arguments, run)
+SUBCOMMANDS: dict[str, tuple[str, AddArguments, Run]] = {
+    "emulator": (
+        "serve the CometAPI (OpenAI Images API) emulator on 127.0.0.1",
+        _add_emulator_arguments,
+        _run_emulator,
+    ),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every registered subcommand.
+
+    Returns:
+        The parser.
+    """
+    parser = argparse.ArgumentParser(
+        prog="prefect-cometapi", description="Prefect + CometAPI GPT Image tools."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (help_text, add_arguments, run) in SUBCOMMANDS.items():
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        add_arguments(sub_parser)
+        sub_parser.set_defaults(_run=run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``prefect-cometapi``.
+
+    Args:
+        argv: Arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status.
+    """
+    args = build_parser().parse_args(argv)
+    return int(args._run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""The Starlette application: the two image endpoints plus the ``/_emulator/*`` control API."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from prefect_cometapi.emulator.faults import error_response
+from prefect_cometapi.emulator.images import handle_image_request
+from prefect_cometapi.emulator.state import EmulatorState
+
+
+class _DropNoiseFilter(logging.Filter):
+    """Hide uvicorn's complaint about the responses the "drop" fault leaves incomplete."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "returned without completing response" not in record.getMessage()
+
+
+_DROP_FILTER = _DropNoiseFilter()
+
+
+async def _generations(request: Request) -> Response:
+    return await handle_image_request(request, "generations")
+
+
+async def _edits(request: Request) -> Response:
+    return await handle_image_request(request, "edits")
+
+
+async def _read_json(request: Request) -> Any:
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    return json.loads(raw)
+
+
+async def _state(request: Request) -> Response:
+    return JSONResponse(request.app.state.emulator.snapshot())
+
+
+async def _health(request: Request) -> Response:
+    return JSONResponse({"ok": True})
+
+
+async def _reset(request: Request) -> Response:
+    request.app.state.emulator.reset()
+    return JSONResponse({"ok": True})
+
+
+async def _config(request: Request) -> Response:
+    state: EmulatorState = request.app.state.emulator
+    try:
+        changes = await _read_json(request)
+        if not isinstance(changes, dict):
+            raise TypeError("the body must be a JSON object of EmulatorConfig fields")
+        state.configure(**changes)
+    except (TypeError, ValueError) as exc:
+        return error_response(400, str(exc), "invalid_request_error")
+    return JSONResponse(state.config.to_json())
+
+
+async def _script(request: Request) -> Response:
+    state: EmulatorState = request.app.state.emulator
+    try:
+        body = await _read_json(request)
+        faults = body.get("faults") if isinstance(body, dict) else None
+        if not isinstance(faults, list):
+            raise TypeError('the body must be {"faults": [...]}')
+        state.script(str(f) if f is not None else "" for f in faults)
+    except (TypeError, ValueError) as exc:
+        return error_response(400, str(exc), "invalid_request_error")
+    return JSONResponse({"ok": True, "queued": len(faults)})
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    return error_response(
+        status, f"Invalid URL ({request.method} {request.url.path})", "invalid_request_error"
+    )
+
+
+def create_app(state: EmulatorState) -> Starlette:
+    """Build the emulator's ASGI app around a state.
+
+    Args:
+        state: The shared configuration, log and counters.
+
+    Returns:
+        The Starlette app (``app.state.emulator`` is ``state``).
+    """
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    if _DROP_FILTER not in uvicorn_log.filters:
+        uvicorn_log.addFilter(_DROP_FILTER)
+    app = Starlette(
+        routes=[
+            Route("/v1/images/generations", _generations, methods=["POST"]),
+            Route("/v1/images/edits", _edits, methods=["POST"]),
+            Route("/_emulator/state", _state, methods=["GET"]),
+            Route("/_emulator/health", _health, methods=["GET"]),
+            Route("/_emulator/reset", _reset, methods=["POST"]),
+            Route("/_emulator/config", _config, methods=["POST"]),
+            Route("/_emulator/script", _script, methods=["POST"]),
+        ],
+        exception_handlers={404: _http_error, 405: _http_error},
+    )
+    app.state.emulator = state
+    return app

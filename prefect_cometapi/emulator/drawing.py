@@ -1,0 +1,232 @@
+"""Real images drawn with Pillow: a seeded gradient and shapes with the prompt's words on top.
+
+Everything is deterministic (the same request gives the same bytes) and fast even at 3840x2160:
+only whole-image Pillow operations, no per-pixel Python, PNG ``compress_level=1``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import textwrap
+from collections.abc import Sequence
+
+from PIL import Image, ImageDraw, ImageFont
+
+_MAX_PROMPT_DRAWN = 600
+
+
+def _digest(*parts: object) -> bytes:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part if isinstance(part, bytes) else repr(part).encode())
+        h.update(b"\x00")
+    return h.digest()
+
+
+def _colours(digest: bytes, count: int) -> list[tuple[int, int, int]]:
+    return [(digest[3 * i], digest[3 * i + 1], digest[3 * i + 2]) for i in range(count)]
+
+
+@functools.lru_cache(maxsize=32)
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1, or no FreeType: fixed-size bitmap font
+        return ImageFont.load_default()
+
+
+def _gradient(width: int, height: int, digest: bytes) -> Image.Image:
+    corners = Image.new("RGB", (2, 2))
+    corners.putdata(_colours(digest, 4))
+    return corners.resize((width, height), Image.Resampling.BILINEAR)
+
+
+def _shapes(img: Image.Image, digest: bytes) -> None:
+    draw = ImageDraw.Draw(img)
+    w, h = img.size
+    for i in range(3):
+        b = digest[12 + 6 * i : 18 + 6 * i]
+        cx, cy = b[0] * w // 255, b[1] * h // 255
+        r = max(8, (b[2] % 64 + 32) * min(w, h) // 320)
+        box = (cx - r, cy - r, cx + r, cy + r)
+        fill = (b[3], b[4], b[5])
+        if i % 2:
+            draw.rectangle(box, fill=fill)
+        else:
+            draw.ellipse(box, fill=fill)
+
+
+def _text_panel(img: Image.Image, lines_text: str, footer: str) -> None:
+    """Draw the words (and a small footer) on a dark panel in the upper part of the image."""
+    w, h = img.size
+    size = max(12, min(w, h) // 18)
+    small = max(10, size // 2)
+    font, small_font = _font(size), _font(small)
+    chars = max(8, int(w * 0.86 / (size * 0.55)))
+    max_lines = max(1, int(h * 0.55 / (size * 1.25)) - 1)
+    lines = textwrap.wrap(" ".join(lines_text[:_MAX_PROMPT_DRAWN].split()), width=chars)
+    if len(lines) > max_lines:
+        lines = [*lines[: max_lines - 1], lines[max_lines - 1][: chars - 3] + "..."]
+    step = int(size * 1.25)
+    x0, y0 = int(w * 0.05), int(h * 0.06)
+    bottom = y0 + step * len(lines) + int(small * 1.4)
+    panel = (x0 - size // 3, y0 - size // 3, w - x0 + size // 3, bottom + size // 3)
+    overlay = ImageDraw.Draw(img, "RGBA")
+    overlay.rectangle(panel, fill=(0, 0, 0, 200 if img.mode == "RGB" else 255))
+    for i, line in enumerate(lines):
+        overlay.text((x0, y0 + i * step), line, fill=(255, 255, 255, 255), font=font)
+    overlay.text((x0, y0 + step * len(lines)), footer, fill=(220, 220, 220, 255), font=small_font)
+
+
+def _transparent(img: Image.Image) -> Image.Image:
+    """Keep only a central ellipse (and the text later drawn); the rest gets alpha 0."""
+    w, h = img.size
+    mask = Image.new("L", (w, h), 0)
+    ImageDraw.Draw(mask).ellipse((w // 8, h // 8, w - w // 8, h - h // 8), fill=255)
+    out = Image.new("RGBA", (w, h), (0, 0, 0, 0))
+    out.paste(img.convert("RGB"), (0, 0), mask)
+    if img.mode == "RGBA":  # keep existing transparency inside the ellipse
+        alpha = Image.composite(img.getchannel("A"), mask, mask)
+        out.putalpha(alpha)
+    return out
+
+
+def encode(img: Image.Image, output_format: str, compression: int | None) -> bytes:
+    """Encode an image the way the API returns it.
+
+    Args:
+        img: The image (RGB or RGBA).
+        output_format: ``png``, ``jpeg`` or ``webp``.
+        compression: ``output_compression`` (used as quality for jpeg/webp; default 100).
+
+    Returns:
+        The encoded bytes.
+    """
+    buf = io.BytesIO()
+    quality = 100 if compression is None else max(1, min(100, compression))
+    if output_format == "jpeg":
+        img.convert("RGB").save(buf, "JPEG", quality=quality)
+    elif output_format == "webp":
+        img.save(buf, "WEBP", quality=quality, method=0)
+    else:
+        img.save(buf, "PNG", compress_level=1)
+    return buf.getvalue()
+
+
+@functools.lru_cache(maxsize=24)
+def render_generation(
+    prompt: str,
+    index: int,
+    n: int,
+    width: int,
+    height: int,
+    output_format: str = "png",
+    compression: int | None = None,
+    transparent: bool = False,
+    model: str = "gpt-image-2",
+    quality: str = "high",
+) -> bytes:
+    """Draw one generated image.
+
+    Args:
+        prompt: The prompt (its words are drawn on the image).
+        index: Index of the image in the request (changes the colours).
+        n: Number of images in the request.
+        width: Width in px.
+        height: Height in px.
+        output_format: ``png``, ``jpeg`` or ``webp``.
+        compression: ``output_compression``.
+        transparent: Give the background alpha 0 (png/webp).
+        model: Model name (drawn in the footer).
+        quality: Resolved quality (drawn in the footer).
+
+    Returns:
+        The encoded image.
+    """
+    digest = _digest("gen", prompt, index, width, height, model, quality, transparent)
+    img = _gradient(width, height, digest)
+    _shapes(img, digest)
+    if transparent:
+        img = _transparent(img)
+    footer = f"#{index + 1}/{n}  {width}x{height}  {model}  {quality}  {digest[:3].hex()}"
+    _text_panel(img, prompt, footer)
+    return encode(img, output_format, compression)
+
+
+def _open_rgba(data: bytes) -> Image.Image:
+    with Image.open(io.BytesIO(data)) as src:
+        return src.convert("RGBA")
+
+
+def render_edit(
+    prompt: str,
+    index: int,
+    n: int,
+    width: int,
+    height: int,
+    images: Sequence[bytes],
+    mask: bytes | None = None,
+    output_format: str = "png",
+    compression: int | None = None,
+    transparent: bool = False,
+    model: str = "gpt-image-2",
+    quality: str = "high",
+) -> bytes:
+    """Draw one edited image: the first input, tinted (only where the mask is transparent when a
+    mask is given), thumbnails of the other inputs, and the prompt's words.
+
+    Args:
+        prompt: The prompt.
+        index: Index of the image in the request.
+        n: Number of images in the request.
+        width: Output width.
+        height: Output height.
+        images: The encoded input images (the first is the base).
+        mask: The encoded PNG mask; alpha 0 marks the area to edit.
+        output_format: ``png``, ``jpeg`` or ``webp``.
+        compression: ``output_compression``.
+        transparent: Give the background alpha 0 (png/webp).
+        model: Model name (drawn in the footer).
+        quality: Resolved quality (drawn in the footer).
+
+    Returns:
+        The encoded image.
+    """
+    input_digests = [hashlib.sha256(data).digest() for data in images]
+    digest = _digest("edit", prompt, index, width, height, model, quality, *input_digests)
+    base = _open_rgba(images[0])
+    if base.size != (width, height):
+        base = base.resize((width, height), Image.Resampling.BILINEAR)
+    tint_layer = Image.new("RGBA", (width, height), (*_colours(digest, 1)[0], 255))
+    tinted = Image.blend(base, tint_layer, 0.55)
+    tinted.putalpha(base.getchannel("A"))
+    if mask is not None:
+        region = _open_rgba(mask).getchannel("A").point(lambda a: 255 if a == 0 else 0)
+        if region.size != (width, height):
+            region = region.resize((width, height), Image.Resampling.NEAREST)
+        out = base.copy()
+        out.paste(tinted, (0, 0), region)
+    else:
+        out = Image.blend(base, tinted, 0.5)
+    thumb_h = max(16, height // 6)
+    x = width // 40
+    for data in images[1:]:
+        thumb = _open_rgba(data)
+        thumb_w = max(1, thumb.width * thumb_h // max(1, thumb.height))
+        if x + thumb_w > width:
+            break
+        out.paste(
+            thumb.resize((thumb_w, thumb_h), Image.Resampling.BILINEAR), (x, height - thumb_h)
+        )
+        x += thumb_w + width // 80
+    if transparent:
+        out = _transparent(out)
+    else:
+        flat = Image.new("RGB", (width, height), (255, 255, 255))
+        flat.paste(out, (0, 0), out.getchannel("A"))
+        out = flat
+    footer = f"edit #{index + 1}/{n}  {len(images)} input(s)  {width}x{height}  {model}"
+    _text_panel(out, prompt, footer)
+    return encode(out, output_format, compression)

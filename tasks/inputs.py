@@ -1,0 +1,380 @@
+"""Load input files (images to edit, masks, variable files) from bytes, a path, a URL or S3.
+
+:func:`load_image_bytes` returns raw bytes and does not decode them
+(:func:`prefect_cometapi.validation.inspect_image` does that). :func:`load_text` reads small text
+files (CSV, JSONL, prompt templates) from a path, an ``s3://`` URI or a URL.
+
+Mistakes the user can fix (missing file, 404, no such bucket or key, access denied, too large)
+raise :class:`~prefect_cometapi.errors.ValidationError`; failures that may pass on their own
+(connection errors, timeouts, 5xx, throttling) raise :class:`InputFetchError`, which is
+retryable.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    HTTPClientError,
+    IncompleteReadError,
+    NoCredentialsError,
+    ResponseStreamingError,
+)
+
+from prefect_cometapi.errors import InputFetchError, ValidationError
+
+__all__ = [
+    "DEFAULT_MAX_IMAGE_BYTES",
+    "DEFAULT_MAX_TEXT_BYTES",
+    "ImageSource",
+    "InputFetchError",
+    "load_bytes",
+    "load_image_bytes",
+    "load_text",
+    "parse_s3_uri",
+]
+
+ImageSource = bytes | bytearray | memoryview | str | os.PathLike
+"""Where an input can come from: bytes, a local path, an ``http(s)://`` URL or ``s3://`` URI."""
+
+DEFAULT_MAX_IMAGE_BYTES = 50 * 1024 * 1024
+DEFAULT_MAX_TEXT_BYTES = 10 * 1024 * 1024
+HTTP_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
+MAX_REDIRECTS = 5
+_S3_MISSING = ("NoSuchKey", "404", "NotFound")
+_S3_DENIED = ("AccessDenied", "403", "AllAccessDisabled", "InvalidAccessKeyId")
+_S3_DENIED += ("SignatureDoesNotMatch", "ExpiredToken", "InvalidToken")
+
+
+def load_image_bytes(
+    source: ImageSource,
+    *,
+    s3_client: Any = None,
+    endpoint_url: str | None = None,
+    max_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+    param: str = "image",
+) -> bytes:
+    """Get the bytes of an input image.
+
+    Args:
+        source: Bytes (returned as they are), a local path (``str`` or ``Path``; ``~``
+            expanded), an ``https://`` or ``http://`` URL (redirects followed), or an
+            ``s3://bucket/key`` URI.
+        s3_client: The boto3 S3 client for ``s3://`` URIs; default: one from
+            :func:`prefect_cometapi.tasks.s3.make_s3_client`.
+        endpoint_url: S3-compatible endpoint when no client is given (default: AWS, or
+            ``AWS_ENDPOINT_URL_S3``).
+        max_bytes: Refuse anything larger.
+        param: The parameter name errors blame (``"image"``, ``"mask"``, ``"image[2]"``...).
+
+    Returns:
+        The raw bytes (not decoded, not checked to be an image).
+
+    Raises:
+        ValidationError: Not found, not readable, empty, too large, a 4xx answer, no such
+            bucket/key, access denied, unsupported scheme.
+        InputFetchError: A connection error, timeout, 5xx or throttling (retryable).
+    """
+    return load_bytes(
+        source, s3_client=s3_client, endpoint_url=endpoint_url, max_bytes=max_bytes, param=param
+    )
+
+
+def load_text(
+    source: str | os.PathLike,
+    *,
+    s3_client: Any = None,
+    endpoint_url: str | None = None,
+    max_bytes: int = DEFAULT_MAX_TEXT_BYTES,
+    encoding: str = "utf-8",
+    param: str = "source",
+) -> str:
+    """Read a small text file (CSV, JSONL, a prompt template) from a path, S3 or a URL.
+
+    Args:
+        source: A local path, an ``s3://bucket/key`` URI or an ``http(s)://`` URL.
+        s3_client: The boto3 S3 client for ``s3://`` URIs (default: a new one).
+        endpoint_url: S3-compatible endpoint when no client is given.
+        max_bytes: Refuse anything larger.
+        encoding: The text encoding; a UTF-8 byte-order mark is dropped.
+        param: The parameter name errors blame.
+
+    Returns:
+        The text.
+
+    Raises:
+        ValidationError: As :func:`load_image_bytes`, or the bytes are not valid ``encoding``.
+        InputFetchError: A transient failure (retryable).
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        raise ValidationError(param, "give a path, an s3:// URI or a URL, not bytes", "<bytes>")
+    data = load_bytes(
+        source,
+        s3_client=s3_client,
+        endpoint_url=endpoint_url,
+        max_bytes=max_bytes,
+        param=param,
+        allow_empty=True,
+    )
+    if encoding.lower().replace("_", "-") in ("utf-8", "utf8"):
+        encoding = "utf-8-sig"
+    try:
+        return data.decode(encoding)
+    except (UnicodeDecodeError, LookupError) as exc:
+        raise ValidationError(
+            param, f"{_shown(source)} is not valid {encoding} text ({exc}); save it as UTF-8"
+        ) from None
+
+
+def load_bytes(
+    source: ImageSource,
+    *,
+    s3_client: Any = None,
+    endpoint_url: str | None = None,
+    max_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+    param: str = "image",
+    allow_empty: bool = False,
+) -> bytes:
+    """Get bytes from bytes, a path, an ``http(s)://`` URL or an ``s3://`` URI.
+
+    Args:
+        source: See :func:`load_image_bytes`.
+        s3_client: See :func:`load_image_bytes`.
+        endpoint_url: See :func:`load_image_bytes`.
+        max_bytes: Refuse anything larger.
+        param: The parameter name errors blame.
+        allow_empty: Accept zero bytes.
+
+    Returns:
+        The bytes.
+
+    Raises:
+        ValidationError: See :func:`load_image_bytes`.
+        InputFetchError: See :func:`load_image_bytes`.
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        _check_size(len(data), max_bytes, param, "the given bytes")
+    elif isinstance(source, (str, os.PathLike)):
+        text = os.fspath(source)
+        if isinstance(text, bytes):
+            text = os.fsdecode(text)
+        scheme = urlsplit(text).scheme.lower() if "://" in text else ""
+        if scheme == "s3":
+            data = _read_s3(text, s3_client, endpoint_url, max_bytes, param)
+        elif scheme in ("http", "https"):
+            data = _read_url(text, max_bytes, param)
+        elif scheme == "file":
+            data = _read_path(Path(urlsplit(text).path), max_bytes, param)
+        elif scheme:
+            raise ValidationError(
+                param,
+                f"unsupported URL scheme {scheme!r}: use a local path, https://, http:// or "
+                "s3://bucket/key",
+                _safe_url(text),
+            )
+        else:
+            if not text.strip():
+                raise ValidationError(param, "the path is empty")
+            data = _read_path(Path(text).expanduser(), max_bytes, param)
+    else:
+        raise ValidationError(
+            param,
+            "give bytes, a path, an http(s):// URL or an s3:// URI",
+            type(source).__name__,
+        )
+    if not data and not allow_empty:
+        raise ValidationError(param, f"{_shown(source)} is empty (0 bytes)")
+    return data
+
+
+def parse_s3_uri(uri: str, *, param: str = "image") -> tuple[str, str]:
+    """Split ``s3://bucket/key`` into bucket and key.
+
+    Args:
+        uri: The URI.
+        param: The parameter name errors blame.
+
+    Returns:
+        ``(bucket, key)``.
+
+    Raises:
+        ValidationError: Not an ``s3://`` URI, or the bucket or key is missing.
+    """
+    parts = urlsplit(uri)
+    if parts.scheme.lower() != "s3":
+        raise ValidationError(param, "expected an s3://bucket/key URI", uri)
+    bucket = parts.netloc
+    key = uri.split("://", 1)[1][len(bucket) :].lstrip("/")
+    if not bucket or not key:
+        raise ValidationError(param, "an S3 URI needs a bucket and a key: s3://bucket/key", uri)
+    return bucket, key
+
+
+def _shown(source: Any) -> str:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return "the given bytes"
+    text = os.fsdecode(os.fspath(source)) if isinstance(source, os.PathLike) else str(source)
+    return _safe_url(text) if "://" in text else text
+
+
+def _safe_url(url: str) -> str:
+    """The URL without query string, fragment or user info (presigned signatures stay out)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _check_size(size: int, max_bytes: int, param: str, what: str) -> None:
+    if size > max_bytes:
+        raise ValidationError(
+            param,
+            f"{what} is {size:,} bytes, more than the {max_bytes:,} byte limit "
+            "(raise max_bytes or shrink the file)",
+        )
+
+
+def _read_path(path: Path, max_bytes: int, param: str) -> bytes:
+    try:
+        if path.is_dir():
+            raise ValidationError(param, f"{path} is a directory; give the path of a file")
+        size = path.stat().st_size
+        _check_size(size, max_bytes, param, str(path))
+        with path.open("rb") as handle:
+            data = handle.read(max_bytes + 1)
+    except FileNotFoundError:
+        raise ValidationError(
+            param,
+            f"file not found: {path} (resolved against the working directory {Path.cwd()}); "
+            "check the path, or give a URL or s3:// URI",
+        ) from None
+    except PermissionError:
+        raise ValidationError(
+            param, f"file not readable: {path} (permission denied); fix its permissions"
+        ) from None
+    except OSError as exc:
+        raise ValidationError(param, f"cannot read {path}: {exc.strerror or exc}") from None
+    _check_size(len(data), max_bytes, param, str(path))
+    return data
+
+
+def _read_url(url: str, max_bytes: int, param: str) -> bytes:
+    shown = _safe_url(url)
+    try:
+        with httpx.Client(
+            timeout=HTTP_TIMEOUT, follow_redirects=True, max_redirects=MAX_REDIRECTS
+        ) as client:
+            with client.stream("GET", url) as response:
+                status = response.status_code
+                if status >= 400:
+                    _raise_for_http(status, response.reason_phrase, shown, param)
+                length = response.headers.get("content-length")
+                if length and length.isdigit():
+                    _check_size(int(length), max_bytes, param, shown)
+                chunks: list[bytes] = []
+                total = 0
+                for chunk in response.iter_bytes():
+                    total += len(chunk)
+                    _check_size(total, max_bytes, param, shown)
+                    chunks.append(chunk)
+                return b"".join(chunks)
+    except httpx.TooManyRedirects:
+        raise ValidationError(param, f"{shown} redirects too many times") from None
+    except (httpx.TimeoutException, httpx.TransportError) as exc:
+        raise InputFetchError(
+            f"Could not download {param} from {shown}: {type(exc).__name__}. This is usually "
+            "transient; check the URL and the network if it persists.",
+            source=shown,
+        ) from None
+    except httpx.InvalidURL as exc:
+        raise ValidationError(param, f"invalid URL: {exc}", shown) from None
+
+
+def _raise_for_http(status: int, reason: str, shown: str, param: str) -> None:
+    if status in (408, 425, 429) or status >= 500:
+        raise InputFetchError(
+            f"Downloading {param} from {shown} failed: HTTP {status} {reason}. The server may be "
+            "busy; this is retried.",
+            source=shown,
+            status_code=status,
+        )
+    hint = {
+        401: "the URL needs credentials; use a public or presigned URL",
+        403: "access is forbidden; if it is a presigned URL it may have expired, make a new one",
+        404: "nothing there; check the URL (a presigned URL may also have expired)",
+        410: "the file is gone; check the URL",
+    }.get(status, "check the URL")
+    raise ValidationError(param, f"URL {shown} answered HTTP {status} {reason}: {hint}")
+
+
+def _read_s3(
+    uri: str, s3_client: Any, endpoint_url: str | None, max_bytes: int, param: str
+) -> bytes:
+    bucket, key = parse_s3_uri(uri, param=param)
+    if s3_client is None:
+        from prefect_cometapi.tasks.s3 import make_s3_client
+
+        s3_client = make_s3_client(endpoint_url=endpoint_url)
+    try:
+        answer = s3_client.get_object(Bucket=bucket, Key=key)
+        body = answer["Body"]
+        try:
+            length = answer.get("ContentLength")
+            if isinstance(length, int):
+                _check_size(length, max_bytes, param, uri)
+            data = body.read(max_bytes + 1)
+        finally:
+            body.close()
+    except ClientError as exc:
+        error = exc.response.get("Error", {}) or {}
+        code = str(error.get("Code", ""))
+        status = int((exc.response.get("ResponseMetadata") or {}).get("HTTPStatusCode") or 0)
+        if code == "NoSuchBucket":
+            raise ValidationError(
+                param, f"{uri}: bucket {bucket!r} does not exist; check the bucket name"
+            ) from None
+        if code in _S3_MISSING or status == 404:
+            raise ValidationError(
+                param,
+                f"{uri}: no such key in bucket {bucket!r}; check the key (it is case-sensitive)",
+            ) from None
+        if code in _S3_DENIED or status == 403:
+            raise ValidationError(
+                param,
+                f"{uri}: access denied ({code}); the AWS credentials in use need s3:GetObject on "
+                f"arn:aws:s3:::{bucket}/{key}",
+            ) from None
+        if status >= 500 or status in (408, 429) or code in ("SlowDown", "InternalError"):
+            raise InputFetchError(
+                f"Reading {param} from {uri} failed: {code or status} (transient).",
+                source=uri,
+                status_code=status or None,
+            ) from None
+        raise ValidationError(
+            param, f"{uri}: S3 answered {code or status}: {error.get('Message', '')}"
+        ) from None
+    except NoCredentialsError:
+        raise ValidationError(
+            param,
+            f"{uri}: no AWS credentials found; set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+            "AWS_PROFILE or use an instance role",
+        ) from None
+    except (HTTPClientError, IncompleteReadError, ResponseStreamingError) as exc:
+        raise InputFetchError(
+            f"Reading {param} from {uri} failed: {type(exc).__name__}: {exc}. This is usually "
+            "transient; check endpoint_url / AWS_ENDPOINT_URL_S3 if it persists.",
+            source=uri,
+        ) from None
+    except BotoCoreError as exc:
+        raise ValidationError(param, f"{uri}: {exc}") from None
+    _check_size(len(data), max_bytes, param, uri)
+    return data
