@@ -23,9 +23,10 @@ from typing import Any
 
 from prefect.cache_policies import CachePolicy
 from prefect.context import TaskRunContext
-from prefect.locking.filesystem import FileSystemLockManager
 from prefect.locking.protocol import LockManager
 from prefect.settings import PREFECT_HOME
+
+from prefect_cometapi.tasks.locking import AtomicFileLockManager
 
 #: The task inputs that determine the image (besides the input images, hashed separately).
 KEY_PARAMS = (
@@ -108,10 +109,10 @@ def default_lock_manager() -> LockManager:
     """Lock files on this machine: ``PREFECT_COMETAPI_LOCK_DIR`` or ``$PREFECT_HOME/locks``.
 
     Returns:
-        A ``FileSystemLockManager`` (safe across threads and processes of one machine).
+        An :class:`AtomicFileLockManager` (safe across threads and processes of one machine).
     """
     directory = os.environ.get("PREFECT_COMETAPI_LOCK_DIR") or Path(PREFECT_HOME.value()) / "locks"
-    return FileSystemLockManager(lock_files_directory=Path(directory))
+    return AtomicFileLockManager(Path(directory))
 
 
 def image_cache_policy(lock_manager: LockManager | None = None) -> CachePolicy:

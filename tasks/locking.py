@@ -1,0 +1,226 @@
+"""A machine-local lock manager for the image cache: lock files created atomically.
+
+Prefect's ``FileSystemLockManager`` creates a lock file and writes its holder in a second step;
+another thread reading in between sees an empty file and fails (seen with two concurrent runs of
+the same request). This manager writes the lock's content to a temporary file first and
+publishes it with ``os.link``, which fails if the lock exists: a lock file is never half
+written. It also records the owner's host and process id, so a lock left behind by a killed
+process (SIGKILL mid-run) is recognised as stale and taken over instead of blocking the re-run
+forever. It implements Prefect's public ``LockManager`` protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from prefect.locking.protocol import LockManager
+
+POLL_S = 0.05
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class AtomicFileLockManager(LockManager):
+    """Locks as files in one directory, safe across threads and processes of one machine.
+
+    Args:
+        lock_files_directory: Where the ``<key>.lock`` files live.
+    """
+
+    def __init__(self, lock_files_directory: Path) -> None:
+        self.lock_files_directory = Path(lock_files_directory).expanduser().resolve()
+
+    def __repr__(self) -> str:
+        return f"AtomicFileLockManager({str(self.lock_files_directory)!r})"
+
+    def _path(self, key: str) -> Path:
+        return self.lock_files_directory / f"{key}.lock"
+
+    def _read(self, key: str) -> dict[str, Any] | None:
+        try:
+            info = json.loads(self._path(key).read_text())
+        except FileNotFoundError:
+            return None
+        except (ValueError, OSError):
+            return {"holder": None, "host": None, "pid": None, "expiration": None}
+        return info if isinstance(info, dict) else None
+
+    def _is_stale(self, info: dict[str, Any]) -> bool:
+        expiration = info.get("expiration")
+        if expiration is not None and expiration < time.time():
+            return True
+        pid = info.get("pid")
+        return (
+            info.get("host") == socket.gethostname()
+            and isinstance(pid, int)
+            and not _pid_alive(pid)
+        )
+
+    def _try_create(self, key: str, holder: str, hold_timeout: float | None) -> bool:
+        self.lock_files_directory.mkdir(parents=True, exist_ok=True)
+        info = {
+            "holder": holder,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "expiration": time.time() + hold_timeout if hold_timeout else None,
+        }
+        tmp = self.lock_files_directory / f".{key}.{uuid.uuid4().hex}.tmp"
+        tmp.write_text(json.dumps(info))
+        try:
+            os.link(tmp, self._path(key))
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _attempt(self, key: str, holder: str, hold_timeout: float | None) -> bool:
+        """One non-blocking try: True if ``holder`` holds the lock afterwards."""
+        if self._try_create(key, holder, hold_timeout):
+            return True
+        info = self._read(key)
+        if info is None:
+            return False  # released meanwhile: the caller tries again at once
+        if info.get("holder") == holder:
+            return True
+        if self._is_stale(info):
+            self._path(key).unlink(missing_ok=True)
+        return False
+
+    def acquire_lock(
+        self,
+        key: str,
+        holder: str,
+        acquire_timeout: float | None = None,
+        hold_timeout: float | None = None,
+    ) -> bool:
+        """Acquire the lock, waiting up to ``acquire_timeout`` seconds (forever if ``None``).
+
+        Args:
+            key: The lock's key.
+            holder: Who holds it.
+            acquire_timeout: Seconds to wait for it; ``None`` waits as long as it takes.
+            hold_timeout: Seconds after which the lock expires by itself.
+
+        Returns:
+            Whether the lock was acquired.
+        """
+        deadline = None if acquire_timeout is None else time.monotonic() + acquire_timeout
+        while not self._attempt(key, holder, hold_timeout):
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(POLL_S)
+        return True
+
+    async def aacquire_lock(
+        self,
+        key: str,
+        holder: str,
+        acquire_timeout: float | None = None,
+        hold_timeout: float | None = None,
+    ) -> bool:
+        """Async :meth:`acquire_lock`.
+
+        Args:
+            key: The lock's key.
+            holder: Who holds it.
+            acquire_timeout: Seconds to wait for it; ``None`` waits as long as it takes.
+            hold_timeout: Seconds after which the lock expires by itself.
+
+        Returns:
+            Whether the lock was acquired.
+        """
+        deadline = None if acquire_timeout is None else time.monotonic() + acquire_timeout
+        while not self._attempt(key, holder, hold_timeout):
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(POLL_S)
+        return True
+
+    def release_lock(self, key: str, holder: str) -> None:
+        """Release a lock held by ``holder``.
+
+        Args:
+            key: The lock's key.
+            holder: Who holds it.
+
+        Raises:
+            ValueError: If ``holder`` does not hold it.
+        """
+        if not self.is_lock_holder(key, holder):
+            raise ValueError(f"No lock held by {holder} for transaction with key {key}")
+        self._path(key).unlink(missing_ok=True)
+
+    def is_locked(self, key: str) -> bool:
+        """Whether a live lock exists for ``key``.
+
+        Args:
+            key: The lock's key.
+
+        Returns:
+            ``True`` if locked (stale locks count as free).
+        """
+        info = self._read(key)
+        return info is not None and not self._is_stale(info)
+
+    def is_lock_holder(self, key: str, holder: str) -> bool:
+        """Whether ``holder`` holds the lock for ``key``.
+
+        Args:
+            key: The lock's key.
+            holder: Who may hold it.
+
+        Returns:
+            ``True`` if it does.
+        """
+        info = self._read(key)
+        return info is not None and info.get("holder") == holder and not self._is_stale(info)
+
+    def wait_for_lock(self, key: str, timeout: float | None = None) -> bool:
+        """Wait until ``key`` is unlocked.
+
+        Args:
+            key: The lock's key.
+            timeout: Seconds to wait; ``None`` waits as long as it takes.
+
+        Returns:
+            ``True`` once unlocked, ``False`` on timeout.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.is_locked(key):
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(POLL_S)
+        return True
+
+    async def await_for_lock(self, key: str, timeout: float | None = None) -> bool:
+        """Async :meth:`wait_for_lock`.
+
+        Args:
+            key: The lock's key.
+            timeout: Seconds to wait; ``None`` waits as long as it takes.
+
+        Returns:
+            ``True`` once unlocked, ``False`` on timeout.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.is_locked(key):
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(POLL_S)
+        return True
