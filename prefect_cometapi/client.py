@@ -25,12 +25,13 @@ import math
 import os
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Union
+from typing import IO, Any, TypedDict, Union
 
 import httpx
+from typing_extensions import Unpack
 
 from prefect_cometapi.errors import (
     APIConnectionError,
@@ -128,6 +129,30 @@ def _read_image(source: ImageInput, param: str) -> tuple[bytes, str]:
     raise ValidationError(param, "must be bytes, a path or a binary file object", type(source))
 
 
+#: Sent with every request, so both clients (and every call path) send the same body.
+_DEFAULTS: dict[str, Any] = {"model": DEFAULT_MODEL, "n": 1, "size": "auto"}
+
+
+class GenerateOptions(TypedDict, total=False):
+    """The optional parameters of ``generate`` (see :meth:`CometAPIClient.generate`)."""
+
+    model: str
+    n: int
+    size: str
+    quality: str | None
+    background: str | None
+    output_format: str | None
+    output_compression: int | None
+    moderation: str | None
+    user: str | None
+
+
+class EditOptions(GenerateOptions, total=False):
+    """The optional parameters of ``edit`` (see :meth:`CometAPIClient.edit`)."""
+
+    input_fidelity: str | None
+
+
 def _drop_none(values: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
@@ -141,8 +166,10 @@ class _ClientCore:
         base_url: str,
         max_retries: int,
         prices: Mapping[str, ModelPrice] | None,
+        read_timeout: float = DEFAULT_READ_TIMEOUT,
     ) -> None:
         self._api_key = resolve_api_key(api_key)
+        self.read_timeout = read_timeout
         self.base_url = base_url.rstrip("/")
         if max_retries < 0:
             raise ValidationError("max_retries", "must be 0 or more", max_retries)
@@ -161,7 +188,7 @@ class _ClientCore:
 
     def prepare_generate(self, prompt: str, **options: Any) -> _Prepared:
         """Validate and build a ``POST /images/generations`` request."""
-        params = _drop_none({"model": DEFAULT_MODEL, "n": 1, **options})
+        params = _drop_none({**_DEFAULTS, **options})
         validate_params(prompt=prompt, **_validated_subset(params))
         body = {"prompt": prompt, **params}
         return _Prepared("/images/generations", params["model"], prompt, params, json=body)
@@ -174,7 +201,7 @@ class _ClientCore:
         **options: Any,
     ) -> _Prepared:
         """Validate and build a multipart ``POST /images/edits`` request."""
-        params = _drop_none({"model": DEFAULT_MODEL, "n": 1, **options})
+        params = _drop_none({**_DEFAULTS, **options})
         validate_params(prompt=prompt, **_validated_subset(params))
         sources = list(image) if isinstance(image, (list, tuple)) else [image]
         many = len(sources) > 1
@@ -196,6 +223,61 @@ class _ClientCore:
             record["mask_sha256"] = hashlib.sha256(mask_data[0]).hexdigest()
         data = {"prompt": prompt, **{k: str(v) for k, v in params.items()}}
         return _Prepared("/images/edits", params["model"], prompt, record, data=data, files=files)
+
+    # -- the exchange (sans I/O) ----------------------------------------------------------------
+
+    def exchange(self, prepared: _Prepared) -> Generator[tuple[str, Any], Any, ImageResult]:
+        """The whole request/retry/download conversation, without doing any I/O itself.
+
+        It yields ``("post", request_kwargs)``, ``("get", url)`` or ``("sleep", seconds)``; the
+        driver (sync or async) performs the step and sends back the ``httpx.Response`` or throws
+        the ``httpx.HTTPError`` in. Keeping every decision here is what makes the two clients
+        behave identically.
+        """
+        retries = 0
+        while True:
+            try:
+                response = yield "post", self.request_kwargs(prepared)
+                body = self.check_response(response)
+                break
+            except httpx.HTTPError as exc:
+                error = self.wrap_transport_error(exc)
+            except CometAPIError as exc:
+                error = exc
+            delay = self.retry_delay(error, retries)
+            if delay is None:
+                raise error
+            self.log_retry(error, delay, retries)
+            yield "sleep", delay
+            retries += 1
+        # The images are paid for now: a failed download must never send the request again.
+        blobs = []
+        for source in self.image_sources(body):
+            blobs.append(
+                source if isinstance(source, bytes) else (yield from self._download(source))
+            )
+        return self.build_result(prepared, body, blobs, response, retries + 1)
+
+    def _download(self, url: str) -> Generator[tuple[str, Any], Any, bytes]:
+        for attempt in range(DOWNLOAD_ATTEMPTS):
+            try:
+                response = yield "get", url
+                return self.downloaded(response)
+            except httpx.HTTPError as exc:
+                if attempt + 1 == DOWNLOAD_ATTEMPTS:
+                    raise self.download_error(url, exc) from None
+            yield "sleep", BACKOFF_BASE_S * 2**attempt
+        raise AssertionError("unreachable")
+
+    def request_kwargs(self, prepared: _Prepared) -> dict[str, Any]:
+        """Keyword arguments of ``httpx.Client.post`` for a prepared request."""
+        return {
+            "url": self.base_url + prepared.path,
+            "headers": self.auth_headers,
+            "json": prepared.json,
+            "data": prepared.data,
+            "files": prepared.files,
+        }
 
     # -- errors and retries -------------------------------------------------------------------
 
@@ -239,12 +321,12 @@ class _ClientCore:
             raise UnexpectedResponseError(status, "JSON without a 'data' list of images", url)
         return body
 
-    def wrap_transport_error(self, exc: httpx.HTTPError, timeout: float | None) -> CometAPIError:
+    def wrap_transport_error(self, exc: httpx.HTTPError) -> CometAPIError:
         """Turn an httpx transport error into ours (no key, a hint about what to do)."""
         if isinstance(exc, httpx.TimeoutException):
             return APITimeoutError(
-                f"No answer from {self.base_url} within the timeout ({timeout} s read). High "
-                "quality and 4K images can take minutes: raise read_timeout on the "
+                f"No answer from {self.base_url} within the read timeout ({self.read_timeout} s). "
+                "High quality and 4K images can take minutes: raise read_timeout on the "
                 "CometAPICredentials block if this repeats."
             )
         return APIConnectionError(
@@ -443,7 +525,7 @@ class CometAPIClient:
         prices: Mapping[str, ModelPrice] | None = None,
         http_client: httpx.Client | None = None,
     ) -> None:
-        self._core = _ClientCore(api_key, base_url, max_retries, prices)
+        self._core = _ClientCore(api_key, base_url, max_retries, prices, read_timeout)
         self._timeout = _timeout(connect_timeout, read_timeout)
         self._owns_http = http_client is None
         self._http = http_client or httpx.Client(timeout=self._timeout, follow_redirects=False)
@@ -564,46 +646,25 @@ class CometAPIClient:
         return self._execute(prepared)
 
     def _execute(self, prepared: _Prepared) -> ImageResult:
-        core = self._core
-        retries = 0
+        """Drive the core's exchange with blocking I/O."""
+        steps = self._core.exchange(prepared)
+        reply: Any = None
+        error: Exception | None = None
         while True:
             try:
-                response = self._http.post(
-                    core.base_url + prepared.path,
-                    headers=core.auth_headers,
-                    json=prepared.json,
-                    data=prepared.data,
-                    files=prepared.files,
-                    timeout=self._timeout,
-                )
-                body = core.check_response(response)
-                break
-            except httpx.HTTPError as exc:
-                error = core.wrap_transport_error(exc, self._timeout.read)
-            except CometAPIError as exc:
-                error = exc
-            delay = core.retry_delay(error, retries)
-            if delay is None:
-                raise error
-            core.log_retry(error, delay, retries)
-            time.sleep(delay)
-            retries += 1
-        # The images are paid for now: a failed download must not send the request again.
-        blobs = [self._download(s) for s in core.image_sources(body)]
-        return core.build_result(prepared, body, blobs, response, retries + 1)
-
-    def _download(self, source: bytes | str) -> bytes:
-        if isinstance(source, bytes):
-            return source
-        for attempt in range(DOWNLOAD_ATTEMPTS):
+                kind, arg = steps.throw(error) if error else steps.send(reply)
+            except StopIteration as done:
+                return done.value
+            reply, error = None, None
             try:
-                response = self._http.get(source, timeout=self._timeout, follow_redirects=True)
-                return self._core.downloaded(response)
+                if kind == "sleep":
+                    time.sleep(arg)
+                elif kind == "post":
+                    reply = self._http.post(**arg, timeout=self._timeout)
+                else:
+                    reply = self._http.get(arg, timeout=self._timeout, follow_redirects=True)
             except httpx.HTTPError as exc:
-                if attempt + 1 == DOWNLOAD_ATTEMPTS:
-                    raise self._core.download_error(source, exc) from None
-                time.sleep(BACKOFF_BASE_S * 2**attempt)
-        raise AssertionError("unreachable")
+                error = exc
 
 
 class AsyncCometAPIClient:
@@ -633,7 +694,7 @@ class AsyncCometAPIClient:
         prices: Mapping[str, ModelPrice] | None = None,
         http_client: httpx.AsyncClient | None = None,
     ) -> None:
-        self._core = _ClientCore(api_key, base_url, max_retries, prices)
+        self._core = _ClientCore(api_key, base_url, max_retries, prices, read_timeout)
         self._timeout = _timeout(connect_timeout, read_timeout)
         self._owns_http = http_client is None
         self._http = http_client or httpx.AsyncClient(timeout=self._timeout, follow_redirects=False)
@@ -652,7 +713,7 @@ class AsyncCometAPIClient:
         if self._owns_http:
             await self._http.aclose()
 
-    async def generate(self, prompt: str, **options: Any) -> ImageResult:
+    async def generate(self, prompt: str, **options: Unpack[GenerateOptions]) -> ImageResult:
         """Create images from a prompt; the parameters of :meth:`CometAPIClient.generate`.
 
         Args:
@@ -672,7 +733,7 @@ class AsyncCometAPIClient:
         image: ImageInput | Sequence[ImageInput],
         *,
         mask: ImageInput | None = None,
-        **options: Any,
+        **options: Unpack[EditOptions],
     ) -> ImageResult:
         """Edit or combine images; the parameters of :meth:`CometAPIClient.edit`.
 
@@ -689,55 +750,29 @@ class AsyncCometAPIClient:
         return await self._execute(self._core.prepare_edit(prompt, image, mask, **options))
 
     async def _execute(self, prepared: _Prepared) -> ImageResult:
-        core = self._core
-        retries = 0
+        """Drive the core's exchange with async I/O."""
+        steps = self._core.exchange(prepared)
+        reply: Any = None
+        error: Exception | None = None
         while True:
             try:
-                response = await self._http.post(
-                    core.base_url + prepared.path,
-                    headers=core.auth_headers,
-                    json=prepared.json,
-                    data=prepared.data,
-                    files=prepared.files,
-                    timeout=self._timeout,
-                )
-                body = core.check_response(response)
-                break
-            except httpx.HTTPError as exc:
-                error = core.wrap_transport_error(exc, self._timeout.read)
-            except CometAPIError as exc:
-                error = exc
-            delay = core.retry_delay(error, retries)
-            if delay is None:
-                raise error
-            core.log_retry(error, delay, retries)
-            await asyncio.sleep(delay)
-            retries += 1
-        # The images are paid for now: a failed download must not send the request again.
-        blobs = [await self._download(s) for s in core.image_sources(body)]
-        return core.build_result(prepared, body, blobs, response, retries + 1)
-
-    async def _download(self, source: bytes | str) -> bytes:
-        if isinstance(source, bytes):
-            return source
-        for attempt in range(DOWNLOAD_ATTEMPTS):
+                kind, arg = steps.throw(error) if error else steps.send(reply)
+            except StopIteration as done:
+                return done.value
+            reply, error = None, None
             try:
-                response = await self._http.get(
-                    source, timeout=self._timeout, follow_redirects=True
-                )
-                return self._core.downloaded(response)
+                if kind == "sleep":
+                    await asyncio.sleep(arg)
+                elif kind == "post":
+                    reply = await self._http.post(**arg, timeout=self._timeout)
+                else:
+                    reply = await self._http.get(arg, timeout=self._timeout, follow_redirects=True)
             except httpx.HTTPError as exc:
-                if attempt + 1 == DOWNLOAD_ATTEMPTS:
-                    raise self._core.download_error(source, exc) from None
-                await asyncio.sleep(BACKOFF_BASE_S * 2**attempt)
-        raise AssertionError("unreachable")
+                error = exc
 
 
-_GENERATE_OPTIONS = frozenset(
-    {"model", "n", "size", "quality", "background", "output_format", "output_compression",
-     "moderation", "user"}
-)  # fmt: skip
-_EDIT_OPTIONS = _GENERATE_OPTIONS | {"input_fidelity"}
+_GENERATE_OPTIONS = frozenset(GenerateOptions.__annotations__)
+_EDIT_OPTIONS = frozenset(EditOptions.__annotations__) | _GENERATE_OPTIONS
 
 
 def _check_options(options: Mapping[str, Any], allowed: frozenset[str]) -> None:

@@ -118,22 +118,24 @@ def _log_summary(kind: str, result: ImageResult, seconds: float) -> None:
     )
 
 
+#: What both image tasks share: tags, the attempt budget and the cache.
+_TASK_OPTIONS: dict[str, Any] = {
+    "tags": TAGS,
+    "retries": TASK_RETRIES,
+    "retry_delay_seconds": TASK_RETRY_DELAYS,
+    "retry_jitter_factor": 0.5,
+    "retry_condition_fn": retry_on_transient,
+    "cache_policy": image_cache_policy(),
+    "cache_expiration": CACHE_EXPIRATION,
+    "persist_result": True,
+}
+
+
 def _credentials(credentials: CometAPICredentials | None) -> CometAPICredentials:
     return credentials if credentials is not None else CometAPICredentials()
 
 
-@task(
-    name="generate-image",
-    task_run_name=_run_name("generate-image"),
-    tags=TAGS,
-    retries=TASK_RETRIES,
-    retry_delay_seconds=TASK_RETRY_DELAYS,
-    retry_jitter_factor=0.5,
-    retry_condition_fn=retry_on_transient,
-    cache_policy=image_cache_policy(),
-    cache_expiration=CACHE_EXPIRATION,
-    persist_result=True,
-)
+@task(name="generate-image", task_run_name=_run_name("generate-image"), **_TASK_OPTIONS)
 def generate_image(
     prompt: str,
     credentials: CometAPICredentials | None = None,
@@ -236,18 +238,7 @@ def resolve_inputs(
     return [load(s) for s in many], (load(mask) if mask is not None else None)
 
 
-@task(
-    name="edit-image",
-    task_run_name=_run_name("edit-image"),
-    tags=TAGS,
-    retries=TASK_RETRIES,
-    retry_delay_seconds=TASK_RETRY_DELAYS,
-    retry_jitter_factor=0.5,
-    retry_condition_fn=retry_on_transient,
-    cache_policy=image_cache_policy(),
-    cache_expiration=CACHE_EXPIRATION,
-    persist_result=True,
-)
+@task(name="edit-image", task_run_name=_run_name("edit-image"), **_TASK_OPTIONS)
 def edit_image(
     prompt: str,
     images: ImageSource | list[ImageSource],

@@ -11,7 +11,6 @@ forever. It implements Prefect's public ``LockManager`` protocol.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import socket
@@ -20,6 +19,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 from prefect.locking.protocol import LockManager
 
 POLL_S = 0.05
@@ -145,12 +145,9 @@ class AtomicFileLockManager(LockManager):
         Returns:
             Whether the lock was acquired.
         """
-        deadline = None if acquire_timeout is None else time.monotonic() + acquire_timeout
-        while not self._attempt(key, holder, hold_timeout):
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(POLL_S)
-        return True
+        return await anyio.to_thread.run_sync(
+            self.acquire_lock, key, holder, acquire_timeout, hold_timeout
+        )
 
     def release_lock(self, key: str, holder: str) -> None:
         """Release a lock held by ``holder``.
@@ -218,9 +215,4 @@ class AtomicFileLockManager(LockManager):
         Returns:
             ``True`` once unlocked, ``False`` on timeout.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self.is_locked(key):
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(POLL_S)
-        return True
+        return await anyio.to_thread.run_sync(self.wait_for_lock, key, timeout)
