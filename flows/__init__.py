@@ -1,1 +1,32 @@
-"""Placeholder."""
+"""Prefect flows of prefect-cometapi: single, edit and batch pipelines with their artifacts.
+
+Deployment entrypoints (paths relative to the repository root):
+
+* ``flows/pipeline.py:generate_and_upload``
+* ``flows/pipeline.py:edit_and_upload``
+* ``flows/batch.py:batch_generate``
+"""
+
+from prefect_cometapi.flows.batch import BatchFailedError, BudgetExceededError, batch_generate
+from prefect_cometapi.flows.outcomes import DeliveredImage, ItemOutcome, RunSummary
+from prefect_cometapi.flows.params import ImageOptions, S3Options, UpscaleOptions
+from prefect_cometapi.flows.pipeline import edit_and_upload, generate_and_upload
+from prefect_cometapi.flows.sources import EXAMPLE_ITEMS, EXAMPLE_TEMPLATE
+from prefect_cometapi.flows.steps import process_item
+
+__all__ = [
+    "EXAMPLE_ITEMS",
+    "EXAMPLE_TEMPLATE",
+    "BatchFailedError",
+    "BudgetExceededError",
+    "DeliveredImage",
+    "ImageOptions",
+    "ItemOutcome",
+    "RunSummary",
+    "S3Options",
+    "UpscaleOptions",
+    "batch_generate",
+    "edit_and_upload",
+    "generate_and_upload",
+    "process_item",
+]

@@ -84,12 +84,29 @@ def _run_emulator(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_demo_arguments(parser: argparse.ArgumentParser) -> None:
+    from prefect_cometapi.demo import add_demo_arguments
+
+    add_demo_arguments(parser)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from prefect_cometapi.demo import run_demo
+
+    return run_demo(args)
+
+
 #: name -> (help, add_arguments, run)
 SUBCOMMANDS: dict[str, tuple[str, AddArguments, Run]] = {
     "emulator": (
         "serve the CometAPI (OpenAI Images API) emulator on 127.0.0.1",
         _add_emulator_arguments,
         _run_emulator,
+    ),
+    "demo": (
+        "run the pipeline end to end offline: emulator, local S3, Prefect (--live for real)",
+        _add_demo_arguments,
+        _run_demo,
     ),
 }
 

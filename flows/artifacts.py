@@ -1,0 +1,197 @@
+"""The artifacts every run publishes: progress, a markdown gallery with the cost, a results table.
+
+Keys are lowercase-dash (Prefect's rule) and stable per flow, so the Artifacts page shows the
+latest run of each flow with its history.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from uuid import UUID
+
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+
+from prefect_cometapi.flows.outcomes import RunSummary
+
+GALLERY_INLINE_MAX = 24
+"""Images shown inline in the gallery; the rest are links (4K images are heavy for a browser)."""
+PROGRESS_MIN_INTERVAL_S = 1.0
+
+
+def artifact_key(flow_name: str, kind: str) -> str:
+    """A valid artifact key: lowercase letters, digits and dashes.
+
+    Args:
+        flow_name: The flow's name, e.g. ``batch_generate``.
+        kind: ``progress``, ``gallery`` or ``results``.
+
+    Returns:
+        E.g. ``cometapi-batch-generate-gallery``.
+    """
+    slug = re.sub(r"[^a-z0-9]+", "-", f"cometapi-{flow_name}-{kind}".lower()).strip("-")
+    return slug
+
+
+class Progress:
+    """A progress artifact updated as items finish (at most once a second, and at the end).
+
+    Args:
+        flow_name: The flow's name (for the key).
+        total: Number of items.
+    """
+
+    def __init__(self, flow_name: str, total: int) -> None:
+        self.total = max(total, 1)
+        self.done = 0
+        self.failed = 0
+        self._last = 0.0
+        self.artifact_id: UUID = create_progress_artifact(
+            progress=0.0,
+            key=artifact_key(flow_name, "progress"),
+            description=f"0 of {total} items done",
+        )
+
+    def advance(self, failed: bool = False) -> None:
+        """Count one finished item and update the artifact when due.
+
+        Args:
+            failed: Whether the item failed.
+        """
+        self.done += 1
+        self.failed += int(failed)
+        now = time.monotonic()
+        if self.done < self.total and now - self._last < PROGRESS_MIN_INTERVAL_S:
+            return
+        self._last = now
+        update_progress_artifact(
+            self.artifact_id,
+            progress=round(100.0 * self.done / self.total, 2),
+            description=f"{self.done} of {self.total} items done, {self.failed} failed",
+        )
+
+
+def _md(text: str) -> str:
+    return re.sub(r"([\\`*_\[\]<>|#])", r"\\\1", text)
+
+
+def gallery_markdown(summary: RunSummary, title: str) -> str:
+    """The gallery: cost and counts first, then each item's images, then the failures.
+
+    Args:
+        summary: The run's summary.
+        title: A heading.
+
+    Returns:
+        Markdown.
+    """
+    lines = [
+        f"# {_md(title)}",
+        "",
+        f"**{summary.delivered} of {summary.items} items delivered**, {summary.failed} failed, "
+        f"{summary.images} images in S3.",
+        "",
+        f"**Total cost: ${summary.total_cost_usd:.6f}** "
+        f"({summary.input_tokens:,} input + {summary.output_tokens:,} output tokens"
+        + (f"; {summary.cached} items from the cache, not paid again" if summary.cached else "")
+        + ")"
+        + (
+            f"; estimated before the run: ${summary.estimated_cost_usd:.6f}"
+            if summary.estimated_cost_usd is not None
+            else ""
+        )
+        + ".",
+        "",
+    ]
+    shown = 0
+    delivered = [o for o in summary.outcomes if o.status == "delivered"]
+    if delivered:
+        lines += ["## Images", ""]
+    for outcome in delivered:
+        for number, image in enumerate(outcome.images, start=1):
+            label = outcome.item_id + (f" ({number})" if len(outcome.images) > 1 else "")
+            where = f"`{image.uri}`"
+            if image.url and shown < GALLERY_INLINE_MAX:
+                lines.append(f"### {_md(label)}")
+                lines.append(f"[![{_md(label)}]({image.url})]({image.url})")
+                shown += 1
+            elif image.url:
+                lines.append(f"- [{_md(label)}]({image.url})")
+            else:
+                lines.append(f"- {_md(label)}")
+            lines.append(
+                f"  {image.size} {image.format}, ${outcome.cost_usd:.6f}, {where}"
+                + (" (cached)" if outcome.cached else "")
+            )
+            lines.append("")
+    failed = [o for o in summary.outcomes if o.status == "failed"]
+    if failed:
+        lines += ["## Failed items", ""]
+        for outcome in failed:
+            lines.append(
+                f"- **{_md(outcome.item_id)}** ({_md(outcome.error_code or 'error')}): "
+                f"{_md(outcome.error or '')}"
+            )
+        lines.append("")
+    if any(image.url for o in delivered for image in o.images):
+        lines.append("_Links are presigned and expire; the S3 URIs stay._")
+    return "\n".join(lines)
+
+
+def results_table(summary: RunSummary) -> list[dict[str, object]]:
+    """One row per image (or per failed item).
+
+    Args:
+        summary: The run's summary.
+
+    Returns:
+        Rows with item, prompt, size, quality, tokens, cost, S3 URI, status and error.
+    """
+    rows: list[dict[str, object]] = []
+    for outcome in summary.outcomes:
+        base = {
+            "item": outcome.item_id,
+            "prompt": outcome.prompt_excerpt,
+            "size": outcome.size,
+            "quality": outcome.quality,
+            "input_tokens": outcome.input_tokens,
+            "output_tokens": outcome.output_tokens,
+            "cost_usd": round(outcome.cost_usd, 6),
+            "cached": outcome.cached,
+        }
+        for image in outcome.images or [None]:
+            rows.append(
+                {
+                    **base,
+                    "output_size": image.size if image else "",
+                    "s3_uri": image.uri if image else "",
+                    "status": outcome.status,
+                    "error": outcome.error or "",
+                }
+            )
+    return rows
+
+
+def publish(summary: RunSummary, flow_name: str, title: str) -> None:
+    """Publish the gallery and the table of a finished run.
+
+    Args:
+        summary: The run's summary.
+        flow_name: The flow's name (for the keys).
+        title: The gallery's heading.
+    """
+    create_markdown_artifact(
+        markdown=gallery_markdown(summary, title),
+        key=artifact_key(flow_name, "gallery"),
+        description=f"{summary.headline()}",
+    )
+    create_table_artifact(
+        table=results_table(summary),
+        key=artifact_key(flow_name, "results"),
+        description=f"Items, prompts, sizes, tokens, cost and S3 URIs. {summary.headline()}",
+    )

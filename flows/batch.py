@@ -1,0 +1,301 @@
+"""``batch_generate``: many variable sets through one template, concurrently, within a budget.
+
+Deployment entrypoint: ``flows/batch.py:batch_generate``.
+
+How a batch runs:
+
+1. Every prompt is rendered and checked first; a bad template or a missing variable refuses the
+   whole batch before any request.
+2. The cost of the whole batch is estimated (:func:`prefect_cometapi.pricing.estimate_cost`); over
+   ``max_cost_usd`` the batch is refused with zero requests (items already in the image cache
+   are not counted).
+3. Items run end to end (generate -> upscale -> upload) in ``process_item`` task runs, at most
+   ``concurrency`` at a time: a sliding window over the flow's thread pool, refilled as each item
+   finishes, so a slow item never holds up a whole wave. Each returns a small record; no image
+   bytes stay in the flow.
+4. A failed item (content policy, say) is reported with the API's message; the batch goes on.
+   The run ends Failed only with ``all_or_nothing=True``.
+5. ``generate_image`` is cached on what determines the image, and prompts and item ids are
+   deterministic, so re-running after a crash pays only for the unfinished items.
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+from datetime import datetime, timezone
+from typing import Annotated, Any
+
+from prefect import flow, get_run_logger
+from prefect.futures import PrefectFuture
+from prefect.states import Completed
+from pydantic import Field
+
+from prefect_cometapi.blocks import CometAPICredentials
+from prefect_cometapi.errors import CometAPIError, ValidationError
+from prefect_cometapi.flows.artifacts import Progress, publish
+from prefect_cometapi.flows.outcomes import ItemOutcome, RunSummary, describe_error, excerpt
+from prefect_cometapi.flows.params import (
+    ImageOptions,
+    S3Options,
+    UpscaleOptions,
+    check_distinct_keys,
+)
+from prefect_cometapi.flows.sources import (
+    EXAMPLE_ITEMS,
+    EXAMPLE_TEMPLATE,
+    Item,
+    build_items,
+    resolve_credentials,
+    template_source,
+)
+from prefect_cometapi.flows.steps import api_slots, generate_step, process_item
+from prefect_cometapi.pricing import estimate_cost
+from prefect_cometapi.tasks.caching import image_cache_key
+from prefect_cometapi.tasks.prompts import render_template
+
+FLOW_NAME = "batch-generate"
+DELIVERY_SHARE = 2
+"""Items in flight = concurrency + concurrency // DELIVERY_SHARE: the extra ones upload (or
+wait for a request slot) while ``concurrency`` requests keep the API busy."""
+MAX_LISTED_ERRORS = 10
+
+
+class BudgetExceededError(ValidationError):
+    """The batch's estimated cost is over ``max_cost_usd``; nothing was sent.
+
+    Attributes:
+        estimate: The estimated cost in USD.
+        budget: ``max_cost_usd``.
+        items: Items that would have been paid for.
+    """
+
+    def __init__(self, estimate: float, budget: float, items: int, image: ImageOptions) -> None:
+        self.estimate = estimate
+        self.budget = budget
+        self.items = items
+        super().__init__(
+            "max_cost_usd",
+            f"the batch is estimated at ${estimate:.4f} for {items} item(s) x {image.n} image(s) "
+            f"({image.model}, {image.request_size}, quality {image.quality}), over the budget of "
+            f"${budget:.4f}; raise max_cost_usd, lower quality, size or n, or split the batch",
+        )
+
+
+class BatchFailedError(CometAPIError):
+    """Some items failed and the batch asked for all or nothing.
+
+    Attributes:
+        summary: The run's summary (what was delivered and why the rest failed).
+    """
+
+    def __init__(self, summary: RunSummary) -> None:
+        self.summary = summary
+        reasons = "; ".join(
+            f"{item}: {why}" for item, why in list(summary.failures.items())[:MAX_LISTED_ERRORS]
+        )
+        super().__init__(f"{summary.headline()}. all_or_nothing=True, so the run fails. {reasons}")
+
+
+def render_prompts(template: str, items: list[Item]) -> list[str]:
+    """Render every item's prompt; refuse the batch if any item cannot be rendered.
+
+    Args:
+        template: Template text or a local template path.
+        items: The items.
+
+    Returns:
+        The prompts, in item order.
+
+    Raises:
+        ValidationError: Listing the items that fail (at most 10 shown), before any request.
+    """
+    prompts: list[str] = []
+    problems: list[str] = []
+    for item in items:
+        try:
+            prompts.append(render_template(template, item.variables))
+        except ValidationError as exc:
+            if exc.param == "template":
+                raise
+            problems.append(f"{item.item_id}: {exc.rule}")
+    if problems:
+        shown = "; ".join(problems[:MAX_LISTED_ERRORS])
+        more = f" (and {len(problems) - MAX_LISTED_ERRORS} more)" if len(problems) > 10 else ""
+        raise ValidationError("items", f"{len(problems)} item(s) cannot be rendered: {shown}{more}")
+    return prompts
+
+
+def _is_cached(prompt: str, image: ImageOptions) -> bool:
+    """Whether ``generate_image`` already holds this exact request's result (best effort)."""
+    try:
+        from prefect.results import get_result_store
+
+        store = get_result_store().update_for_task(generate_step)
+        key = image_cache_key("generations", {"prompt": prompt, **image.request_kwargs()})
+        return bool(store.exists(key))
+    except Exception:  # noqa: BLE001 - when in doubt, count it as a cost
+        return False
+
+
+def check_budget(
+    prompts: list[str], image: ImageOptions, max_cost_usd: float | None
+) -> float | None:
+    """Estimate the batch's cost and refuse it when over budget.
+
+    Args:
+        prompts: The rendered prompts.
+        image: The request options.
+        max_cost_usd: The budget; ``None`` for no limit.
+
+    Returns:
+        The estimate in USD (``None`` when the model's price is unknown).
+
+    Raises:
+        BudgetExceededError: Over budget, even after discounting items already in the cache.
+        ValidationError: A budget is set but the model's price is unknown.
+    """
+    per_item = [
+        estimate_cost(image.model, p, image.request_size, image.quality, image.n) for p in prompts
+    ]
+    if any(cost is None for cost in per_item):
+        if max_cost_usd is not None:
+            raise ValidationError(
+                "max_cost_usd",
+                f"no price is known for model {image.model!r}, so the budget cannot be checked",
+            )
+        return None
+    estimate = round(sum(c for c in per_item if c is not None), 6)
+    if max_cost_usd is None or estimate <= max_cost_usd:
+        return estimate
+    to_pay = [(p, c) for p, c in zip(prompts, per_item, strict=True) if not _is_cached(p, image)]
+    remaining = round(sum(c for _, c in to_pay if c is not None), 6)
+    if remaining > max_cost_usd:
+        raise BudgetExceededError(remaining, max_cost_usd, len(to_pay), image)
+    return remaining
+
+
+def _collect(future: PrefectFuture[ItemOutcome], item: Item, prompt: str, image: ImageOptions):
+    value: Any = future.result(raise_on_failure=False)
+    if isinstance(value, ItemOutcome):
+        return value
+    error = value if isinstance(value, BaseException) else RuntimeError(str(value))
+    code, message = describe_error(error)
+    return ItemOutcome(
+        item_id=item.item_id,
+        index=item.index,
+        status="failed",
+        prompt_excerpt=excerpt(prompt),
+        size=image.request_size,
+        quality=image.quality,
+        error_code=code,
+        error=message,
+    )
+
+
+@flow(name=FLOW_NAME)
+def batch_generate(
+    s3: S3Options,
+    template: str | None = None,
+    items: list[dict[str, Any]] | None = None,
+    items_file: str | None = None,
+    id_field: str = "id",
+    image: ImageOptions = ImageOptions(),  # noqa: B008 - frozen pydantic model
+    upscale: UpscaleOptions = UpscaleOptions(),  # noqa: B008
+    concurrency: Annotated[int, Field(ge=1, le=64)] = 8,
+    max_cost_usd: Annotated[float | None, Field(ge=0)] = None,
+    all_or_nothing: bool = False,
+    credentials_block: CometAPICredentials | str | None = None,
+    base_url: str | None = None,
+    concurrency_limit: str | None = None,
+    rate_limit: str | None = None,
+) -> RunSummary:
+    """Generate one image set per item from a template, concurrently, and upload them to S3.
+
+    Args:
+        s3: Where the images go (bucket, prefix, key template with {item}, endpoint, links).
+        template: Jinja2 prompt template: text, a local file path (.j2/.jinja/.txt/.md), or an
+            s3:// or https:// URI. Empty: the packaged example product-banner template.
+        items: Variable sets, one per item (e.g. [{"id": "lamp", "name": "Lumen lamp"}]).
+        items_file: More items from a CSV, JSONL or JSON file (local path, s3:// or https://).
+            With neither items nor a file and no template, the packaged example products.
+        id_field: The variable holding each item's id (used in S3 keys and reports).
+        image: Request options: size preset or custom size, quality, format, n, variant.
+        upscale: Optional upscale after generation, e.g. 1536x864 -> 3840x2160.
+        concurrency: Items in flight at once (each holds one API request at a time).
+        max_cost_usd: Refuse to start when the estimated cost is over this (USD).
+        all_or_nothing: End the run Failed if any item fails (the rest are still delivered).
+        credentials_block: Name of a saved CometAPI Credentials block; empty uses the
+            COMETAPI_KEY environment variable of the worker.
+        base_url: Override the API base URL (e.g. another gateway or a local emulator).
+        concurrency_limit: A Prefect global concurrency limit (slots) shared by all workers.
+        rate_limit: A Prefect global concurrency limit with slot decay, used as a rate limit.
+
+    Returns:
+        The run summary: counts, total cost, S3 URIs and each item's record (no image bytes).
+    """
+    started = time.monotonic()
+    logger = get_run_logger()
+    credentials = resolve_credentials(credentials_block, base_url)
+    credentials.resolved_api_key()  # no key: fail now, before anything is sent
+    if template is None and not items and not items_file:
+        items_file = str(EXAMPLE_ITEMS)
+    source = template_source(template or str(EXAMPLE_TEMPLATE), s3.endpoint_url)
+    batch = build_items(items, items_file, id_field, s3.endpoint_url)
+    check_distinct_keys(s3, image.n, len(batch) > 1)
+    prompts = render_prompts(source, batch)
+    estimate = check_budget(prompts, image, max_cost_usd)
+    logger.info(
+        "Batch of %d item(s), concurrency %d, estimated cost %s",
+        len(batch),
+        concurrency,
+        "unknown" if estimate is None else f"${estimate:.4f}",
+    )
+
+    progress = Progress(FLOW_NAME, len(batch))
+    run_time = datetime.now(timezone.utc)
+    finished: queue.SimpleQueue[tuple[int, PrefectFuture[ItemOutcome]]] = queue.SimpleQueue()
+    outcomes: list[ItemOutcome] = []
+    window = concurrency + max(1, concurrency // DELIVERY_SHARE)
+    with api_slots(concurrency) as slots:
+
+        def submit(index: int) -> None:
+            item = batch[index]
+            future = process_item.submit(
+                item.item_id,
+                item.index,
+                prompts[index],
+                credentials,
+                image,
+                upscale,
+                s3,
+                run_time,
+                concurrency_limit,
+                rate_limit,
+                slots,
+            )
+            future.add_done_callback(lambda done: finished.put((index, done)))
+
+        next_index = 0
+        while next_index < min(window, len(batch)):
+            submit(next_index)
+            next_index += 1
+        while len(outcomes) < len(batch):
+            index, future = finished.get()
+            if next_index < len(batch):
+                submit(next_index)
+                next_index += 1
+            outcome = _collect(future, batch[index], prompts[index], image)
+            outcomes.append(outcome)
+            if outcome.status == "failed":
+                logger.warning(
+                    "Item %s failed: %s: %s", outcome.item_id, outcome.error_code, outcome.error
+                )
+            progress.advance(failed=outcome.status == "failed")
+
+    summary = RunSummary.from_outcomes(FLOW_NAME, outcomes, time.monotonic() - started, estimate)
+    publish(summary, FLOW_NAME, "Batch results")
+    logger.info("%s", summary.headline())
+    if summary.failed and all_or_nothing:
+        raise BatchFailedError(summary)
+    return Completed(message=summary.headline(), data=summary)  # type: ignore[return-value]

@@ -1,0 +1,273 @@
+"""Typed flow parameters: what the Prefect UI renders as a form (dropdowns, numbers, free text).
+
+Every model is frozen, forbids unknown fields and checks its values with the project's own
+validation (:mod:`prefect_cometapi.validation`, :mod:`prefect_cometapi.tasks.s3`), so a bad form
+fails the run before any request is sent.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from prefect_cometapi.errors import ValidationError
+from prefect_cometapi.models import GeneratedImage
+from prefect_cometapi.validation import DEFAULT_MODEL, parse_size, validate_params
+
+SizePreset = Literal[
+    "auto",
+    "1024x1024",
+    "1536x1024",
+    "1024x1536",
+    "1536x864",
+    "864x1536",
+    "2048x1152",
+    "2048x2048",
+    "2560x1440",
+    "3840x2160",
+    "2160x3840",
+]
+"""Request sizes offered in the UI (any valid ``WxH`` goes in ``custom_size``)."""
+
+UpscaleTarget = Literal[
+    "none", "1920x1080", "2560x1440", "3840x2160", "4096x2160", "5120x2880", "7680x4320"
+]
+"""Upscale targets offered in the UI (``none`` = no upscale; others via ``custom_size``)."""
+
+Quality = Literal["low", "medium", "high", "auto"]
+OutputFormat = Literal["png", "jpeg", "webp"]
+Background = Literal["auto", "opaque", "transparent"]
+Moderation = Literal["auto", "low"]
+UpscaleMode = Literal["fit", "cover", "stretch"]
+UpscaleFormat = Literal["same", "png", "jpeg", "webp"]
+
+DEFAULT_PREFIX = "cometapi/"
+DEFAULT_KEY_TEMPLATE = "{prefix}{date}/{item}-{sha8}.{ext}"
+"""Default object key: ``<prefix>YYYY-MM-DD/<item id>-<first 8 hex of sha256>.<ext>``."""
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+
+def _wxh(value: str | None, param: str) -> str | None:
+    if value is None or not str(value).strip():
+        return None
+    text = str(value).strip().lower()
+    try:
+        dims = parse_size(text)
+    except ValidationError:
+        raise ValidationError(param, "must be 'WIDTHxHEIGHT', e.g. '1792x1024'", value) from None
+    if dims is None:
+        raise ValidationError(param, "must be 'WIDTHxHEIGHT', not 'auto'", value)
+    return text
+
+
+class ImageOptions(BaseModel):
+    """What to ask the Images API for (one request per item).
+
+    Attributes:
+        size: A size preset; ``auto`` lets the model choose.
+        custom_size: Any other ``WxH`` (gpt-image-2: sides divisible by 16, long edge <= 3840,
+            aspect <= 3:1); when set it wins over ``size``.
+        quality: ``low`` is cheapest; ``auto`` is billed (and estimated) like ``high``.
+        output_format: The format the API returns.
+        output_compression: 0-100, only for jpeg/webp.
+        background: ``transparent`` needs png or webp.
+        moderation: ``low`` is less strict.
+        n: Images per request (each is billed).
+        model: The model.
+        variant: Change it to get new images for the same request (the cache is keyed on it).
+    """
+
+    model_config = _FROZEN
+
+    size: SizePreset = Field("1024x1024", description="Size preset of the generated image.")
+    custom_size: str | None = Field(
+        None, description="Custom WxH (e.g. 1792x1024); overrides the preset when set."
+    )
+    quality: Quality = Field("medium", description="Rendering quality (low is cheapest).")
+    output_format: OutputFormat = Field("png", description="Image format the API returns.")
+    output_compression: int | None = Field(
+        None, ge=0, le=100, description="Compression 0-100 for jpeg/webp (empty for png)."
+    )
+    background: Background = Field("auto", description="transparent needs png or webp.")
+    moderation: Moderation = Field("auto", description="Content moderation strictness.")
+    n: int = Field(1, ge=1, le=10, description="Images per prompt (each one is billed).")
+    model: str = Field(DEFAULT_MODEL, description="Model name.")
+    variant: int = Field(
+        0, ge=0, description="Bump to get new images for an identical request (cache key)."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> ImageOptions:
+        validate_params(
+            model=self.model,
+            prompt="-",
+            n=self.n,
+            size=self.request_size,
+            quality=self.quality,
+            output_format=self.output_format,
+            output_compression=self.output_compression,
+            background=self.background,
+            moderation=self.moderation,
+        )
+        return self
+
+    @property
+    def request_size(self) -> str:
+        """The size sent to the API: ``custom_size`` if set, else the preset."""
+        return _wxh(self.custom_size, "custom_size") or self.size
+
+    def request_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``generate_image`` / ``edit_image``.
+
+        Returns:
+            ``model``, ``n``, ``size``, ``quality``, ``output_format``, ``output_compression``,
+            ``background``, ``moderation`` and ``variant``.
+        """
+        return {
+            "model": self.model,
+            "n": self.n,
+            "size": self.request_size,
+            "quality": self.quality,
+            "output_format": self.output_format,
+            "output_compression": self.output_compression,
+            "background": self.background,
+            "moderation": self.moderation,
+            "variant": self.variant,
+        }
+
+
+class UpscaleOptions(BaseModel):
+    """Optional resize after generation (Lanczos), e.g. 1536x864 -> 3840x2160.
+
+    Attributes:
+        target: A preset target; ``none`` for no upscale.
+        custom_size: Any other ``WxH`` target; wins over ``target``.
+        long_edge: Make the longer side this long instead (wins over both sizes).
+        mode: How a ``WxH`` target is met: ``fit`` inside it (aspect kept), ``cover`` it
+            exactly with a centre crop, or ``stretch`` to it.
+        output_format: ``same`` keeps the generated format.
+        quality: JPEG/WebP quality.
+        sharpen: A light unsharp mask after resizing.
+    """
+
+    model_config = _FROZEN
+
+    target: UpscaleTarget = Field("none", description="Upscale target; none = keep the size.")
+    custom_size: str | None = Field(None, description="Custom WxH target; overrides target.")
+    long_edge: int | None = Field(
+        None, ge=16, le=7680, description="Longer side in pixels; overrides both sizes."
+    )
+    mode: UpscaleMode = Field("fit", description="fit (keep aspect), cover (crop), stretch.")
+    output_format: UpscaleFormat = Field("same", description="Format of the upscaled file.")
+    quality: int = Field(90, ge=1, le=100, description="JPEG/WebP quality of the upscale.")
+    sharpen: bool = Field(False, description="Light unsharp mask after resizing.")
+
+    @model_validator(mode="after")
+    def _check(self) -> UpscaleOptions:
+        _wxh(self.custom_size, "custom_size")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any target is set."""
+        return self.long_edge is not None or bool(self.custom_size) or self.target != "none"
+
+    def task_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``upscale_image`` (only meaningful when :attr:`enabled`).
+
+        Returns:
+            ``size`` or ``long_edge``, ``mode``, ``output_format``, ``quality``, ``sharpen``.
+        """
+        kwargs: dict[str, Any] = {
+            "mode": self.mode,
+            "output_format": None if self.output_format == "same" else self.output_format,
+            "quality": self.quality,
+            "sharpen": self.sharpen,
+        }
+        if self.long_edge is not None:
+            kwargs["long_edge"] = self.long_edge
+        else:
+            kwargs["size"] = _wxh(self.custom_size, "custom_size") or self.target
+        return kwargs
+
+
+class S3Options(BaseModel):
+    """Where the images go.
+
+    Attributes:
+        bucket: The bucket name (it must exist).
+        prefix: A folder for every key.
+        key_template: The object key; placeholders as in
+            :func:`prefect_cometapi.tasks.s3.render_key` plus ``{item}`` (the item id).
+        endpoint_url: An S3-compatible endpoint (MinIO, R2...); empty for AWS.
+        aws_credentials_block: Name of a prefect-aws ``AwsCredentials`` block; empty for
+            boto3's standard chain (environment, profile, instance role).
+        presign_expires: Lifetime of the presigned links in the gallery (seconds); empty for none.
+    """
+
+    model_config = _FROZEN
+
+    bucket: str = Field(description="S3 bucket name (must exist).")
+    prefix: str = Field(DEFAULT_PREFIX, description="Folder for every key, e.g. banners/.")
+    key_template: str = Field(
+        DEFAULT_KEY_TEMPLATE,
+        description="Object key template: {prefix} {date} {item} {sha256} {sha8} {ext} {size} "
+        "{index} {quality} {slug} ...",
+    )
+    endpoint_url: str | None = Field(None, description="S3-compatible endpoint URL (optional).")
+    aws_credentials_block: str | None = Field(
+        None, description="prefect-aws AwsCredentials block name (optional)."
+    )
+    presign_expires: int | None = Field(
+        3600, ge=1, le=604800, description="Presigned link lifetime in seconds (empty: none)."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> S3Options:
+        from prefect_cometapi.tasks.s3 import render_key, validate_bucket_name
+
+        validate_bucket_name(self.bucket)
+        probe = GeneratedImage(
+            data=b"", format="png", width=1, height=1, sha256="0" * 64, model="m", prompt="p"
+        )
+        render_key(
+            self.key_template,
+            probe,
+            prefix=self.prefix,
+            now=datetime(2000, 1, 1, tzinfo=timezone.utc),
+            item="item",
+        )
+        return self
+
+
+def check_distinct_keys(s3: S3Options, n: int, many_items: bool) -> None:
+    """Refuse a key template under which two images of one run would share a key.
+
+    Args:
+        s3: The S3 options.
+        n: Images per request.
+        many_items: Whether the run has more than one item.
+
+    Raises:
+        ValidationError: ``param="key_template"`` naming the placeholder to add.
+    """
+    import string
+
+    names = {field for _, field, _, _ in string.Formatter().parse(s3.key_template) if field}
+    if names & {"sha256", "sha8"}:
+        return
+    if many_items and "item" not in names:
+        raise ValidationError(
+            "key_template",
+            "items would overwrite each other: add {item} or {sha8}",
+            s3.key_template,
+        )
+    if n > 1 and "index" not in names:
+        raise ValidationError(
+            "key_template",
+            "the n images of a request would overwrite each other: add {index} or {sha8}",
+            s3.key_template,
+        )

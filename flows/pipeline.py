@@ -1,0 +1,196 @@
+"""Single-prompt flows: ``generate_and_upload`` and ``edit_and_upload``.
+
+Deployment entrypoints: ``flows/pipeline.py:generate_and_upload`` and
+``flows/pipeline.py:edit_and_upload``. Every parameter is JSON (block names, not blocks), so the
+Prefect UI renders a form for it.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from prefect import flow, get_run_logger
+
+from prefect_cometapi.blocks import CometAPICredentials
+from prefect_cometapi.flows.artifacts import Progress, publish
+from prefect_cometapi.flows.delivery import deliver_image
+from prefect_cometapi.flows.outcomes import RunSummary
+from prefect_cometapi.flows.params import (
+    ImageOptions,
+    S3Options,
+    UpscaleOptions,
+    check_distinct_keys,
+)
+from prefect_cometapi.flows.sources import resolve_credentials, template_source
+from prefect_cometapi.flows.steps import edit_step, generate_step, outcome_for, run_request
+from prefect_cometapi.tasks.prompts import render_prompt
+
+
+def default_item_id(prompt: str) -> str:
+    """An item id for a single-prompt run: a short slug of the prompt.
+
+    Args:
+        prompt: The rendered prompt.
+
+    Returns:
+        E.g. ``a-lighthouse-at-dawn``.
+    """
+    return re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:40].rstrip("-") or "image"
+
+
+def _single_run(
+    flow_name: str,
+    title: str,
+    prompt: str,
+    image: ImageOptions,
+    upscale: UpscaleOptions,
+    s3: S3Options,
+    item_id: str | None,
+    request: Any,
+    request_kwargs: dict[str, Any],
+) -> RunSummary:
+    """Request, deliver each image, publish artifacts; raise the request's error if it failed."""
+    started = time.monotonic()
+    logger = get_run_logger()
+    check_distinct_keys(s3, image.n, many_items=False)
+    item = item_id or default_item_id(prompt)
+    run_time = datetime.now(timezone.utc)
+    progress = Progress(flow_name, image.n)
+    result, cached, error = run_request(request, prompt=prompt, **request_kwargs)
+    delivered = []
+    if result is not None:
+        try:
+            for position in range(len(result.images)):
+                delivered.append(
+                    deliver_image(result.images[position], item, s3, upscale, run_time)
+                )
+                progress.advance()
+        except Exception as exc:  # noqa: BLE001 - published, then raised below
+            error = exc
+    outcome = outcome_for(item, 0, prompt, image, result, cached, delivered, error, started)
+    del result
+    summary = RunSummary.from_outcomes(flow_name, [outcome], time.monotonic() - started)
+    if error is not None:
+        progress.advance(failed=True)
+    publish(summary, flow_name, title)
+    logger.info("%s", summary.headline())
+    if error is not None:
+        raise error
+    return summary
+
+
+@flow(name="generate-and-upload")
+def generate_and_upload(
+    prompt: str,
+    s3: S3Options,
+    variables: dict[str, Any] | None = None,
+    image: ImageOptions = ImageOptions(),  # noqa: B008 - frozen pydantic model
+    upscale: UpscaleOptions = UpscaleOptions(),  # noqa: B008
+    credentials_block: CometAPICredentials | str | None = None,
+    base_url: str | None = None,
+    item_id: str | None = None,
+    concurrency_limit: str | None = None,
+    rate_limit: str | None = None,
+) -> RunSummary:
+    """Render a prompt, generate images, optionally upscale them, and upload them to S3.
+
+    Args:
+        prompt: A prompt, or a Jinja2 template rendered with ``variables`` (template text, a
+            local file path ending in .j2/.jinja/.txt/.md, or an s3:// or https:// URI).
+        s3: Where the images go (bucket, prefix, key template, endpoint, presigned links).
+        variables: Values for the template's placeholders.
+        image: Request options: size preset or custom size, quality, format, n, variant.
+        upscale: Optional upscale after generation, e.g. 1536x864 -> 3840x2160.
+        credentials_block: Name of a saved CometAPI Credentials block; empty uses the
+            COMETAPI_KEY environment variable of the worker.
+        base_url: Override the API base URL (e.g. another gateway or a local emulator).
+        item_id: The {item} placeholder of the key template (default: a slug of the prompt).
+        concurrency_limit: A Prefect global concurrency limit to hold during the API call.
+        rate_limit: A Prefect global concurrency limit with slot decay, used as a rate limit.
+
+    Returns:
+        The run summary: S3 URIs, tokens and total cost (no image bytes).
+    """
+    credentials = resolve_credentials(credentials_block, base_url)
+    credentials.resolved_api_key()  # no key: fail now, before anything is sent
+    rendered = render_prompt(template_source(prompt, s3.endpoint_url), variables)
+    return _single_run(
+        "generate-and-upload",
+        "Generated images",
+        rendered,
+        image,
+        upscale,
+        s3,
+        item_id,
+        generate_step,
+        {
+            "credentials": credentials,
+            "concurrency_limit": concurrency_limit,
+            "rate_limit": rate_limit,
+            **image.request_kwargs(),
+        },
+    )
+
+
+@flow(name="edit-and-upload")
+def edit_and_upload(
+    prompt: str,
+    images: list[str],
+    s3: S3Options,
+    mask: str | None = None,
+    variables: dict[str, Any] | None = None,
+    image: ImageOptions = ImageOptions(size="auto"),  # noqa: B008 - frozen pydantic model
+    input_fidelity: Literal["high", "low"] | None = None,
+    upscale: UpscaleOptions = UpscaleOptions(),  # noqa: B008
+    credentials_block: CometAPICredentials | str | None = None,
+    base_url: str | None = None,
+    item_id: str | None = None,
+    concurrency_limit: str | None = None,
+    rate_limit: str | None = None,
+) -> RunSummary:
+    """Edit or combine source images with a prompt (and a mask), optionally upscale, upload.
+
+    Args:
+        prompt: What to change, or a Jinja2 template rendered with ``variables``.
+        images: Source images (1-16): local paths, https:// URLs or s3:// URIs.
+        s3: Where the results go; its endpoint is also used for s3:// sources.
+        mask: Optional PNG mask with alpha (transparent = edit here), same kinds of source.
+        variables: Values for the template's placeholders.
+        image: Request options; size auto keeps the first source's size.
+        input_fidelity: high/low, only for gpt-image-1 and gpt-image-1.5 (not gpt-image-2).
+        upscale: Optional upscale after editing.
+        credentials_block: Name of a saved CometAPI Credentials block; empty uses COMETAPI_KEY.
+        base_url: Override the API base URL.
+        item_id: The {item} placeholder of the key template (default: a slug of the prompt).
+        concurrency_limit: A Prefect global concurrency limit to hold during the API call.
+        rate_limit: A Prefect global concurrency limit with slot decay, used as a rate limit.
+
+    Returns:
+        The run summary: S3 URIs, tokens and total cost (no image bytes).
+    """
+    credentials = resolve_credentials(credentials_block, base_url)
+    credentials.resolved_api_key()
+    rendered = render_prompt(template_source(prompt, s3.endpoint_url), variables)
+    return _single_run(
+        "edit-and-upload",
+        "Edited images",
+        rendered,
+        image,
+        upscale,
+        s3,
+        item_id,
+        edit_step,
+        {
+            "images": list(images),
+            "mask": mask,
+            "credentials": credentials,
+            "input_fidelity": input_fidelity,
+            "s3_endpoint_url": s3.endpoint_url,
+            "concurrency_limit": concurrency_limit,
+            "rate_limit": rate_limit,
+            **image.request_kwargs(),
+        },
+    )

@@ -1,0 +1,198 @@
+"""Where a flow's inputs come from: credentials, templates and batch items (list, CSV, JSONL).
+
+Everything here is plain, deterministic Python: the same parameters give the same prompts and
+item ids, so a re-run hits the image cache for every finished item.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prefect_cometapi.blocks import CometAPICredentials
+from prefect_cometapi.errors import ValidationError
+
+EXAMPLES_DIR = Path(__file__).with_name("examples")
+"""The checked-in example template and products (shipped with the package)."""
+EXAMPLE_TEMPLATE = EXAMPLES_DIR / "product_banner.j2"
+EXAMPLE_ITEMS = EXAMPLES_DIR / "products.jsonl"
+MAX_ITEMS = 10_000
+_REMOTE = ("s3://", "http://", "https://")
+_ID_RE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def resolve_credentials(
+    credentials_block: CometAPICredentials | str | None, base_url: str | None = None
+) -> CometAPICredentials:
+    """The credentials a flow uses.
+
+    Args:
+        credentials_block: A ``CometAPICredentials`` block, the name of a saved one, or ``None``
+            for ``COMETAPI_KEY`` and the default base URL.
+        base_url: Overrides the block's base URL (e.g. a local emulator or another gateway).
+
+    Returns:
+        The block (a copy when ``base_url`` changes it).
+
+    Raises:
+        ValidationError: ``param="credentials_block"`` when no block has that name.
+    """
+    if isinstance(credentials_block, CometAPICredentials):
+        credentials = credentials_block
+    elif credentials_block:
+        try:
+            credentials = CometAPICredentials.load(credentials_block)
+        except ValueError as exc:
+            raise ValidationError(
+                "credentials_block",
+                f"no CometAPI Credentials block named {credentials_block!r} ({exc}); create it "
+                "in the UI (Blocks) or leave it empty to use COMETAPI_KEY",
+            ) from None
+    else:
+        credentials = CometAPICredentials()
+    if base_url:
+        credentials = credentials.model_copy(update={"base_url": base_url.rstrip("/")})
+    return credentials
+
+
+def read_text(source: str | Path, endpoint_url: str | None = None, param: str = "source") -> str:
+    """Read a small text file from a local path, an ``s3://`` URI or an ``http(s)://`` URL.
+
+    Args:
+        source: Where to read.
+        endpoint_url: S3-compatible endpoint for ``s3://`` URIs.
+        param: The parameter name errors blame.
+
+    Returns:
+        The text.
+    """
+    from prefect_cometapi.tasks.inputs import load_text
+
+    return load_text(source, endpoint_url=endpoint_url, param=param)
+
+
+def template_source(template: str, endpoint_url: str | None = None) -> str:
+    """Template text for ``render_template``: remote templates are fetched, others kept as given.
+
+    Args:
+        template: Template text, a local file path, an ``s3://`` URI or a URL.
+        endpoint_url: S3-compatible endpoint for ``s3://`` URIs.
+
+    Returns:
+        Template text, or the local path (``render_template`` reads local files itself).
+    """
+    if isinstance(template, str) and template.strip().lower().startswith(_REMOTE):
+        return read_text(template.strip(), endpoint_url, param="template")
+    return template
+
+
+@dataclass(frozen=True)
+class Item:
+    """One batch item: a stable id and the variables of the template.
+
+    Attributes:
+        item_id: From the ``id_field`` of the variables, or ``item-0001``...; safe in S3 keys.
+        index: Position in the batch (0-based).
+        variables: The template variables.
+    """
+
+    item_id: str
+    index: int
+    variables: dict[str, Any]
+
+
+def parse_items(text: str, name: str) -> list[dict[str, Any]]:
+    """Parse CSV, JSONL or a JSON list of objects.
+
+    Args:
+        text: The file's text.
+        name: Its name or URI (the extension picks the format; otherwise the content does).
+
+    Returns:
+        One dict of variables per row/line.
+
+    Raises:
+        ValidationError: ``param="items_file"`` for a malformed file.
+    """
+    lower = name.lower().split("?", 1)[0]
+    stripped = text.lstrip()
+    if lower.endswith(".csv") or not (
+        lower.endswith((".jsonl", ".json", ".ndjson")) or stripped[:1] in "[{"
+    ):
+        rows = list(csv.DictReader(io.StringIO(text)))
+        if rows and None in rows[0]:
+            raise ValidationError("items_file", f"{name}: a CSV row has more cells than headers")
+        return [{k: v for k, v in row.items() if k is not None} for row in rows]
+    if stripped.startswith("["):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValidationError("items_file", f"{name}: invalid JSON: {exc}") from None
+        rows = data if isinstance(data, list) else []
+    else:
+        rows = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise ValidationError(
+                    "items_file", f"{name}: line {number} is not valid JSON: {exc.msg}"
+                ) from None
+    for number, row in enumerate(rows, start=1):
+        if not isinstance(row, dict):
+            raise ValidationError("items_file", f"{name}: item {number} is not a JSON object")
+    return rows
+
+
+def _clean_id(value: Any) -> str:
+    return _ID_RE.sub("-", str(value)).strip("-.")[:64]
+
+
+def build_items(
+    items: Sequence[Mapping[str, Any]] | None,
+    items_file: str | None,
+    id_field: str = "id",
+    endpoint_url: str | None = None,
+) -> list[Item]:
+    """The batch's items, in order, with stable unique ids.
+
+    Args:
+        items: Variable sets given in the parameters.
+        items_file: A CSV/JSONL/JSON file (local path, ``s3://`` URI or URL); appended after
+            ``items``.
+        id_field: The variable holding each item's id (missing: ``item-0001``...).
+        endpoint_url: S3-compatible endpoint for an ``s3://`` file.
+
+    Returns:
+        The items.
+
+    Raises:
+        ValidationError: No items, too many, or a malformed file.
+    """
+    rows: list[Mapping[str, Any]] = list(items or [])
+    for number, row in enumerate(rows, start=1):
+        if not isinstance(row, Mapping):
+            raise ValidationError("items", f"item {number} must be a mapping of variables", row)
+    if items_file:
+        rows.extend(parse_items(read_text(items_file, endpoint_url, "items_file"), items_file))
+    if not rows:
+        raise ValidationError("items", "give at least one item (items or items_file)")
+    if len(rows) > MAX_ITEMS:
+        raise ValidationError("items", f"at most {MAX_ITEMS:,} items per batch", len(rows))
+    seen: set[str] = set()
+    result: list[Item] = []
+    for index, row in enumerate(rows):
+        item_id = _clean_id(row.get(id_field, "")) or f"item-{index + 1:04d}"
+        if item_id in seen:
+            item_id = f"{item_id}-{index + 1}"
+        seen.add(item_id)
+        result.append(Item(item_id=item_id, index=index, variables=dict(row)))
+    return result

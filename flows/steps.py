@@ -1,0 +1,199 @@
+"""The per-item unit of work: generate -> (upscale) -> upload, returning a small record.
+
+Each image's bytes live only while its item is being processed: the generation is persisted by
+``generate_image`` (and not kept in Prefect's in-memory result cache), the upscale is handed to
+the upload and dropped, and what comes back is an :class:`~.outcomes.ItemOutcome`. So a batch's
+memory does not grow with its size.
+
+Per item there are two task runs (``process-item`` and ``generate-image``), three with an
+upscale; the upload and its asset declaration run inside ``process-item`` (see
+:mod:`.delivery`), which keeps orchestration overhead small next to the API's latency.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.states import Failed, State
+
+from prefect_cometapi.blocks import CometAPICredentials
+from prefect_cometapi.flows.delivery import deliver_result
+from prefect_cometapi.flows.outcomes import (
+    DeliveredImage,
+    ItemOutcome,
+    describe_error,
+    excerpt,
+)
+from prefect_cometapi.flows.params import ImageOptions, S3Options, UpscaleOptions
+from prefect_cometapi.models import ImageResult
+from prefect_cometapi.tasks.images import edit_image, generate_image
+
+#: The image tasks as the flows use them: identical cache keys (the policy ignores task options)
+#: but the persisted result is not also kept in Prefect's in-memory LRU cache of 1,000 records,
+#: which would otherwise hold every image of a batch.
+generate_step = generate_image.with_options(cache_result_in_memory=False, tags=set())
+edit_step = edit_image.with_options(cache_result_in_memory=False, tags=set())
+
+_api_slots: dict[str, threading.BoundedSemaphore] = {}
+
+
+@contextmanager
+def api_slots(size: int) -> Iterator[str]:
+    """A process-wide semaphore bounding the API requests of one batch, known by a token.
+
+    Items in flight may outnumber API requests (an item that is uploading holds no request), so
+    the batch keeps ``concurrency`` requests busy while others deliver. The token (a string) is
+    what task runs receive; the semaphore itself never leaves the process.
+
+    Args:
+        size: Requests allowed at once.
+
+    Yields:
+        The token to pass as ``process_item(api_slots=...)``.
+    """
+    token = uuid.uuid4().hex
+    _api_slots[token] = threading.BoundedSemaphore(size)
+    try:
+        yield token
+    finally:
+        _api_slots.pop(token, None)
+
+
+@contextmanager
+def _hold_slot(token: str | None) -> Iterator[None]:
+    slots = _api_slots.get(token) if token else None
+    if slots is None:
+        yield
+        return
+    with slots:
+        yield
+
+
+def run_request(step: Any, **kwargs: Any) -> tuple[ImageResult | None, bool, BaseException | None]:
+    """Call an image task and tell a fresh result, a cached one and a failure apart.
+
+    Args:
+        step: :data:`generate_step` or :data:`edit_step`.
+        **kwargs: The task's arguments.
+
+    Returns:
+        ``(result, cached, error)``.
+    """
+    state: State[ImageResult] = step(return_state=True, **kwargs)
+    if state.is_failed() or state.is_crashed() or state.is_cancelled():
+        error = state.result(raise_on_failure=False)
+        if not isinstance(error, BaseException):
+            error = RuntimeError(state.message or "the image request failed")
+        return None, False, error
+    return state.result(), state.name == "Cached", None
+
+
+def outcome_for(
+    item_id: str,
+    index: int,
+    prompt: str,
+    image: ImageOptions,
+    result: ImageResult | None,
+    cached: bool,
+    delivered: list[DeliveredImage],
+    error: BaseException | None,
+    started: float,
+) -> ItemOutcome:
+    """Build an item's record.
+
+    Args:
+        item_id: The item id.
+        index: The item's position.
+        prompt: Its prompt.
+        image: The request options.
+        result: The API's result (``None`` if the request failed).
+        cached: Whether the result came from the cache.
+        delivered: What was stored.
+        error: What went wrong, if anything.
+        started: ``time.monotonic()`` when the item started.
+
+    Returns:
+        The record.
+    """
+    paid = result is not None and not cached
+    usage = result.usage if paid and result is not None else None
+    code, message = describe_error(error) if error is not None else (None, None)
+    return ItemOutcome(
+        item_id=item_id,
+        index=index,
+        status="failed" if error is not None else "delivered",
+        prompt_excerpt=excerpt(prompt),
+        size=image.request_size,
+        quality=image.quality,
+        images=delivered,
+        input_tokens=usage.input_tokens if usage else 0,
+        output_tokens=usage.output_tokens if usage else 0,
+        cost_usd=(result.cost_usd or 0.0) if paid and result is not None else 0.0,
+        cached=cached,
+        error_code=code,
+        error=message,
+        seconds=round(time.monotonic() - started, 3),
+    )
+
+
+@task(name="process-item", task_run_name="item-{item_id}", cache_policy=NO_CACHE)
+def process_item(
+    item_id: str,
+    index: int,
+    prompt: str,
+    credentials: CometAPICredentials,
+    image: ImageOptions,
+    upscale: UpscaleOptions,
+    s3: S3Options,
+    run_time: datetime | None = None,
+    concurrency_limit: str | None = None,
+    rate_limit: str | None = None,
+    api_slots: str | None = None,
+) -> ItemOutcome:
+    """Generate, upscale and upload one batch item; return its small record.
+
+    A failure (content policy, an upload error...) does not raise: the task run ends Failed
+    with the item's record as its data, so the batch can go on and report it.
+
+    Args:
+        item_id: The item's id.
+        index: Its position in the batch.
+        prompt: The rendered prompt.
+        credentials: The API credentials.
+        image: The request options.
+        upscale: The upscale options.
+        s3: Where to store the images.
+        run_time: The time for the key's date placeholders.
+        concurrency_limit: A Prefect global concurrency limit to hold during the API call.
+        rate_limit: A Prefect global concurrency limit with slot decay, used as a rate.
+        api_slots: Token of the batch's request semaphore (see :func:`api_slots`).
+
+    Returns:
+        The item's record (also as the data of a Failed state when the item failed).
+    """
+    started = time.monotonic()
+    with _hold_slot(api_slots):
+        result, cached, error = run_request(
+            generate_step,
+            prompt=prompt,
+            credentials=credentials,
+            concurrency_limit=concurrency_limit,
+            rate_limit=rate_limit,
+            **image.request_kwargs(),
+        )
+    delivered: list[DeliveredImage] = []
+    if result is not None:
+        try:
+            delivered = deliver_result(result, item_id, s3, upscale, run_time)
+        except Exception as exc:  # noqa: BLE001 - reported in the item's record
+            error = exc
+    outcome = outcome_for(item_id, index, prompt, image, result, cached, delivered, error, started)
+    return outcome if error is None else Failed(message=outcome.error, data=outcome)

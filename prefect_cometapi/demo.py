@@ -1,0 +1,249 @@
+"""``prefect-cometapi demo``: the whole pipeline on this machine, offline, in about a minute.
+
+By default it starts the CometAPI emulator and moto's S3 server on 127.0.0.1, runs the
+``batch_generate`` flow on Prefect's temporary local server over the packaged example products
+(1536x864 at quality low, upscaled to 3840x2160), uploads to a demo bucket, copies the images to
+``./demo-output/`` and prints where everything went. Nothing leaves the machine: the AWS
+credentials it sets are moto's fake ones, and only inside this process.
+
+With ``--live --bucket NAME`` (and ``COMETAPI_KEY`` set) the same flow runs against the real
+API and your S3 bucket through boto3's standard credential chain, within ``--max-cost-usd``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+DEMO_BUCKET = "prefect-cometapi-demo"
+DEMO_KEY = "sk-demo-emulator-key"
+UI_URL = "http://127.0.0.1:4200"
+_FAKE_AWS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+_AWS_DROPPED = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ENDPOINT_URL")
+_AWS_DROPPED += ("AWS_ENDPOINT_URL_S3",)
+
+
+def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the demo's options to a parser.
+
+    Args:
+        parser: The ``demo`` subcommand's parser.
+    """
+    parser.add_argument(
+        "--output-dir", default="demo-output", help="where to save copies (default ./demo-output)"
+    )
+    parser.add_argument(
+        "--limit", type=int, default=5, help="how many example products to render (1-5)"
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=4, help="items in flight at once (default 4)"
+    )
+    parser.add_argument(
+        "--live", action="store_true", help="use the real API (COMETAPI_KEY) and your S3 bucket"
+    )
+    parser.add_argument("--bucket", help="S3 bucket (required with --live)")
+    parser.add_argument("--prefix", default="demo/", help="S3 key prefix (default demo/)")
+    parser.add_argument("--endpoint-url", help="S3-compatible endpoint (with --live)")
+    parser.add_argument("--base-url", help="API base URL (with --live; default CometAPI's)")
+    parser.add_argument(
+        "--max-cost-usd", type=float, default=0.5, help="budget for --live (default $0.50)"
+    )
+
+
+def add_demo_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``demo`` on an ``add_subparsers()`` object.
+
+    Args:
+        subparsers: What ``ArgumentParser.add_subparsers()`` returned.
+
+    Returns:
+        The ``demo`` parser (its ``_run`` default is :func:`run_demo`).
+    """
+    help_text = "run the pipeline end to end offline (emulator + local S3 + Prefect)"
+    parser = subparsers.add_parser("demo", help=help_text, description=help_text)
+    add_demo_arguments(parser)
+    parser.set_defaults(_run=run_demo)
+    return parser
+
+
+@contextlib.contextmanager
+def _fake_aws_env() -> Iterator[None]:
+    """moto's fake credentials for this process only; the developer's AWS settings put aside."""
+    saved = {name: os.environ.get(name) for name in (*_FAKE_AWS, *_AWS_DROPPED)}
+    os.environ.update(_FAKE_AWS)
+    for name in _AWS_DROPPED:
+        os.environ.pop(name, None)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextlib.contextmanager
+def _local_services() -> Iterator[tuple[str, str]]:
+    """Start the emulator and moto's S3 server on 127.0.0.1; yield their URLs."""
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError:
+        raise SystemExit(
+            "The offline demo needs moto's S3 server: pip install 'moto[server,s3]' "
+            "(it comes with: pip install 'prefect-cometapi[test]')."
+        ) from None
+    from prefect_cometapi.emulator import Emulator
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    s3.start()
+    try:
+        host, port = s3.get_host_and_port()
+        with Emulator() as emulator:
+            yield emulator.base_url, f"http://{host}:{port}"
+    finally:
+        s3.stop()
+
+
+def _save_copies(summary: Any, output_dir: Path, endpoint_url: str | None) -> list[Path]:
+    from prefect_cometapi.flows.delivery import shared_s3_client
+
+    client = shared_s3_client(endpoint_url, None)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    files: list[Path] = []
+    for outcome in summary.outcomes:
+        for number, image in enumerate(outcome.images):
+            suffix = f"-{number + 1}" if len(outcome.images) > 1 else ""
+            ext = "jpg" if image.format == "jpeg" else image.format
+            path = output_dir / f"{outcome.item_id}{suffix}.{ext}"
+            body = client.get_object(Bucket=image.bucket, Key=image.key)["Body"]
+            with body, path.open("wb") as handle:
+                for chunk in body.iter_chunks(1 << 20):
+                    handle.write(chunk)
+            files.append(path)
+    return files
+
+
+def _report(summary: Any, files: list[Path], flow_run_id: Any, live: bool) -> None:
+    print()
+    print(f"Results: {summary.headline()}")
+    file_iter = iter(files)
+    for outcome in summary.outcomes:
+        if outcome.status == "failed":
+            print(f"  {outcome.item_id:<16} FAILED {outcome.error_code}: {outcome.error}")
+            continue
+        for image in outcome.images:
+            path = next(file_iter, None)
+            print(f"  {outcome.item_id:<16} {image.size:>9} {image.format:<4} {image.uri}")
+            if path is not None:
+                print(f"  {'':<16} -> {path}")
+        print(
+            f"  {'':<16} tokens {outcome.input_tokens} in / {outcome.output_tokens} out, "
+            f"${outcome.cost_usd:.6f}" + (" (from cache, not paid again)" if outcome.cached else "")
+        )
+    prices = "at CometAPI's list prices" if live else "emulated, at CometAPI's list prices"
+    print(
+        f"Total: {summary.images} images, {summary.input_tokens} input + "
+        f"{summary.output_tokens} output tokens, ${summary.total_cost_usd:.6f} ({prices})"
+    )
+    print()
+    print("See the run in the Prefect UI:")
+    print("  prefect server start")
+    where = f"{UI_URL}/runs/flow-run/{flow_run_id}" if flow_run_id else f"{UI_URL}/runs"
+    print(f"  then open {where}")
+    print("  (artifacts: the gallery, the results table and the progress bar of this run)")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from prefect_cometapi.blocks import CometAPICredentials
+    from prefect_cometapi.flows.batch import batch_generate
+    from prefect_cometapi.flows.params import ImageOptions, S3Options, UpscaleOptions
+    from prefect_cometapi.flows.sources import EXAMPLE_ITEMS, EXAMPLE_TEMPLATE, parse_items
+
+    items = parse_items(EXAMPLE_ITEMS.read_text(encoding="utf-8"), EXAMPLE_ITEMS.name)
+    items = items[: max(1, min(args.limit, len(items)))]
+    parameters: dict[str, Any] = {
+        "template": str(EXAMPLE_TEMPLATE),
+        "items": items,
+        "image": ImageOptions(size="1536x864", quality="low"),
+        "upscale": UpscaleOptions(target="3840x2160"),
+        "concurrency": args.concurrency,
+    }
+
+    def run(credentials: CometAPICredentials, s3: S3Options, budget: float | None) -> int:
+        state = batch_generate(
+            s3=s3, credentials_block=credentials, max_cost_usd=budget, return_state=True,
+            **parameters,
+        )  # fmt: skip
+        summary = state.result(raise_on_failure=False)
+        if isinstance(summary, BaseException):
+            print(f"error: the demo flow failed: {summary}", file=sys.stderr)
+            return 1
+        files = _save_copies(summary, Path(args.output_dir), s3.endpoint_url)
+        _report(summary, files, state.state_details.flow_run_id, args.live)
+        return 0 if summary.failed == 0 else 1
+
+    if args.live:
+        if not args.bucket:
+            print("error: --live needs --bucket NAME (an existing S3 bucket)", file=sys.stderr)
+            return 2
+        if not os.environ.get("COMETAPI_KEY"):
+            print("error: --live needs the COMETAPI_KEY environment variable", file=sys.stderr)
+            return 2
+        credentials = CometAPICredentials()
+        if args.base_url:
+            credentials = credentials.model_copy(update={"base_url": args.base_url})
+        s3 = S3Options(bucket=args.bucket, prefix=args.prefix, endpoint_url=args.endpoint_url)
+        print(f"Live run: {len(items)} images from {credentials.base_url} to s3://{args.bucket}")
+        return run(credentials, s3, args.max_cost_usd)
+
+    with _fake_aws_env(), _local_services() as (base_url, endpoint_url):
+        import boto3
+
+        boto3.client("s3", endpoint_url=endpoint_url).create_bucket(Bucket=DEMO_BUCKET)
+        print(f"CometAPI emulator: {base_url} (offline: no real requests, nothing billed)")
+        print(f"S3 (moto):         {endpoint_url}, bucket {DEMO_BUCKET}")
+        print(f"Prefect:           runs stored under {_prefect_home()}")
+        credentials = CometAPICredentials(api_key=DEMO_KEY, base_url=base_url)
+        s3 = S3Options(bucket=DEMO_BUCKET, prefix=args.prefix, endpoint_url=endpoint_url)
+        return run(credentials, s3, None)
+
+
+def _prefect_home() -> str:
+    from prefect.settings import PREFECT_HOME
+
+    return str(PREFECT_HOME.value())
+
+
+def run_demo(args: argparse.Namespace | Sequence[str] | None = None) -> int:
+    """Run the demo.
+
+    Args:
+        args: Parsed options (from :func:`add_demo_arguments`), or argv-like strings, or
+            ``None`` for ``sys.argv[1:]``.
+
+    Returns:
+        The exit status: 0 when every item was delivered.
+    """
+    if not isinstance(args, argparse.Namespace):
+        parser = argparse.ArgumentParser(prog="prefect-cometapi demo")
+        add_demo_arguments(parser)
+        args = parser.parse_args(args)
+    if not 1 <= args.limit <= 5:
+        print("error: --limit must be between 1 and 5", file=sys.stderr)
+        return 2
+    if not 1 <= args.concurrency <= 64:
+        print("error: --concurrency must be between 1 and 64", file=sys.stderr)
+        return 2
+    return _run(args)

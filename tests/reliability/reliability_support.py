@@ -1,0 +1,226 @@
+"""Helpers shared by the reliability tests: batch parameters, S3 checks, emulator record checks.
+
+Imported by the test modules of this directory (pytest puts the directory on ``sys.path``) and
+by ``crash_batch.py``, the script the crash-and-resume test runs in a subprocess, so the same
+batch is built the same way in both processes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from prefect_cometapi.emulator import RequestRecord
+from prefect_cometapi.flows import ImageOptions, ItemOutcome, RunSummary, S3Options
+
+#: Small and cheap: the reliability suite is about what happens around the request.
+SMALL_IMAGE = {"size": "1024x1024", "quality": "low"}
+#: The statuses after which a client may send the same request again (plus 5xx and no answer).
+RETRYABLE_4XX = frozenset({408, 409, 429})
+MODERATION_MARKER = "[[fault:moderation]]"
+
+
+def batch_items(count: int, moderated: Iterable[int] = ()) -> list[dict[str, Any]]:
+    """Items ``item-000``... for a batch; the ``moderated`` positions carry the moderation marker.
+
+    Args:
+        count: How many items.
+        moderated: Positions whose prompt the emulator refuses (``moderation_blocked``).
+
+    Returns:
+        The items (``id``, ``n`` and ``extra`` variables).
+    """
+    blocked = set(moderated)
+    return [
+        {"id": f"item-{i:03d}", "n": i, "extra": MODERATION_MARKER if i in blocked else ""}
+        for i in range(count)
+    ]
+
+
+def batch_template(tag: str) -> str:
+    """A template whose prompts no other test renders (the result cache lives all session).
+
+    Args:
+        tag: A unique tag.
+
+    Returns:
+        The template text.
+    """
+    return f"reliability {tag} product {{{{ n }}}} on a plain background {{{{ extra }}}}"
+
+
+def s3_options(bucket: str, endpoint_url: str, **changes: Any) -> S3Options:
+    """S3 options for moto, without presigned links.
+
+    Args:
+        bucket: The bucket.
+        endpoint_url: moto's endpoint.
+        **changes: Other ``S3Options`` fields.
+
+    Returns:
+        The options.
+    """
+    fields: dict[str, Any] = {
+        "bucket": bucket,
+        "endpoint_url": endpoint_url,
+        "presign_expires": None,
+        **changes,
+    }
+    return S3Options(**fields)
+
+
+def small_image(**changes: Any) -> ImageOptions:
+    """``ImageOptions`` for a 1024x1024 low-quality image.
+
+    Args:
+        **changes: Other fields.
+
+    Returns:
+        The options.
+    """
+    return ImageOptions(**{**SMALL_IMAGE, **changes})
+
+
+def b64_sha256(data: bytes) -> str:
+    """The base64 SHA-256 S3 reports as ``ChecksumSHA256``."""
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """One object read back from S3.
+
+    Attributes:
+        key: Its key.
+        data: Its bytes.
+        metadata: Its user metadata.
+        checksum_sha256: What S3 reports as its SHA-256 (base64).
+    """
+
+    key: str
+    data: bytes
+    metadata: dict[str, str]
+    checksum_sha256: str | None
+
+
+def read_bucket(s3_client: Any, bucket: str) -> dict[str, StoredObject]:
+    """Every object of a bucket with its bytes, metadata and stored checksum.
+
+    Args:
+        s3_client: A boto3 S3 client.
+        bucket: The bucket.
+
+    Returns:
+        ``key -> StoredObject``.
+    """
+    objects: dict[str, StoredObject] = {}
+    for page in s3_client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for entry in page.get("Contents", []):
+            key = entry["Key"]
+            head = s3_client.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+            body = s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
+            objects[key] = StoredObject(
+                key=key,
+                data=body,
+                metadata=dict(head.get("Metadata") or {}),
+                checksum_sha256=head.get("ChecksumSHA256"),
+            )
+    return objects
+
+
+def assert_delivered_intact(
+    s3_client: Any, bucket: str, outcomes: Iterable[ItemOutcome]
+) -> dict[str, StoredObject]:
+    """Every delivered image is in S3 with S3's own SHA-256 equal to the bytes' and the record's.
+
+    Also checks that the bucket holds nothing else: no stray, partial or duplicate object.
+
+    Args:
+        s3_client: A boto3 S3 client.
+        bucket: The bucket.
+        outcomes: The items' records.
+
+    Returns:
+        The bucket's objects.
+    """
+    objects = read_bucket(s3_client, bucket)
+    expected: dict[str, str] = {}
+    for outcome in outcomes:
+        if outcome.status != "delivered":
+            assert not outcome.images, outcome
+            continue
+        assert outcome.images, f"{outcome.item_id} delivered without an image"
+        for image in outcome.images:
+            assert image.bucket == bucket and image.uri == f"s3://{bucket}/{image.key}"
+            assert image.key not in expected, f"two images share {image.key}"
+            expected[image.key] = image.sha256
+    assert sorted(objects) == sorted(expected), "the bucket holds other objects than delivered"
+    for key, sha256 in expected.items():
+        stored = objects[key]
+        assert hashlib.sha256(stored.data).hexdigest() == sha256, key
+        assert stored.checksum_sha256 == b64_sha256(stored.data), f"S3 checksum of {key}"
+        attributes = s3_client.get_object_attributes(
+            Bucket=bucket, Key=key, ObjectAttributes=["Checksum", "ObjectSize"]
+        )
+        assert attributes["Checksum"]["ChecksumSHA256"] == b64_sha256(stored.data), key
+        assert attributes["ObjectSize"] == len(stored.data), key
+    assert not s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads"), "pending uploads"
+    return objects
+
+
+def assert_accounted(summary: RunSummary, count: int) -> None:
+    """Every item is in the summary exactly once, delivered or failed with a reason.
+
+    Args:
+        summary: The batch's summary.
+        count: Items in the batch.
+    """
+    assert summary.items == count
+    assert summary.delivered + summary.failed == count
+    assert sorted(o.index for o in summary.outcomes) == list(range(count))
+    assert len({o.item_id for o in summary.outcomes}) == count
+    for outcome in summary.outcomes:
+        if outcome.status == "failed":
+            assert outcome.error_code and outcome.error, f"{outcome.item_id} failed silently"
+            assert summary.failures[outcome.item_id]
+        else:
+            assert outcome.error is None and outcome.images
+
+
+def by_prompt(records: Iterable[RequestRecord]) -> dict[str, list[RequestRecord]]:
+    """The emulator's records grouped by prompt, each group in arrival order.
+
+    Args:
+        records: ``emulator.requests``.
+
+    Returns:
+        ``prompt -> records``.
+    """
+    groups: dict[str, list[RequestRecord]] = defaultdict(list)
+    for record in sorted(records, key=lambda r: r.started_at):
+        groups[str(record.params.get("prompt"))].append(record)
+    return dict(groups)
+
+
+def assert_no_retry_after_final_error(records: Iterable[RequestRecord]) -> None:
+    """No request is sent again after an answer that retrying cannot fix.
+
+    A 4xx other than 408, 409 and 429 (and a 429 ``insufficient_quota``) must be the last
+    request of its prompt.
+
+    Args:
+        records: ``emulator.requests``.
+    """
+    for prompt, group in by_prompt(records).items():
+        for position, record in enumerate(group[:-1]):
+            final = record.status is not None and 400 <= record.status < 500
+            final = final and record.status not in RETRYABLE_4XX
+            final = final or record.fault == "insufficient_quota"
+            assert not final, (
+                f"request {position + 1} of {prompt!r} got {record.status} ({record.fault}) "
+                f"and was sent again {len(group) - position - 1} more time(s)"
+            )

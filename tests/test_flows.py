@@ -1,0 +1,337 @@
+"""generate_and_upload and edit_and_upload end to end: emulator, moto's S3 server, Prefect server.
+
+Every test uses its own prompt (a fresh tag), because generate_image's cache lives for the whole
+session.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+import uuid
+from typing import Any
+from uuid import UUID
+
+import httpx
+import pytest
+from PIL import Image
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+
+from prefect_cometapi import CometAPICredentials
+from prefect_cometapi.emulator.images import EDIT_IMAGE_TOKENS
+from prefect_cometapi.flows import (
+    ImageOptions,
+    RunSummary,
+    S3Options,
+    UpscaleOptions,
+    edit_and_upload,
+    generate_and_upload,
+)
+from prefect_cometapi.flows.artifacts import artifact_key
+from prefect_cometapi.models import Usage
+from prefect_cometapi.pricing import cost_usd, estimate_output_tokens, estimate_text_tokens
+
+
+def tag() -> str:
+    """A fresh word for prompts, so no test hits another test's cache."""
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def credentials(emulator: Any, api_key: str) -> CometAPICredentials:
+    """Credentials for the session's emulator, without client retries."""
+    return CometAPICredentials(api_key=api_key, base_url=emulator.base_url, max_retries=0)
+
+
+@pytest.fixture
+def s3_options(s3_server: Any, s3_bucket: str) -> S3Options:
+    """A fresh bucket on moto's server."""
+    return S3Options(bucket=s3_bucket, endpoint_url=s3_server.endpoint_url, prefix="out/")
+
+
+def billed_cost(emulator: Any) -> float:
+    """What the emulator billed, priced with pricing.cost_usd (its usage is the token formula)."""
+    total = 0.0
+    for record in emulator.requests:
+        if not record.billed_images:
+            continue
+        params = record.params
+        model = params.get("model", "gpt-image-2")
+        text = estimate_text_tokens(params["prompt"])
+        images_in = sum(len(v) for k, v in record.files.items() if k.startswith("image"))
+        image_in = EDIT_IMAGE_TOKENS.get(model, 0) * images_in
+        out = estimate_output_tokens(model, params["size"], params.get("quality"))
+        usage = Usage(
+            input_tokens=text + image_in,
+            text_input_tokens=text,
+            image_input_tokens=image_in,
+            output_tokens=out * record.billed_images,
+        )
+        total += cost_usd(usage, model) or 0.0
+    return round(total, 6)
+
+
+def read_artifacts(flow_run_id: UUID) -> dict[str, Any]:
+    """The run's artifacts by key."""
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    return {a.key: a for a in found}
+
+
+def asset_events(uri: str, timeout: float = 20.0) -> list[Any]:
+    """Materialization events of an S3 object, waiting for them to arrive."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with get_client(sync_client=True) as client:
+            page = client.read_events(
+                filter=EventFilter(
+                    event=EventNameFilter(prefix=["prefect.asset.materialization."]),
+                    resource=EventResourceFilter(id=[uri]),
+                ),
+                limit=50,  # the server's maximum (the client's default of 100 is refused)
+            )
+        if page.events or time.monotonic() > deadline:
+            return page.events
+        time.sleep(0.5)
+
+
+def s3_image(s3_client: Any, uri: str) -> tuple[bytes, tuple[int, int], str]:
+    """Bytes, size and format of an object."""
+    bucket, key = uri.removeprefix("s3://").split("/", 1)
+    data = s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    with Image.open(io.BytesIO(data)) as img:
+        return data, img.size, (img.format or "").lower()
+
+
+def test_generate_and_upload_renders_generates_upscales_uploads_and_publishes(
+    emulator: Any, credentials: CometAPICredentials, s3_options: S3Options, s3_client: Any
+) -> None:
+    word = tag()
+    state = generate_and_upload(
+        prompt="A banner for {{ name }} ({{ word }}), {{ mood }} light",
+        variables={"name": "Lumen", "word": word, "mood": "soft"},
+        s3=s3_options,
+        image=ImageOptions(size="1536x864", quality="low", n=2),
+        upscale=UpscaleOptions(target="3840x2160"),
+        credentials_block=credentials,
+        return_state=True,
+    )
+    assert state.is_completed(), state.message
+    summary = state.result()
+    assert isinstance(summary, RunSummary)
+
+    generations = [r for r in emulator.requests if r.endpoint == "generations"]
+    assert len(generations) == 1
+    assert generations[0].params["prompt"] == f"A banner for Lumen ({word}), soft light"
+    assert generations[0].params["size"] == "1536x864"
+    assert generations[0].params["n"] == 2
+
+    assert summary.items == 1 and summary.delivered == 1 and summary.images == 2
+    assert len(summary.uris) == 2 and len(set(summary.uris)) == 2
+    for outcome_image, uri in zip(summary.outcomes[0].images, summary.uris, strict=True):
+        assert uri.startswith(f"s3://{s3_options.bucket}/out/")
+        data, size, fmt = s3_image(s3_client, uri)
+        assert size == (3840, 2160) and fmt == "png"
+        assert hashlib.sha256(data).hexdigest() == outcome_image.sha256
+        assert outcome_image.url is not None
+        linked = httpx.get(outcome_image.url, timeout=30)
+        assert linked.status_code == 200 and linked.content == data
+
+    assert summary.total_cost_usd > 0
+    assert summary.total_cost_usd == pytest.approx(billed_cost(emulator), abs=1e-6)
+    assert summary.output_tokens == 2 * estimate_output_tokens("gpt-image-2", "1536x864", "low")
+
+    artifacts = read_artifacts(state.state_details.flow_run_id)
+    gallery = artifacts[artifact_key("generate-and-upload", "gallery")]
+    table = artifacts[artifact_key("generate-and-upload", "results")]
+    progress = artifacts[artifact_key("generate-and-upload", "progress")]
+    assert gallery.type == "markdown" and table.type == "table" and progress.type == "progress"
+    assert f"${summary.total_cost_usd:.6f}" in gallery.data
+    for uri in summary.uris:
+        assert uri in gallery.data
+    assert float(progress.data) == pytest.approx(100.0)
+    rows = table.data if isinstance(table.data, list) else json.loads(table.data)
+    assert [row["s3_uri"] for row in rows] == summary.uris
+    assert {row["status"] for row in rows} == {"delivered"}
+    assert rows[0]["quality"] == "low" and rows[0]["output_size"] == "3840x2160"
+
+    for uri in summary.uris:
+        events = asset_events(uri)
+        assert [e.event for e in events] == ["prefect.asset.materialization.succeeded"]
+        assert events[0].payload["size"] == "3840x2160"
+
+
+def test_generate_and_upload_with_a_plain_prompt_and_custom_size(
+    emulator: Any, credentials: CometAPICredentials, s3_options: S3Options, s3_client: Any
+) -> None:
+    summary = generate_and_upload(
+        prompt=f"a lighthouse at dawn {tag()}",
+        s3=s3_options,
+        image=ImageOptions(custom_size="1280x720", quality="low", output_format="jpeg"),
+        credentials_block=credentials,
+        item_id="lighthouse",
+    )
+    assert emulator.requests[0].params["size"] == "1280x720"
+    (uri,) = summary.uris
+    assert "/lighthouse-" in uri and uri.endswith(".jpg")
+    _, size, fmt = s3_image(s3_client, uri)
+    assert size == (1280, 720) and fmt == "jpeg"
+
+
+def test_a_second_run_is_served_from_the_cache_and_costs_nothing(
+    emulator: Any, credentials: CometAPICredentials, s3_options: S3Options
+) -> None:
+    kwargs = {
+        "prompt": f"a paper boat {tag()}",
+        "s3": s3_options,
+        "image": ImageOptions(size="1024x1024", quality="low"),
+        "credentials_block": credentials,
+    }
+    first = generate_and_upload(**kwargs)
+    second = generate_and_upload(**kwargs)
+    assert len(emulator.requests) == 1
+    assert first.total_cost_usd > 0 and second.total_cost_usd == 0
+    assert second.cached == 1 and second.uris == first.uris
+    assert second.outcomes[0].images[0].existed
+
+
+def test_edit_and_upload_from_s3_source_and_local_mask(
+    emulator: Any,
+    credentials: CometAPICredentials,
+    s3_options: S3Options,
+    s3_client: Any,
+    tmp_path: Any,
+) -> None:
+    source = io.BytesIO()
+    Image.new("RGB", (1024, 1024), (30, 120, 200)).save(source, "PNG")
+    s3_client.put_object(Bucket=s3_options.bucket, Key="in/source.png", Body=source.getvalue())
+    mask = Image.new("RGBA", (1024, 1024), (0, 0, 0, 255))
+    mask.paste((0, 0, 0, 0), (0, 0, 512, 512))
+    mask_path = tmp_path / "mask.png"
+    mask.save(mask_path)
+
+    state = edit_and_upload(
+        prompt="Add a {{ thing }} in the corner {{ word }}",
+        variables={"thing": "red kite", "word": tag()},
+        images=[f"s3://{s3_options.bucket}/in/source.png"],
+        mask=str(mask_path),
+        s3=s3_options,
+        image=ImageOptions(size="1024x1024", quality="low"),
+        upscale=UpscaleOptions(long_edge=2048),
+        credentials_block=credentials,
+        return_state=True,
+    )
+    assert state.is_completed(), state.message
+    summary = state.result()
+    (record,) = emulator.requests
+    assert record.endpoint == "edits"
+    assert record.files["image"][0]["sha256"] == hashlib.sha256(source.getvalue()).hexdigest()
+    assert record.files["mask"][0]["sha256"] == hashlib.sha256(mask_path.read_bytes()).hexdigest()
+    (uri,) = summary.uris
+    _, size, _ = s3_image(s3_client, uri)
+    assert size == (2048, 2048)
+    assert summary.total_cost_usd == pytest.approx(billed_cost(emulator), abs=1e-6)
+    keys = set(read_artifacts(state.state_details.flow_run_id))
+    assert {artifact_key("edit-and-upload", k) for k in ("gallery", "results", "progress")} <= keys
+
+
+def test_content_policy_failure_fails_the_run_and_is_published(
+    emulator: Any, credentials: CometAPICredentials, s3_options: S3Options, s3_client: Any
+) -> None:
+    state = generate_and_upload(
+        prompt=f"something refused {tag()} [[fault:moderation]]",
+        s3=s3_options,
+        image=ImageOptions(size="1024x1024", quality="low"),
+        credentials_block=credentials,
+        return_state=True,
+    )
+    assert state.is_failed()
+    assert "safety system" in state.message
+    assert len(emulator.requests) == 1  # content policy errors are not retried
+    assert s3_client.list_objects_v2(Bucket=s3_options.bucket).get("KeyCount", 0) == 0
+    gallery = read_artifacts(state.state_details.flow_run_id)[
+        artifact_key("generate-and-upload", "gallery")
+    ]
+    assert "moderation\\_blocked" in gallery.data and "safety system" in gallery.data
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"prompt": "A {{ product }} on {{ table }}", "variables": {"product": "x"}}, "table"),
+        ({"prompt": "x {{ y"}, "syntax error"),
+        ({"image": {"custom_size": "1000x1000"}}, "divisible by 16"),
+        ({"image": {"output_format": "png", "output_compression": 50}}, "output_compression"),
+        ({"s3": {"bucket": "Bad_Bucket"}}, "bucket"),
+        ({"s3": {"bucket": "fine-bucket", "key_template": "../{sha256}.{ext}"}}, "key_template"),
+        ({"image": {"n": 2}, "s3": {"bucket": "b-ok", "key_template": "{item}.{ext}"}}, "{index}"),
+        ({"upscale": {"custom_size": "big"}}, "custom_size"),
+    ],
+)
+def test_bad_inputs_fail_before_any_request(
+    emulator: Any,
+    credentials: CometAPICredentials,
+    s3_options: S3Options,
+    kwargs: dict[str, Any],
+    message: str,
+) -> None:
+    params: dict[str, Any] = {
+        "prompt": f"a valid prompt {tag()}",
+        "s3": s3_options,
+        "credentials_block": credentials,
+    }
+    params.update(kwargs)
+    state = generate_and_upload(**params, return_state=True)
+    assert state.is_failed()
+    with pytest.raises(Exception, match=message.replace("{", r"\{").replace("}", r"\}")):
+        state.result()
+    assert emulator.requests == []
+
+
+def test_missing_api_key_fails_before_any_request(
+    emulator: Any, s3_options: S3Options, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("COMETAPI_KEY", raising=False)
+    state = generate_and_upload(
+        prompt=f"no key {tag()}", s3=s3_options, base_url=emulator.base_url, return_state=True
+    )
+    assert state.is_failed() and "COMETAPI_KEY" in state.message
+    assert emulator.requests == []
+
+
+def test_credentials_by_block_name_and_base_url_override(
+    emulator: Any, api_key: str, s3_options: S3Options
+) -> None:
+    name = f"emu-{tag()}"
+    CometAPICredentials(api_key=api_key, base_url="http://127.0.0.1:9/v1").save(name)
+    summary = generate_and_upload(
+        prompt=f"a saved block {tag()}",
+        s3=s3_options,
+        image=ImageOptions(size="1024x1024", quality="low"),
+        credentials_block=name,
+        base_url=emulator.base_url,
+    )
+    assert summary.delivered == 1 and len(emulator.requests) == 1
+    state = generate_and_upload(
+        prompt="x", s3=s3_options, credentials_block=f"missing-{tag()}", return_state=True
+    )
+    assert state.is_failed() and "no CometAPI Credentials block named" in state.message
+
+
+def test_parameter_schema_has_typed_fields() -> None:
+    schema = generate_and_upload.parameters.model_dump()
+    image = schema["definitions"]["ImageOptions"]["properties"]
+    assert "3840x2160" in image["size"]["enum"] and "1536x864" in image["size"]["enum"]
+    assert image["quality"]["enum"] == ["low", "medium", "high", "auto"]
+    assert image["output_format"]["enum"] == ["png", "jpeg", "webp"]
+    assert image["size"]["description"]
+    upscale = schema["definitions"]["UpscaleOptions"]["properties"]
+    assert "3840x2160" in upscale["target"]["enum"]
+    assert schema["properties"]["prompt"]["description"]
+    assert "bucket" in schema["definitions"]["S3Options"]["required"]
