@@ -5,9 +5,11 @@ Deployment entrypoints (paths relative to the repository root):
 * ``flows/pipeline.py:generate_and_upload``
 * ``flows/pipeline.py:edit_and_upload``
 * ``flows/batch.py:batch_generate``
+* ``flows/fanout.py:batch_generate_chunk`` (the chunks of a fanned-out ``batch_generate``)
 """
 
 from prefect_cometapi.flows.batch import BatchFailedError, BudgetExceededError, batch_generate
+from prefect_cometapi.flows.fanout import ChunkItem, batch_generate_chunk
 from prefect_cometapi.flows.outcomes import DeliveredImage, ItemOutcome, RunSummary
 from prefect_cometapi.flows.params import ImageOptions, S3Options, UpscaleOptions
 from prefect_cometapi.flows.pipeline import edit_and_upload, generate_and_upload
@@ -19,6 +21,7 @@ __all__ = [
     "EXAMPLE_TEMPLATE",
     "BatchFailedError",
     "BudgetExceededError",
+    "ChunkItem",
     "DeliveredImage",
     "ImageOptions",
     "ItemOutcome",
@@ -26,6 +29,7 @@ __all__ = [
     "S3Options",
     "UpscaleOptions",
     "batch_generate",
+    "batch_generate_chunk",
     "edit_and_upload",
     "generate_and_upload",
     "process_item",

@@ -17,12 +17,16 @@ How a batch runs:
    The run ends Failed only with ``all_or_nothing=True``.
 5. ``generate_image`` is cached on what determines the image, and prompts and item ids are
    deterministic, so re-running after a crash pays only for the unfinished items.
+6. With ``chunk_deployment`` and more than ``chunk_size`` items, step 3 runs in chunk flow runs
+   of that deployment instead, which the pool's workers share (:mod:`.fanout`); steps 1-2 and
+   the totals, progress and artifacts stay in this run.
 """
 
 from __future__ import annotations
 
 import queue
 import time
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Annotated, Any
 
@@ -46,6 +50,7 @@ from prefect_cometapi.flows.sources import (
     EXAMPLE_TEMPLATE,
     Item,
     build_items,
+    check_concurrency_limits,
     resolve_credentials,
     template_source,
 )
@@ -193,69 +198,39 @@ def _collect(future: PrefectFuture[ItemOutcome], item: Item, prompt: str, image:
     )
 
 
-@flow(name=FLOW_NAME)
-def batch_generate(
+def run_items(
+    batch: list[Item],
+    prompts: list[str],
+    credentials: CometAPICredentials,
+    image: ImageOptions,
+    upscale: UpscaleOptions,
     s3: S3Options,
-    template: str | None = None,
-    items: list[dict[str, Any]] | None = None,
-    items_file: str | None = None,
-    id_field: str = "id",
-    image: ImageOptions = ImageOptions(),  # noqa: B008 - frozen pydantic model
-    upscale: UpscaleOptions = UpscaleOptions(),  # noqa: B008
-    concurrency: Annotated[int, Field(ge=1, le=64)] = 8,
-    max_cost_usd: Annotated[float | None, Field(ge=0)] = None,
-    all_or_nothing: bool = False,
-    credentials_block: CometAPICredentials | str | None = None,
-    base_url: str | None = None,
+    run_time: datetime,
+    concurrency: int,
     concurrency_limit: str | None = None,
     rate_limit: str | None = None,
-) -> RunSummary:
-    """Generate one image set per item from a template, concurrently, and upload them to S3.
+) -> Iterator[ItemOutcome]:
+    """Run items end to end in ``process_item`` task runs of the current flow run.
+
+    A sliding window over the flow's thread pool, refilled as each item finishes, with at most
+    ``concurrency`` API requests at a time (see :data:`DELIVERY_SHARE`).
 
     Args:
-        s3: Where the images go (bucket, prefix, key template with {item}, endpoint, links).
-        template: Jinja2 prompt template: text, a local file path (.j2/.jinja/.txt/.md), or an
-            s3:// or https:// URI. Empty: the packaged example product-banner template.
-        items: Variable sets, one per item (e.g. [{"id": "lamp", "name": "Lumen lamp"}]).
-        items_file: More items from a CSV, JSONL or JSON file (local path, s3:// or https://).
-            With neither items nor a file and no template, the packaged example products.
-        id_field: The variable holding each item's id (used in S3 keys and reports).
-        image: Request options: size preset or custom size, quality, format, n, variant.
-        upscale: Optional upscale after generation, e.g. 1536x864 -> 3840x2160.
-        concurrency: Items in flight at once (each holds one API request at a time).
-        max_cost_usd: Refuse to start when the estimated cost is over this (USD).
-        all_or_nothing: End the run Failed if any item fails (the rest are still delivered).
-        credentials_block: Name of a saved CometAPI Credentials block; empty uses the
-            COMETAPI_KEY environment variable of the worker.
-        base_url: Override the API base URL (e.g. another gateway or a local emulator).
-        concurrency_limit: A Prefect global concurrency limit (slots) shared by all workers.
-        rate_limit: A Prefect global concurrency limit with slot decay, used as a rate limit.
+        batch: The items.
+        prompts: Their rendered prompts, in the same order.
+        credentials: The API credentials.
+        image: Request options.
+        upscale: Upscale options.
+        s3: Where the images go.
+        run_time: The time for the keys' date placeholders.
+        concurrency: API requests at once.
+        concurrency_limit: A Prefect global concurrency limit (slots).
+        rate_limit: A Prefect global concurrency limit with slot decay.
 
-    Returns:
-        The run summary: counts, total cost, S3 URIs and each item's record (no image bytes).
+    Yields:
+        Each item's record as it finishes (completion order).
     """
-    started = time.monotonic()
-    logger = get_run_logger()
-    credentials = resolve_credentials(credentials_block, base_url)
-    credentials.resolved_api_key()  # no key: fail now, before anything is sent
-    if template is None and not items and not items_file:
-        items_file = str(EXAMPLE_ITEMS)
-    source = template_source(template or str(EXAMPLE_TEMPLATE), s3.endpoint_url)
-    batch = build_items(items, items_file, id_field, s3.endpoint_url)
-    check_distinct_keys(s3, image.n, len(batch) > 1)
-    prompts = render_prompts(source, batch)
-    estimate = check_budget(prompts, image, max_cost_usd)
-    logger.info(
-        "Batch of %d item(s), concurrency %d, estimated cost %s",
-        len(batch),
-        concurrency,
-        "unknown" if estimate is None else f"${estimate:.4f}",
-    )
-
-    progress = Progress(FLOW_NAME, len(batch))
-    run_time = datetime.now(timezone.utc)
     finished: queue.SimpleQueue[tuple[int, PrefectFuture[ItemOutcome]]] = queue.SimpleQueue()
-    outcomes: list[ItemOutcome] = []
     window = concurrency + max(1, concurrency // DELIVERY_SHARE)
     with api_slots(concurrency) as slots:
 
@@ -280,18 +255,115 @@ def batch_generate(
         while next_index < min(window, len(batch)):
             submit(next_index)
             next_index += 1
-        while len(outcomes) < len(batch):
+        for _ in range(len(batch)):
             index, future = finished.get()
             if next_index < len(batch):
                 submit(next_index)
                 next_index += 1
-            outcome = _collect(future, batch[index], prompts[index], image)
-            outcomes.append(outcome)
-            if outcome.status == "failed":
-                logger.warning(
-                    "Item %s failed: %s: %s", outcome.item_id, outcome.error_code, outcome.error
-                )
-            progress.advance(failed=outcome.status == "failed")
+            yield _collect(future, batch[index], prompts[index], image)
+
+
+@flow(name=FLOW_NAME)
+def batch_generate(
+    s3: S3Options,
+    template: str | None = None,
+    items: list[dict[str, Any]] | None = None,
+    items_file: str | None = None,
+    id_field: str = "id",
+    image: ImageOptions = ImageOptions(),  # noqa: B008 - frozen pydantic model
+    upscale: UpscaleOptions = UpscaleOptions(),  # noqa: B008
+    concurrency: Annotated[int, Field(ge=1, le=64)] = 8,
+    max_cost_usd: Annotated[float | None, Field(ge=0)] = None,
+    all_or_nothing: bool = False,
+    credentials_block: CometAPICredentials | str | None = None,
+    base_url: str | None = None,
+    concurrency_limit: str | None = None,
+    rate_limit: str | None = None,
+    chunk_deployment: str | None = None,
+    chunk_size: Annotated[int, Field(ge=1, le=10_000)] = 100,
+) -> RunSummary:
+    """Generate one image set per item from a template, concurrently, and upload them to S3.
+
+    Args:
+        s3: Where the images go (bucket, prefix, key template with {item}, endpoint, links).
+        template: Jinja2 prompt template: text, a local file path (.j2/.jinja/.txt/.md), or an
+            s3:// or https:// URI. Empty: the packaged example product-banner template.
+        items: Variable sets, one per item (e.g. [{"id": "lamp", "name": "Lumen lamp"}]).
+        items_file: More items from a CSV, JSONL or JSON file (local path, s3:// or https://).
+            With neither items nor a file and no template, the packaged example products.
+        id_field: The variable holding each item's id (used in S3 keys and reports).
+        image: Request options: size preset or custom size, quality, format, n, variant.
+        upscale: Optional upscale after generation, e.g. 1536x864 -> 3840x2160.
+        concurrency: Items in flight at once (each holds one API request at a time).
+        max_cost_usd: Refuse to start when the estimated cost is over this (USD).
+        all_or_nothing: End the run Failed if any item fails (the rest are still delivered).
+        credentials_block: Name of a saved CometAPI Credentials block; empty uses the
+            COMETAPI_KEY environment variable of the worker.
+        base_url: Override the API base URL (e.g. another gateway or a local emulator).
+        concurrency_limit: A Prefect global concurrency limit (slots) shared by all workers.
+        rate_limit: A Prefect global concurrency limit with slot decay, used as a rate limit.
+        chunk_deployment: A batch-generate-chunk deployment (e.g.
+            "batch-generate-chunk/fleet-chunk"): batches of more than chunk_size items are split
+            into runs of it that the pool's workers share. Empty: everything runs here.
+        chunk_size: Items per chunk run when chunk_deployment is set.
+
+    Returns:
+        The run summary: counts, total cost, S3 URIs and each item's record (no image bytes).
+    """
+    started = time.monotonic()
+    logger = get_run_logger()
+    credentials = resolve_credentials(credentials_block, base_url)
+    credentials.resolved_api_key()  # no key: fail now, before anything is sent
+    if template is None and not items and not items_file:
+        items_file = str(EXAMPLE_ITEMS)
+    source = template_source(template or str(EXAMPLE_TEMPLATE), s3.endpoint_url)
+    batch = build_items(items, items_file, id_field, s3.endpoint_url)
+    check_distinct_keys(s3, image.n, len(batch) > 1)
+    prompts = render_prompts(source, batch)
+    estimate = check_budget(prompts, image, max_cost_usd)
+    check_concurrency_limits(concurrency_limit, rate_limit)
+    logger.info(
+        "Batch of %d item(s), concurrency %d, estimated cost %s",
+        len(batch),
+        concurrency,
+        "unknown" if estimate is None else f"${estimate:.4f}",
+    )
+
+    run_time = datetime.now(timezone.utc)
+    if chunk_deployment and len(batch) > chunk_size:
+        from prefect_cometapi.flows.fanout import (
+            check_chunk_deployment,
+            chunk_parameters,
+            run_chunks,
+        )
+
+        shared = chunk_parameters(
+            s3=s3,
+            image=image,
+            upscale=upscale,
+            concurrency=concurrency,
+            credentials_block=credentials_block,
+            base_url=base_url,
+            concurrency_limit=concurrency_limit,
+            rate_limit=rate_limit,
+            run_time=run_time,
+        )
+        check_chunk_deployment(chunk_deployment)
+        finishing = run_chunks(chunk_deployment, batch, prompts, chunk_size, shared, image)
+    else:
+        finishing = run_items(
+            batch, prompts, credentials, image, upscale, s3, run_time, concurrency,
+            concurrency_limit, rate_limit,
+        )  # fmt: skip
+    progress = Progress(FLOW_NAME, len(batch))
+    outcomes: list[ItemOutcome] = []
+    for outcome in finishing:
+        outcomes.append(outcome)
+        if outcome.status == "failed":
+            logger.warning(
+                "Item %s failed: %s: %s", outcome.item_id, outcome.error_code, outcome.error
+            )
+        progress.advance(failed=outcome.status == "failed")
 
     summary = RunSummary.from_outcomes(FLOW_NAME, outcomes, time.monotonic() - started, estimate)
     publish(summary, FLOW_NAME, "Batch results")

@@ -61,6 +61,48 @@ def resolve_credentials(
     return credentials
 
 
+def check_concurrency_limits(concurrency_limit: str | None, rate_limit: str | None) -> None:
+    """Refuse a run whose named global concurrency limits do not exist on the Prefect server.
+
+    Prefect refuses to acquire slots of a missing limit, so without this check every item of a
+    batch would fail one by one and the run would still end Completed, with nothing delivered.
+
+    Args:
+        concurrency_limit: The ``concurrency_limit`` parameter (a limit's name), or ``None``.
+        rate_limit: The ``rate_limit`` parameter (a limit with slot decay), or ``None``.
+
+    Raises:
+        ValidationError: ``param`` is the parameter naming a missing limit, or a ``rate_limit``
+            without slot decay.
+    """
+    named = [("concurrency_limit", concurrency_limit), ("rate_limit", rate_limit)]
+    named = [(param, name) for param, name in named if name]
+    if not named:
+        return
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        for param, name in named:
+            try:
+                limit = client.read_global_concurrency_limit_by_name(name)
+            except ObjectNotFound:
+                raise ValidationError(
+                    param,
+                    f"no Prefect global concurrency limit is named {name!r}; create it first "
+                    f"(prefect gcl create {name} --limit N"
+                    + (" --slot-decay-per-second R" if param == "rate_limit" else "")
+                    + ") or leave the parameter empty",
+                ) from None
+            if param == "rate_limit" and not limit.slot_decay_per_second:
+                raise ValidationError(
+                    param,
+                    f"the global concurrency limit {name!r} has no slot decay, so it cannot be "
+                    "used as a rate limit; give it --slot-decay-per-second or use it as "
+                    "concurrency_limit",
+                )
+
+
 def read_text(source: str | Path, endpoint_url: str | None = None, param: str = "source") -> str:
     """Read a small text file from a local path, an ``s3://`` URI or an ``http(s)://`` URL.
 
@@ -122,19 +164,32 @@ def parse_items(text: str, name: str) -> list[dict[str, Any]]:
     """
     lower = name.lower().split("?", 1)[0]
     stripped = text.lstrip()
+    if not stripped:
+        return []
     if lower.endswith(".csv") or not (
         lower.endswith((".jsonl", ".json", ".ndjson")) or stripped[:1] in "[{"
     ):
-        rows = list(csv.DictReader(io.StringIO(text)))
-        if rows and None in rows[0]:
-            raise ValidationError("items_file", f"{name}: a CSV row has more cells than headers")
-        return [{k: v for k, v in row.items() if k is not None} for row in rows]
-    if stripped.startswith("["):
+        reader = csv.DictReader(io.StringIO(text))
+        rows = []
+        for row in reader:
+            if None in row:
+                raise ValidationError(
+                    "items_file",
+                    f"{name}: line {reader.line_num} has more cells than the header "
+                    f"({len(reader.fieldnames or [])})",
+                )
+            # A short row leaves its last variables missing (not the text "None"), so the
+            # template refuses the item unless it gives them a default.
+            rows.append({k: v for k, v in row.items() if v is not None})
+        return rows
+    if lower.endswith(".json") or stripped.startswith("["):
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ValidationError("items_file", f"{name}: invalid JSON: {exc}") from None
-        rows = data if isinstance(data, list) else []
+        if not isinstance(data, list):
+            raise ValidationError("items_file", f"{name}: a JSON file must hold a list of objects")
+        rows = data
     else:
         rows = []
         for number, line in enumerate(text.splitlines(), start=1):

@@ -34,7 +34,7 @@ from prefect_cometapi.flows.outcomes import (
 )
 from prefect_cometapi.flows.params import ImageOptions, S3Options, UpscaleOptions
 from prefect_cometapi.models import ImageResult
-from prefect_cometapi.tasks.images import edit_image, generate_image
+from prefect_cometapi.tasks.images import edit_image, generate_image, request_slot
 
 #: The image tasks as the flows use them: identical cache keys (the policy ignores task options)
 #: but the persisted result is not also kept in Prefect's in-memory LRU cache of 1,000 records,
@@ -49,9 +49,11 @@ _api_slots: dict[str, threading.BoundedSemaphore] = {}
 def api_slots(size: int) -> Iterator[str]:
     """A process-wide semaphore bounding the API requests of one batch, known by a token.
 
-    Items in flight may outnumber API requests (an item that is uploading holds no request), so
-    the batch keeps ``concurrency`` requests busy while others deliver. The token (a string) is
-    what task runs receive; the semaphore itself never leaves the process.
+    Items in flight may outnumber API requests: the image task holds a slot during its HTTP
+    exchange only (:func:`~prefect_cometapi.tasks.images.request_slot`), so an item that is
+    starting, persisting its result or uploading holds none, and ``concurrency`` requests stay
+    busy meanwhile. The token (a string) is what task runs receive; the semaphore itself never
+    leaves the process.
 
     Args:
         size: Requests allowed at once.
@@ -65,16 +67,6 @@ def api_slots(size: int) -> Iterator[str]:
         yield token
     finally:
         _api_slots.pop(token, None)
-
-
-@contextmanager
-def _hold_slot(token: str | None) -> Iterator[None]:
-    slots = _api_slots.get(token) if token else None
-    if slots is None:
-        yield
-        return
-    with slots:
-        yield
 
 
 def run_request(step: Any, **kwargs: Any) -> tuple[ImageResult | None, bool, BaseException | None]:
@@ -180,7 +172,8 @@ def process_item(
         The item's record (also as the data of a Failed state when the item failed).
     """
     started = time.monotonic()
-    with _hold_slot(api_slots):
+    # The slot is held around the HTTP exchange only (inside the image task), not the task run.
+    with request_slot(_api_slots.get(api_slots) if api_slots else None):
         result, cached, error = run_request(
             generate_step,
             prompt=prompt,

@@ -9,8 +9,19 @@ Two runs of the same request at the same time must not both pay, so the policy r
 transaction at ``SERIALIZABLE`` isolation with a lock manager: the second run waits for the
 first one's lock and then reads its persisted result. The default lock manager keeps lock files
 on this machine (``$PREFECT_HOME/locks``, or ``PREFECT_COMETAPI_LOCK_DIR``); workers on several
-machines need a shared one (``prefect-redis``'s ``RedisLockManager``) through
-:func:`image_cache_policy`.
+machines need a shared one (``prefect-redis``'s ``RedisLockManager``), chosen in code through
+:func:`image_cache_policy` or in the environment of every worker (read when the tasks module is
+imported, i.e. when a flow run starts):
+
+* ``PREFECT_COMETAPI_LOCK_DIR=/shared/locks``: lock files in a directory every worker of one
+  machine (or a shared POSIX file system with working hard links) sees.
+* ``PREFECT_COMETAPI_LOCK_MANAGER=redis://[user:password@]host:6379/0`` (``rediss://`` for TLS):
+  ``prefect_redis.locking.RedisLockManager``, for workers on several machines
+  (``pip install prefect-redis``). ``file`` or empty: the lock files above.
+* ``PREFECT_COMETAPI_CACHE_KEY_STORAGE``: where the cache records (keys -> results) live, a
+  path or a storage block slug such as ``s3-bucket/cometapi-results``. Empty: next to the
+  results, in the task's result storage (``PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK`` when set),
+  which is what shared storage needs.
 """
 
 from __future__ import annotations
@@ -20,6 +31,7 @@ import json
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from prefect.cache_policies import CachePolicy
 from prefect.context import TaskRunContext
@@ -105,26 +117,79 @@ class ImageRequestCachePolicy(CachePolicy):
         )
 
 
+LOCK_DIR_ENV = "PREFECT_COMETAPI_LOCK_DIR"
+LOCK_MANAGER_ENV = "PREFECT_COMETAPI_LOCK_MANAGER"
+KEY_STORAGE_ENV = "PREFECT_COMETAPI_CACHE_KEY_STORAGE"
+
+
 def default_lock_manager() -> LockManager:
     """Lock files on this machine: ``PREFECT_COMETAPI_LOCK_DIR`` or ``$PREFECT_HOME/locks``.
 
     Returns:
         An :class:`AtomicFileLockManager` (safe across threads and processes of one machine).
     """
-    directory = os.environ.get("PREFECT_COMETAPI_LOCK_DIR") or Path(PREFECT_HOME.value()) / "locks"
+    directory = os.environ.get(LOCK_DIR_ENV) or Path(PREFECT_HOME.value()) / "locks"
     return AtomicFileLockManager(Path(directory))
 
 
-def image_cache_policy(lock_manager: LockManager | None = None) -> CachePolicy:
+def lock_manager_from_url(url: str) -> LockManager:
+    """A lock manager from a ``PREFECT_COMETAPI_LOCK_MANAGER`` value.
+
+    Args:
+        url: ``file`` (or empty) for :func:`default_lock_manager`;
+            ``redis://[user:password@]host[:port][/db]`` or ``rediss://...`` (TLS) for
+            ``prefect_redis.locking.RedisLockManager``.
+
+    Returns:
+        The lock manager.
+
+    Raises:
+        ValueError: An unknown scheme, or ``redis://`` without ``prefect-redis`` installed.
+    """
+    text = (url or "").strip()
+    if text.lower() in ("", "file"):
+        return default_lock_manager()
+    parts = urlsplit(text)
+    if parts.scheme not in ("redis", "rediss"):
+        raise ValueError(
+            f"{LOCK_MANAGER_ENV} must be 'file' or a redis:// or rediss:// URL, "
+            f"not {parts.scheme or text!r}"
+        )
+    try:
+        from prefect_redis.locking import RedisLockManager  # type: ignore[import-not-found]
+    except ImportError:
+        raise ValueError(
+            f"{LOCK_MANAGER_ENV} is a Redis URL but prefect-redis is not installed "
+            "(pip install prefect-redis)"
+        ) from None
+    path = parts.path.strip("/")
+    return RedisLockManager(
+        host=parts.hostname or "localhost",
+        port=parts.port or 6379,
+        db=int(path) if path else 0,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        ssl=parts.scheme == "rediss",
+    )
+
+
+def image_cache_policy(
+    lock_manager: LockManager | None = None, key_storage: str | Path | None = None
+) -> CachePolicy:
     """The image cache policy with serializable isolation and a lock manager.
 
     Args:
         lock_manager: A shared lock manager for workers on several machines (e.g.
-            ``prefect_redis.locking.RedisLockManager``); the machine-local default otherwise.
+            ``prefect_redis.locking.RedisLockManager``); otherwise the one
+            ``PREFECT_COMETAPI_LOCK_MANAGER`` names, else machine-local lock files.
+        key_storage: Where cache records live (a path or a storage block slug); otherwise
+            ``PREFECT_COMETAPI_CACHE_KEY_STORAGE``, else with the results.
 
     Returns:
         A cache policy to pass as ``cache_policy=`` (``task.with_options(cache_policy=...)``).
     """
     return ImageRequestCachePolicy().configure(
-        isolation_level="SERIALIZABLE", lock_manager=lock_manager or default_lock_manager()
+        key_storage=key_storage or os.environ.get(KEY_STORAGE_ENV) or None,
+        isolation_level="SERIALIZABLE",
+        lock_manager=lock_manager or lock_manager_from_url(os.environ.get(LOCK_MANAGER_ENV, "")),
     )

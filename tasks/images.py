@@ -13,9 +13,11 @@ the block's ``max_retries``.
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from contextvars import ContextVar
 from datetime import timedelta
 from typing import Any
 
@@ -75,27 +77,55 @@ def _excerpt(prompt: str) -> str:
     return text if len(text) <= PROMPT_LOG_CHARS else text[: PROMPT_LOG_CHARS - 3] + "..."
 
 
+_request_slot: ContextVar[threading.Semaphore | None] = ContextVar(
+    "cometapi_request_slot", default=None
+)
+
+
+@contextmanager
+def request_slot(semaphore: threading.Semaphore | None) -> Iterator[None]:
+    """Make the image tasks called in this context hold ``semaphore`` during their API call.
+
+    A process-local bound on requests in flight that covers the HTTP exchange only, not the
+    task run around it (cache lookup, locking, persisting the result), so a batch keeps its
+    ``concurrency`` requests busy while that work runs beside them.
+
+    Args:
+        semaphore: The semaphore; ``None`` for no bound.
+
+    Yields:
+        While the tasks called here use it.
+    """
+    token = _request_slot.set(semaphore)
+    try:
+        yield
+    finally:
+        _request_slot.reset(token)
+
+
 @contextmanager
 def api_budget(concurrency_limit: str | None, rate_limit: str | None) -> Iterator[None]:
-    """Hold a slot of a Prefect global concurrency limit and/or take a rate-limit token.
+    """Hold a request slot (:func:`request_slot`), a global concurrency slot and/or a rate token.
 
     Args:
         concurrency_limit: Name of a global concurrency limit (slots); ``None`` for none.
         rate_limit: Name of a global concurrency limit with slot decay (a rate); ``None``.
 
     Yields:
-        While the slot is held. The limits must exist (``prefect gcl create``).
+        While the slots are held. The limits must exist (``prefect gcl create``).
     """
-    if rate_limit:
-        from prefect.concurrency.sync import rate_limit as take_rate
+    with ExitStack() as stack:
+        slot = _request_slot.get()
+        if slot is not None:
+            stack.enter_context(slot)
+        if rate_limit:
+            from prefect.concurrency.sync import rate_limit as take_rate
 
-        take_rate(rate_limit, strict=True)
-    if not concurrency_limit:
-        yield
-        return
-    from prefect.concurrency.sync import concurrency
+            take_rate(rate_limit, strict=True)
+        if concurrency_limit:
+            from prefect.concurrency.sync import concurrency
 
-    with concurrency(concurrency_limit, occupy=1, strict=True):
+            stack.enter_context(concurrency(concurrency_limit, occupy=1, strict=True))
         yield
 
 

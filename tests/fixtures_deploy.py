@@ -8,7 +8,10 @@ started in its own session and killed with its whole process group at the end, e
 Fixtures:
     real_prefect: the server (session).
     deployed_project: ``deployments/prefect.yaml`` applied to it, the CometAPI Credentials block
-        saved there (pointing at the session emulator) and a process worker polling the pool.
+        saved there (pointing at the session emulator), the fleet's shared result storage (an
+        S3Bucket block on moto) and a process worker polling each pool.
+    second_fleet_worker: another process worker of the fleet pool with a PREFECT_HOME of its
+        own, sharing only what prefect.yaml and the README say workers share (module).
 """
 
 from __future__ import annotations
@@ -36,7 +39,16 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 PREFECT_FILE = REPO_ROOT / "deployments" / "prefect.yaml"
 PROCESS_POOL = "cometapi-process"
 FLEET_POOL = "cometapi-fleet"
-FLEET_POOL_CONCURRENCY = 4
+FLEET_POOL_CONCURRENCY = 8
+FLEET_WORKER_LIMIT = 3
+"""Flow runs each fleet worker runs at once (``--limit``): a fan-out of more runs than this
+must use both workers."""
+FLEET_WORKER_QUEUE = "default"
+SECOND_WORKER_QUEUE = "fleet-b"
+"""A work queue only the second fleet worker polls (to send a run to that worker)."""
+RESULTS_BLOCK = "cometapi-results"
+"""The S3Bucket block the fleet keeps its results in (``PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK``
+in prefect.yaml)."""
 GLOBAL_LIMITS = {"cometapi-requests": ("8", "0"), "cometapi-rpm": ("10", "1")}
 """The fleet deployment's global concurrency limits: name -> (slots, slot decay per second)."""
 CREDENTIALS_BLOCK = "cometapi"
@@ -442,8 +454,10 @@ class DeployedProject:
         prefect: The server.
         bucket: The bucket the deployments were given at deploy time (``COMETAPI_S3_BUCKET``).
         worker: The process worker of the ``cometapi-process`` pool.
-        fleet_worker: A process worker of the ``cometapi-fleet`` pool.
+        fleet_worker: A process worker of the ``cometapi-fleet`` pool (queue ``default``).
         deploy_output: What ``prefect deploy`` printed.
+        results_bucket: The bucket of the fleet's result storage block.
+        worker_env: The environment the workers were started with.
     """
 
     prefect: RealPrefect
@@ -451,6 +465,8 @@ class DeployedProject:
     worker: ManagedProcess
     fleet_worker: ManagedProcess
     deploy_output: str
+    results_bucket: str = ""
+    worker_env: dict[str, str] = field(default_factory=dict)
 
     def client(self) -> Any:
         """A synchronous Prefect client of the real server (use it as a context manager).
@@ -527,6 +543,11 @@ def deployed_project(
         prefect.cli(*args, *(["--slot-decay-per-second", decay] if decay != "0" else []))
     prefect.cli("block", "register", "-m", "prefect_cometapi")
     prefect.python(_save_credentials_code(emulator_server.base_url, api_key))
+    # The fleet's shared result storage, as the README creates it (prefect-aws on moto).
+    results_bucket = f"results-{uuid.uuid4().hex[:16]}"
+    s3.create_bucket(Bucket=results_bucket)
+    prefect.cli("block", "register", "-m", "prefect_aws")
+    prefect.python(_save_results_block_code(results_bucket, s3_server.endpoint_url))
     deployed = prefect.cli(
         "deploy",
         "--prefect-file",
@@ -565,11 +586,20 @@ def deployed_project(
                 f"cometapi-test-{name}",
                 "--install-policy",
                 "never",
+                *extra,
             ],
             worker_env,
             worker_dir,
         )
-        for name, pool in (("worker", PROCESS_POOL), ("fleet-worker", FLEET_POOL))
+        for name, pool, extra in (
+            ("worker", PROCESS_POOL, []),
+            # The fleet worker polls only the default queue, at most FLEET_WORKER_LIMIT runs.
+            (
+                "fleet-worker",
+                FLEET_POOL,
+                ["--work-queue", FLEET_WORKER_QUEUE, "--limit", str(FLEET_WORKER_LIMIT)],
+            ),
+        )
     ]
     try:
         yield DeployedProject(
@@ -578,10 +608,98 @@ def deployed_project(
             worker=workers[0],
             fleet_worker=workers[1],
             deploy_output=deployed.stdout + deployed.stderr,
+            results_bucket=results_bucket,
+            worker_env=worker_env,
         )
     finally:
         stop_all(workers)
         _empty_and_delete(s3, bucket)
+        _empty_and_delete(s3, results_bucket)
+
+
+def _save_results_block_code(bucket: str, endpoint_url: str) -> str:
+    return (
+        "from prefect_aws import AwsCredentials, S3Bucket\n"
+        "credentials = AwsCredentials(aws_access_key_id='testing', "
+        "aws_secret_access_key='testing', region_name='us-east-1', "
+        f"aws_client_parameters={{'endpoint_url': {endpoint_url!r}}})\n"
+        f"S3Bucket(bucket_name={bucket!r}, bucket_folder='prefect-results', "
+        f"credentials=credentials).save({RESULTS_BLOCK!r}, overwrite=True)\n"
+    )
+
+
+@dataclass
+class FleetWorkers:
+    """Two process workers of the fleet pool, each with its own PREFECT_HOME.
+
+    Attributes:
+        first: The session's fleet worker (polls the ``default`` queue).
+        second: Another one, polling ``default`` and :data:`SECOND_WORKER_QUEUE`.
+        first_name: The first worker's name (``prefect.worker.name`` label of its runs).
+        second_name: The second worker's name.
+    """
+
+    first: ManagedProcess
+    second: ManagedProcess
+    first_name: str
+    second_name: str
+
+
+@pytest.fixture(scope="module")
+def second_fleet_worker(deployed_project: DeployedProject) -> Iterator[FleetWorkers]:
+    """A second fleet worker, started as the README starts one on another machine.
+
+    It has its own PREFECT_HOME (so its own local result storage): an image it finds in the
+    cache can only come from the shared S3Bucket block. The lock files of the image cache are
+    the only thing shared through the file system (``PREFECT_COMETAPI_LOCK_DIR`` pointing at the
+    first worker's lock directory), as workers of one machine share them.
+    """
+    prefect = deployed_project.prefect
+    prefect.cli("work-queue", "create", SECOND_WORKER_QUEUE, "--pool", FLEET_POOL)
+    home = prefect.root / "worker-b"
+    home.mkdir(exist_ok=True)
+    env = {
+        **deployed_project.worker_env,
+        "PREFECT_HOME": str(home),
+        "PREFECT_LOCAL_STORAGE_PATH": str(home / "storage"),
+        "PREFECT_COMETAPI_LOCK_DIR": str(prefect.root / "worker" / "locks"),
+    }
+    worker_dir = prefect.root / "worker-b-cwd"
+    worker_dir.mkdir(exist_ok=True)
+    name = "cometapi-test-fleet-worker-b"
+    second = prefect.start(
+        "fleet-worker-b",
+        [
+            *prefect_cli(),
+            "worker",
+            "start",
+            "--pool",
+            FLEET_POOL,
+            "--type",
+            "process",
+            "--name",
+            name,
+            "--work-queue",
+            FLEET_WORKER_QUEUE,
+            "--work-queue",
+            SECOND_WORKER_QUEUE,
+            "--limit",
+            str(FLEET_WORKER_LIMIT),
+            "--install-policy",
+            "never",
+        ],
+        env,
+        worker_dir,
+    )
+    try:
+        yield FleetWorkers(
+            first=deployed_project.fleet_worker,
+            second=second,
+            first_name="cometapi-test-fleet-worker",
+            second_name=name,
+        )
+    finally:
+        second.stop()
 
 
 def _empty_and_delete(s3: Any, bucket: str) -> None:

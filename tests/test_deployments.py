@@ -300,5 +300,6 @@ def test_prefect_yaml_is_the_one_applied() -> None:
             "flows/pipeline.py:generate_and_upload|on-demand",
             "flows/pipeline.py:edit_and_upload|on-demand",
             "flows/batch.py:batch_generate|fleet",
+            "flows/fanout.py:batch_generate_chunk|fleet-chunk",
         ]
     )

@@ -8,21 +8,21 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
-import time
-import uuid
 from typing import Any
-from uuid import UUID
 
 import httpx
 import pytest
+from flow_checks import (
+    asset_events,
+    billed_cost,
+    read_artifacts,
+    s3_image,
+    table_rows,
+    tag,
+)
 from PIL import Image
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
-from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 
 from prefect_cometapi import CometAPICredentials
-from prefect_cometapi.emulator.images import EDIT_IMAGE_TOKENS
 from prefect_cometapi.flows import (
     ImageOptions,
     RunSummary,
@@ -32,13 +32,7 @@ from prefect_cometapi.flows import (
     generate_and_upload,
 )
 from prefect_cometapi.flows.artifacts import artifact_key
-from prefect_cometapi.models import Usage
-from prefect_cometapi.pricing import cost_usd, estimate_output_tokens, estimate_text_tokens
-
-
-def tag() -> str:
-    """A fresh word for prompts, so no test hits another test's cache."""
-    return uuid.uuid4().hex[:10]
+from prefect_cometapi.pricing import estimate_output_tokens
 
 
 @pytest.fixture
@@ -51,62 +45,6 @@ def credentials(emulator: Any, api_key: str) -> CometAPICredentials:
 def s3_options(s3_server: Any, s3_bucket: str) -> S3Options:
     """A fresh bucket on moto's server."""
     return S3Options(bucket=s3_bucket, endpoint_url=s3_server.endpoint_url, prefix="out/")
-
-
-def billed_cost(emulator: Any) -> float:
-    """What the emulator billed, priced with pricing.cost_usd (its usage is the token formula)."""
-    total = 0.0
-    for record in emulator.requests:
-        if not record.billed_images:
-            continue
-        params = record.params
-        model = params.get("model", "gpt-image-2")
-        text = estimate_text_tokens(params["prompt"])
-        images_in = sum(len(v) for k, v in record.files.items() if k.startswith("image"))
-        image_in = EDIT_IMAGE_TOKENS.get(model, 0) * images_in
-        out = estimate_output_tokens(model, params["size"], params.get("quality"))
-        usage = Usage(
-            input_tokens=text + image_in,
-            text_input_tokens=text,
-            image_input_tokens=image_in,
-            output_tokens=out * record.billed_images,
-        )
-        total += cost_usd(usage, model) or 0.0
-    return round(total, 6)
-
-
-def read_artifacts(flow_run_id: UUID) -> dict[str, Any]:
-    """The run's artifacts by key."""
-    with get_client(sync_client=True) as client:
-        found = client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
-        )
-    return {a.key: a for a in found}
-
-
-def asset_events(uri: str, timeout: float = 20.0) -> list[Any]:
-    """Materialization events of an S3 object, waiting for them to arrive."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with get_client(sync_client=True) as client:
-            page = client.read_events(
-                filter=EventFilter(
-                    event=EventNameFilter(prefix=["prefect.asset.materialization."]),
-                    resource=EventResourceFilter(id=[uri]),
-                ),
-                limit=50,  # the server's maximum (the client's default of 100 is refused)
-            )
-        if page.events or time.monotonic() > deadline:
-            return page.events
-        time.sleep(0.5)
-
-
-def s3_image(s3_client: Any, uri: str) -> tuple[bytes, tuple[int, int], str]:
-    """Bytes, size and format of an object."""
-    bucket, key = uri.removeprefix("s3://").split("/", 1)
-    data = s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
-    with Image.open(io.BytesIO(data)) as img:
-        return data, img.size, (img.format or "").lower()
 
 
 def test_generate_and_upload_renders_generates_upscales_uploads_and_publishes(
@@ -156,7 +94,7 @@ def test_generate_and_upload_renders_generates_upscales_uploads_and_publishes(
     for uri in summary.uris:
         assert uri in gallery.data
     assert float(progress.data) == pytest.approx(100.0)
-    rows = table.data if isinstance(table.data, list) else json.loads(table.data)
+    rows = table_rows(table)
     assert [row["s3_uri"] for row in rows] == summary.uris
     assert {row["status"] for row in rows} == {"delivered"}
     assert rows[0]["quality"] == "low" and rows[0]["output_size"] == "3840x2160"
