@@ -1,0 +1,84 @@
+"""The quick start's main job: ``prefect-cometapi demo`` as a user runs it, in a subprocess.
+
+The demo starts its own emulator and moto server on 127.0.0.1 and Prefect's temporary local
+server, so the subprocess gets a fresh ``PREFECT_HOME`` and none of the test session's Prefect
+or AWS settings.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def _cli() -> list[str]:
+    script = Path(sys.executable).with_name("prefect-cometapi")
+    found = str(script) if script.exists() else shutil.which("prefect-cometapi")
+    assert found, "the prefect-cometapi console script is not installed"
+    return [found]
+
+
+def _run_demo(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Any:
+    clean = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("PREFECT_", "AWS_", "COMETAPI_"))
+    }
+    clean.update(PREFECT_HOME=str(tmp_path / "prefect-home"), **(env or {}))
+    return subprocess.run(
+        [*_cli(), "demo", *args],
+        cwd=tmp_path,
+        env=clean,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=200,
+        check=False,
+    )
+
+
+def test_demo_runs_offline_end_to_end(tmp_path: Path) -> None:
+    done = _run_demo(tmp_path, "--limit", "2", "--concurrency", "2")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = done.stdout
+    assert "Results: 2/2 items delivered, 0 failed, 2 images" in out, out
+    uris = re.findall(r"s3://prefect-cometapi-demo/\S+\.png", out)
+    assert len(uris) == 2, out
+    files = sorted((tmp_path / "demo-output").glob("*.png"))
+    assert len(files) == 2, out
+    for path in files:
+        with Image.open(path) as image:
+            assert image.format == "PNG"
+            assert image.size == (3840, 2160)
+    total = re.search(r"Total: 2 images, (\d+) input \+ (\d+) output tokens, \$([0-9.]+)", out)
+    assert total, out
+    assert int(total.group(1)) > 0 and int(total.group(2)) > 0 and float(total.group(3)) > 0
+    assert "prefect server start" in out
+    assert "sk-demo" not in out + done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--live"], {"COMETAPI_KEY": "sk-not-used"}, "--live needs --bucket"),
+        (["--live", "--bucket", "b"], {}, "COMETAPI_KEY"),
+        (["--limit", "9"], {}, "--limit must be between 1 and 5"),
+    ],
+)
+def test_demo_refuses_bad_options_at_once(
+    tmp_path: Path, args: list[str], env: dict[str, str], message: str
+) -> None:
+    done = _run_demo(tmp_path, *args, env=env)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert message in done.stderr
+    assert not (tmp_path / "demo-output").exists()
