@@ -224,3 +224,73 @@ def assert_no_retry_after_final_error(records: Iterable[RequestRecord]) -> None:
                 f"request {position + 1} of {prompt!r} got {record.status} ({record.fault}) "
                 f"and was sent again {len(group) - position - 1} more time(s)"
             )
+
+
+#: Keys without the date, so a batch re-run after midnight still finds its objects.
+UNDATED_KEY_TEMPLATE = "{prefix}{item}-{sha8}.{ext}"
+
+
+def crash_batch_kwargs(
+    base_url: str, bucket: str, endpoint_url: str, tag: str, count: int, concurrency: int
+) -> dict[str, Any]:
+    """``batch_generate``'s arguments for the crash-and-resume batch (key from ``COMETAPI_KEY``).
+
+    Args:
+        base_url: The emulator's base URL.
+        bucket: The bucket.
+        endpoint_url: moto's endpoint.
+        tag: The batch's unique tag.
+        count: Items.
+        concurrency: Items in flight.
+
+    Returns:
+        The keyword arguments.
+    """
+    return {
+        "s3": s3_options(bucket, endpoint_url, prefix="crash/", key_template=UNDATED_KEY_TEMPLATE),
+        "template": batch_template(tag),
+        "items": batch_items(count),
+        "image": small_image(),
+        "concurrency": concurrency,
+        "base_url": base_url,
+    }
+
+
+def rendered_prompts(tag: str, count: int) -> list[str]:
+    """The prompts of ``batch_items(count)`` through ``batch_template(tag)``, in item order.
+
+    Args:
+        tag: The batch's tag.
+        count: Items.
+
+    Returns:
+        The prompts.
+    """
+    from prefect_cometapi.tasks.prompts import render_template
+
+    return [render_template(batch_template(tag), item) for item in batch_items(count)]
+
+
+def cached_prompts(prompts: Iterable[str], image: ImageOptions) -> set[str]:
+    """The prompts whose generation is in the image cache (persisted result present).
+
+    Args:
+        prompts: Prompts to look up.
+        image: The request options they were sent with.
+
+    Returns:
+        The cached ones.
+    """
+    from prefect.results import get_result_store
+
+    from prefect_cometapi.flows.steps import generate_step
+    from prefect_cometapi.tasks.caching import image_cache_key
+
+    store = get_result_store().update_for_task(generate_step)
+    return {
+        prompt
+        for prompt in prompts
+        if store.exists(
+            image_cache_key("generations", {"prompt": prompt, **image.request_kwargs()})
+        )
+    }
