@@ -180,12 +180,21 @@ def check_budget(
     return remaining
 
 
-def _collect(future: PrefectFuture[ItemOutcome], item: Item, prompt: str, image: ImageOptions):
-    value: Any = future.result(raise_on_failure=False)
-    if isinstance(value, ItemOutcome):
-        return value
-    error = value if isinstance(value, BaseException) else RuntimeError(str(value))
-    code, message = describe_error(error)
+def failed_outcome(
+    item: Item, prompt: str, image: ImageOptions, code: str | None, message: str | None
+) -> ItemOutcome:
+    """The record of an item that failed outside ``process_item`` (a crash, a lost chunk).
+
+    Args:
+        item: The item.
+        prompt: Its rendered prompt.
+        image: The request options.
+        code: A short error code (the API's, or one of ours such as ``chunk_failed``).
+        message: What went wrong, readable.
+
+    Returns:
+        A ``failed`` record.
+    """
     return ItemOutcome(
         item_id=item.item_id,
         index=item.index,
@@ -196,6 +205,14 @@ def _collect(future: PrefectFuture[ItemOutcome], item: Item, prompt: str, image:
         error_code=code,
         error=message,
     )
+
+
+def _collect(future: PrefectFuture[ItemOutcome], item: Item, prompt: str, image: ImageOptions):
+    value: Any = future.result(raise_on_failure=False)
+    if isinstance(value, ItemOutcome):
+        return value
+    error = value if isinstance(value, BaseException) else RuntimeError(str(value))
+    return failed_outcome(item, prompt, image, *describe_error(error))
 
 
 def run_items(
@@ -319,6 +336,7 @@ def batch_generate(
     source = template_source(template or str(EXAMPLE_TEMPLATE), s3.endpoint_url)
     batch = build_items(items, items_file, id_field, s3.endpoint_url)
     check_distinct_keys(s3, image.n, len(batch) > 1)
+    upscale.check_source_size(image.request_size)
     prompts = render_prompts(source, batch)
     estimate = check_budget(prompts, image, max_cost_usd)
     check_concurrency_limits(concurrency_limit, rate_limit)

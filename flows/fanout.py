@@ -42,8 +42,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from prefect_cometapi.blocks import CometAPICredentials
 from prefect_cometapi.errors import ValidationError
 from prefect_cometapi.flows.artifacts import Progress
-from prefect_cometapi.flows.batch import run_items
-from prefect_cometapi.flows.outcomes import ItemOutcome, RunSummary, excerpt
+from prefect_cometapi.flows.batch import failed_outcome, run_items
+from prefect_cometapi.flows.outcomes import ItemOutcome, RunSummary
 from prefect_cometapi.flows.params import ImageOptions, S3Options, UpscaleOptions
 from prefect_cometapi.flows.sources import Item, resolve_credentials
 
@@ -207,19 +207,6 @@ def check_chunk_deployment(name: str) -> None:
         ) from None
 
 
-def _failed(item: Item, prompt: str, image: ImageOptions, code: str, why: str) -> ItemOutcome:
-    return ItemOutcome(
-        item_id=item.item_id,
-        index=item.index,
-        status="failed",
-        prompt_excerpt=excerpt(prompt),
-        size=image.request_size,
-        quality=image.quality,
-        error_code=code,
-        error=why,
-    )
-
-
 def chunk_outcomes(
     flow_run: Any, batch: list[Item], prompts: list[str], indexes: list[int], image: ImageOptions
 ) -> list[ItemOutcome]:
@@ -262,7 +249,7 @@ def chunk_outcomes(
             outcomes.append(found.model_copy(update={"index": item.index}))
         else:
             why_item = why if summary is None else f"missing from the result of {flow_run.name}"
-            outcomes.append(_failed(item, prompts[index], image, code, why_item))
+            outcomes.append(failed_outcome(item, prompts[index], image, code, why_item))
     return outcomes
 
 

@@ -193,6 +193,35 @@ class UpscaleOptions(BaseModel):
             kwargs["size"] = _wxh(self.custom_size, "custom_size") or self.target
         return kwargs
 
+    def check_source_size(self, request_size: str) -> None:
+        """Refuse, before any request is paid for, an upscale that would fail on the images.
+
+        The images come back at the requested size, so the upscale's output can be planned now:
+        a target over the 8K pixel cap or smaller than the images would otherwise fail only
+        after the API has billed them. Nothing is checked when disabled or when the size is
+        ``auto`` (unknown until the images exist).
+
+        Args:
+            request_size: The size sent to the API (``ImageOptions.request_size``).
+
+        Raises:
+            ValidationError: ``param="upscale"`` naming the rule the target breaks.
+        """
+        dims = parse_size(request_size)
+        if not self.enabled or dims is None:
+            return
+        from prefect_cometapi.tasks.upscale import plan_upscale
+
+        kwargs = self.task_kwargs()
+        try:
+            plan_upscale(
+                dims, size=kwargs.get("size"), long_edge=kwargs.get("long_edge"), mode=self.mode
+            )
+        except ValidationError as exc:
+            raise ValidationError(
+                "upscale", f"{exc.rule} (the images are generated at {request_size})"
+            ) from None
+
 
 class S3Options(BaseModel):
     """Where the images go.

@@ -56,6 +56,7 @@ def _single_run(
     started = time.monotonic()
     logger = get_run_logger()
     check_distinct_keys(s3, image.n, many_items=False)
+    upscale.check_source_size(image.request_size)
     item = item_id or default_item_id(prompt)
     run_time = datetime.now(timezone.utc)
     progress = Progress(flow_name, image.n)

@@ -22,4 +22,10 @@ os.environ["AWS_SECRET_ACCESS_KEY"] = "testing"
 os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
 os.environ["NO_PROXY"] = "127.0.0.1,localhost"
 
-pytest_plugins = ["fixtures_emulator", "fixtures_s3", "fixtures_prefect", "fixtures_deploy"]
+pytest_plugins = [
+    "fixtures_emulator",
+    "fixtures_s3",
+    "fixtures_prefect",
+    "fixtures_deploy",
+    "fixtures_flows",
+]

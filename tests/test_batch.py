@@ -84,18 +84,6 @@ def objects(s3_client: Any, bucket: str) -> dict[str, dict[str, Any]]:
     return {f"s3://{bucket}/{o['Key']}": o for o in listing}
 
 
-@pytest.fixture
-def credentials(emulator: Any, api_key: str) -> CometAPICredentials:
-    """Credentials for the session's emulator, without client retries."""
-    return CometAPICredentials(api_key=api_key, base_url=emulator.base_url, max_retries=0)
-
-
-@pytest.fixture
-def s3_options(s3_server: Any, s3_bucket: str) -> S3Options:
-    """A fresh bucket on moto's server, keys under out/."""
-    return S3Options(bucket=s3_bucket, endpoint_url=s3_server.endpoint_url, prefix="out/")
-
-
 def test_thirty_items_two_refused_are_reported_and_a_rerun_pays_only_for_them(
     emulator: Any, credentials: CometAPICredentials, s3_options: S3Options, s3_client: Any
 ) -> None:

@@ -35,18 +35,6 @@ from prefect_cometapi.flows.artifacts import artifact_key
 from prefect_cometapi.pricing import estimate_output_tokens
 
 
-@pytest.fixture
-def credentials(emulator: Any, api_key: str) -> CometAPICredentials:
-    """Credentials for the session's emulator, without client retries."""
-    return CometAPICredentials(api_key=api_key, base_url=emulator.base_url, max_retries=0)
-
-
-@pytest.fixture
-def s3_options(s3_server: Any, s3_bucket: str) -> S3Options:
-    """A fresh bucket on moto's server."""
-    return S3Options(bucket=s3_bucket, endpoint_url=s3_server.endpoint_url, prefix="out/")
-
-
 def test_generate_and_upload_renders_generates_upscales_uploads_and_publishes(
     emulator: Any, credentials: CometAPICredentials, s3_options: S3Options, s3_client: Any
 ) -> None:
