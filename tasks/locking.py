@@ -150,18 +150,20 @@ class AtomicFileLockManager(LockManager):
         )
 
     def release_lock(self, key: str, holder: str) -> None:
-        """Release a lock held by ``holder``.
+        """Release a lock held by ``holder``; a no-op if ``holder`` does not hold it.
+
+        Never raises: when a task run is retried inside a parent transaction (a flow's
+        ``process-item``), Prefect keeps the failed attempt's transaction as a child and
+        releases its lock a second time when the parent commits. Raising there aborted the
+        parent's commit, so the successful retry's result was never persisted and a re-run
+        paid again. Someone else's lock is never removed.
 
         Args:
             key: The lock's key.
             holder: Who holds it.
-
-        Raises:
-            ValueError: If ``holder`` does not hold it.
         """
-        if not self.is_lock_holder(key, holder):
-            raise ValueError(f"No lock held by {holder} for transaction with key {key}")
-        self._path(key).unlink(missing_ok=True)
+        if self.is_lock_holder(key, holder):
+            self._path(key).unlink(missing_ok=True)
 
     def is_locked(self, key: str) -> bool:
         """Whether a live lock exists for ``key``.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 from typing import Any
 
@@ -74,11 +75,15 @@ def check_response(body: dict[str, Any]) -> None:
         validate_against_spec(body, "ImagesResponse", strict_size=True)
 
 
-def test_repo_spec_is_the_shared_spec() -> None:
-    if not SHARED_SPEC_PATH.exists():
-        pytest.skip("shared/ is not beside the repository")
-    ours = [ln for ln in SPEC_PATH.read_text().splitlines() if not ln.startswith("#")]
-    assert ours == SHARED_SPEC_PATH.read_text().splitlines()
+def test_repo_spec_is_the_shared_spec_unchanged() -> None:
+    """The copy is the shared original: its text matches the sha256 recorded when it was copied
+    (and the original itself, where the workspace has it beside the clone)."""
+    lines = SPEC_PATH.read_text().splitlines()
+    recorded = [ln.rsplit(" ", 1)[1] for ln in lines if ln.startswith("# sha256 of the copied")]
+    ours = [ln for ln in lines if not ln.startswith("#")]
+    assert recorded == [hashlib.sha256("\n".join(ours).encode()).hexdigest()]
+    if SHARED_SPEC_PATH.exists():
+        assert ours == SHARED_SPEC_PATH.read_text().splitlines()
     assert load_spec()["info"]["license"]["identifier"] == "MIT"
 
 
