@@ -95,6 +95,9 @@ S3_MAX_ATTEMPTS = 4
 UPLOAD_TASK_RETRIES = 2
 S3_CONNECT_TIMEOUT = 10.0
 S3_READ_TIMEOUT = 60.0
+S3_MAX_POOL_CONNECTIONS = 100
+"""HTTP connections a client keeps: one client is shared by a batch's items in flight (up to
+64 requests plus the items delivering), and botocore's default of 10 would drop and reopen them."""
 
 KEY_PLACEHOLDERS: tuple[str, ...] = tuple(
     "prefix date year month day sha256 sha8 ext format model width height size index quality "
@@ -166,13 +169,15 @@ def s3_config(**overrides: Any) -> Config:
 
     Returns:
         ``standard`` retries (:data:`S3_MAX_ATTEMPTS` attempts: connection errors, 5xx and
-        throttling), bounded connect/read timeouts and SigV4 signing (needed for presigned URLs).
+        throttling), bounded connect/read timeouts, SigV4 signing (needed for presigned URLs) and
+        a connection pool of :data:`S3_MAX_POOL_CONNECTIONS`.
     """
     options: dict[str, Any] = {
         "retries": {"mode": "standard", "total_max_attempts": S3_MAX_ATTEMPTS},
         "connect_timeout": S3_CONNECT_TIMEOUT,
         "read_timeout": S3_READ_TIMEOUT,
         "signature_version": "s3v4",
+        "max_pool_connections": S3_MAX_POOL_CONNECTIONS,
     }
     options.update(overrides)
     return Config(**options)
