@@ -101,7 +101,7 @@ def _local_services() -> Iterator[tuple[str, str]]:
     except ImportError:
         raise SystemExit(
             "The offline demo needs moto's S3 server: pip install 'moto[server,s3]' "
-            "(it comes with: pip install 'prefect-cometapi[test]')."
+            "(it comes with: pip install 'prefect-cometapi[demo]')."
         ) from None
     from prefect_cometapi.emulator import Emulator
 
