@@ -6,8 +6,11 @@ latest run of each flow with its history.
 
 from __future__ import annotations
 
+import contextvars
+import logging
 import re
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from uuid import UUID
 
 from prefect.artifacts import (
@@ -22,6 +25,7 @@ from prefect_cometapi.flows.outcomes import RunSummary
 GALLERY_INLINE_MAX = 24
 """Images shown inline in the gallery; the rest are links (4K images are heavy for a browser)."""
 PROGRESS_MIN_INTERVAL_S = 1.0
+_log = logging.getLogger(__name__)
 
 
 def artifact_key(flow_name: str, kind: str) -> str:
@@ -41,6 +45,10 @@ def artifact_key(flow_name: str, kind: str) -> str:
 class Progress:
     """A progress artifact updated as items finish (at most once a second, and at the end).
 
+    Intermediate updates are sent from a background thread, so the loop that starts the next
+    items never waits for the Prefect API; the final update (all items done) is sent in the
+    caller's thread after any pending one, so the artifact ends at 100 % with exact counts.
+
     Args:
         flow_name: The flow's name (for the key).
         total: Number of items.
@@ -51,6 +59,8 @@ class Progress:
         self.done = 0
         self.failed = 0
         self._last = 0.0
+        self._sender: ThreadPoolExecutor | None = None
+        self._pending: Future[None] | None = None
         self.artifact_id: UUID = create_progress_artifact(
             progress=0.0,
             key=artifact_key(flow_name, "progress"),
@@ -65,14 +75,35 @@ class Progress:
         """
         self.done += 1
         self.failed += int(failed)
+        if self.done >= self.total:
+            self._finish()
+            return
         now = time.monotonic()
-        if self.done < self.total and now - self._last < PROGRESS_MIN_INTERVAL_S:
+        busy = self._pending is not None and not self._pending.done()
+        if self._pending is not None and not busy and self._pending.exception() is not None:
+            _log.warning("Progress artifact update failed: %s", self._pending.exception())
+            self._pending = None
+        if busy or now - self._last < PROGRESS_MIN_INTERVAL_S:
             return
         self._last = now
+        if self._sender is None:
+            self._sender = ThreadPoolExecutor(1, thread_name_prefix="cometapi-progress")
+        # The copied context carries the Prefect settings and client of this run.
+        self._pending = self._sender.submit(
+            contextvars.copy_context().run, self._send, self.done, self.failed
+        )
+
+    def _finish(self) -> None:
+        if self._sender is not None:
+            self._sender.shutdown(wait=True)
+            self._sender = None
+        self._send(self.done, self.failed)
+
+    def _send(self, done: int, failed: int) -> None:
         update_progress_artifact(
             self.artifact_id,
-            progress=round(100.0 * self.done / self.total, 2),
-            description=f"{self.done} of {self.total} items done, {self.failed} failed",
+            progress=round(100.0 * done / self.total, 2),
+            description=f"{done} of {self.total} items done, {failed} failed",
         )
 
 
