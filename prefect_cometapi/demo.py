@@ -24,6 +24,8 @@ from typing import Any
 DEMO_BUCKET = "prefect-cometapi-demo"
 DEMO_KEY = "sk-demo-emulator-key"
 UI_URL = "http://127.0.0.1:4200"
+OFFLINE_VARIANT = 20_260_421
+"""The cache ``variant`` of the offline demo's images (see :func:`_run`)."""
 _FAKE_AWS = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -217,6 +219,9 @@ def _run(args: argparse.Namespace) -> int:
         print(f"Prefect:           runs stored under {_prefect_home()}")
         credentials = CometAPICredentials(api_key=DEMO_KEY, base_url=base_url)
         s3 = S3Options(bucket=DEMO_BUCKET, prefix=args.prefix, endpoint_url=endpoint_url)
+        # The image cache is not keyed on the API's address: a variant of its own keeps the
+        # emulator's drawings from ever being served to a --live run of the same products.
+        parameters["image"] = parameters["image"].model_copy(update={"variant": OFFLINE_VARIANT})
         return run(credentials, s3, None)
 
 
