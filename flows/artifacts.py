@@ -79,11 +79,13 @@ class Progress:
             self._finish()
             return
         now = time.monotonic()
-        busy = self._pending is not None and not self._pending.done()
-        if self._pending is not None and not busy and self._pending.exception() is not None:
-            _log.warning("Progress artifact update failed: %s", self._pending.exception())
+        if self._pending is not None:
+            if not self._pending.done():
+                return  # the previous update is still on its way
+            if (error := self._pending.exception()) is not None:
+                _log.warning("Progress artifact update failed: %s", error)
             self._pending = None
-        if busy or now - self._last < PROGRESS_MIN_INTERVAL_S:
+        if now - self._last < PROGRESS_MIN_INTERVAL_S:
             return
         self._last = now
         if self._sender is None:

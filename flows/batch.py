@@ -65,6 +65,10 @@ DELIVERY_SHARE = 2
 """Items in flight = concurrency + concurrency // DELIVERY_SHARE: the extra ones upload (or
 wait for a request slot) while ``concurrency`` requests keep the API busy."""
 MAX_LISTED_ERRORS = 10
+DEFAULT_CHUNK_SIZE = 100
+MAX_CHUNK_SIZE = 10_000
+Concurrency = Annotated[int, Field(ge=1, le=64)]
+"""The ``concurrency`` parameter of the batch flows: items' API requests at once."""
 
 
 class BudgetExceededError(ValidationError):
@@ -301,7 +305,7 @@ def batch_generate(
     id_field: str = "id",
     image: ImageOptions = ImageOptions(),  # noqa: B008 - frozen pydantic model
     upscale: UpscaleOptions = UpscaleOptions(),  # noqa: B008
-    concurrency: Annotated[int, Field(ge=1, le=64)] = 8,
+    concurrency: Concurrency = 8,
     max_cost_usd: Annotated[float | None, Field(ge=0)] = None,
     all_or_nothing: bool = False,
     credentials_block: CometAPICredentials | str | None = None,
@@ -309,7 +313,7 @@ def batch_generate(
     concurrency_limit: str | None = None,
     rate_limit: str | None = None,
     chunk_deployment: str | None = None,
-    chunk_size: Annotated[int, Field(ge=1, le=10_000)] = 100,
+    chunk_size: Annotated[int, Field(ge=1, le=MAX_CHUNK_SIZE)] = DEFAULT_CHUNK_SIZE,
 ) -> RunSummary:
     """Generate one image set per item from a template, concurrently, and upload them to S3.
 

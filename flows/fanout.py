@@ -32,7 +32,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
-from typing import Annotated, Any
+from typing import Any
 from uuid import UUID
 
 from prefect import flow, get_run_logger
@@ -42,14 +42,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from prefect_cometapi.blocks import CometAPICredentials
 from prefect_cometapi.errors import ValidationError
 from prefect_cometapi.flows.artifacts import Progress
-from prefect_cometapi.flows.batch import failed_outcome, run_items
+from prefect_cometapi.flows.batch import Concurrency, failed_outcome, run_items
 from prefect_cometapi.flows.outcomes import ItemOutcome, RunSummary
 from prefect_cometapi.flows.params import ImageOptions, S3Options, UpscaleOptions
 from prefect_cometapi.flows.sources import Item, resolve_credentials
 
 CHUNK_FLOW_NAME = "batch-generate-chunk"
-DEFAULT_CHUNK_SIZE = 100
-MAX_CHUNK_SIZE = 10_000
 POLL_S = 2.0
 """Seconds between two looks at the chunk runs' states."""
 CHUNK_TAGS = ("cometapi", "chunk")
@@ -77,7 +75,7 @@ def batch_generate_chunk(
     s3: S3Options,
     image: ImageOptions = ImageOptions(),  # noqa: B008 - frozen pydantic model
     upscale: UpscaleOptions = UpscaleOptions(),  # noqa: B008
-    concurrency: Annotated[int, Field(ge=1, le=64)] = 8,
+    concurrency: Concurrency = 8,
     credentials_block: str | None = None,
     base_url: str | None = None,
     concurrency_limit: str | None = None,
