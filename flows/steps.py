@@ -37,6 +37,7 @@ from prefect_cometapi.flows.outcomes import (
 )
 from prefect_cometapi.flows.params import ImageOptions, S3Options, UpscaleOptions
 from prefect_cometapi.models import ImageResult
+from prefect_cometapi.tasks.caching import persist_when_paid
 from prefect_cometapi.tasks.images import edit_image, generate_image, request_slot
 
 #: The image tasks as the flows use them: identical cache keys (the policy ignores task options)
@@ -204,7 +205,9 @@ def process_item(
     """
     started = time.monotonic()
     # The slot is held around the HTTP exchange only (inside the image task), not the task run.
-    with request_slot(_api_slots.get(api_slots) if api_slots else None):
+    # The paid image is persisted when the request task ends, not when this task does: a failed
+    # upload or a killed process must not lose it (a re-run would pay again).
+    with request_slot(_api_slots.get(api_slots) if api_slots else None), persist_when_paid():
         result, cached, error = run_request(
             generate_step,
             prompt=prompt,

@@ -1,6 +1,10 @@
 """Prefect tasks of prefect-cometapi: generate, edit, template, upscale, upload."""
 
-from prefect_cometapi.tasks.caching import image_cache_key, image_cache_policy
+from prefect_cometapi.tasks.caching import (
+    image_cache_key,
+    image_cache_policy,
+    persist_when_paid,
+)
 from prefect_cometapi.tasks.images import edit_image, generate_image, retry_on_transient
 from prefect_cometapi.tasks.inputs import load_image_bytes, load_text
 from prefect_cometapi.tasks.prompts import render_prompt, render_template
@@ -17,6 +21,7 @@ __all__ = [
     "load_image_bytes",
     "load_text",
     "make_s3_client",
+    "persist_when_paid",
     "render_prompt",
     "render_template",
     "retry_on_transient",

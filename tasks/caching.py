@@ -29,6 +29,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -37,6 +39,7 @@ from prefect.cache_policies import CachePolicy
 from prefect.context import TaskRunContext
 from prefect.locking.protocol import LockManager
 from prefect.settings import PREFECT_HOME
+from prefect.transactions import CommitMode, transaction
 
 from prefect_cometapi.tasks.locking import AtomicFileLockManager
 
@@ -193,3 +196,28 @@ def image_cache_policy(
         isolation_level="SERIALIZABLE",
         lock_manager=lock_manager or lock_manager_from_url(os.environ.get(LOCK_MANAGER_ENV, "")),
     )
+
+
+@contextmanager
+def persist_when_paid() -> Iterator[None]:
+    """Persist image results the moment their task run finishes, even inside another task.
+
+    Prefect commits a task run's transaction (writes its cached result and releases its lock)
+    when the outermost transaction commits. Called inside your own task, ``generate_image``'s
+    paid result is therefore written only when *your* task succeeds: if a later step fails
+    (an S3 upload, say) or the process dies first, the image is lost and a re-run pays again.
+    Inside this block, the image tasks commit as soon as they finish::
+
+        @task
+        def make_banner(prompt: str) -> str:
+            with persist_when_paid():
+                result = generate_image(prompt)
+            return upload_to_s3(result.images[0], bucket="banners").uri
+
+    A flow calling the tasks directly does not need it (a flow run has no transaction).
+
+    Yields:
+        Nothing; the block runs in an eagerly committing transaction.
+    """
+    with transaction(commit_mode=CommitMode.EAGER):
+        yield

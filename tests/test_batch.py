@@ -424,3 +424,31 @@ def test_a_global_concurrency_limit_caps_requests_in_flight(
     finally:
         with get_client(sync_client=True) as client:
             client.delete_global_concurrency_limit_by_name(name)
+
+
+def test_an_upload_failure_keeps_the_paid_image_and_the_rerun_pays_nothing(
+    emulator: Any, credentials: CometAPICredentials, s3_options: S3Options, s3_client: Any
+) -> None:
+    """S3 refuses every upload: the images were paid, so the cache must keep them."""
+    items = make_items(6, tag())
+    params: dict[str, Any] = {
+        "template": TEMPLATE,
+        "items": items,
+        "image": SMALL,
+        "concurrency": 3,
+        "credentials_block": credentials,
+    }
+    missing = s3_options.model_copy(update={"bucket": f"{s3_options.bucket}-missing"})
+    before = len(emulator.requests)
+    summary = batch_generate(**params, s3=missing)
+    assert (summary.delivered, summary.failed) == (0, 6)
+    assert all("NoSuchBucket" in error for error in summary.failures.values())
+    first = emulator.requests[before:]
+    assert len(first) == 6 and all(r.billed_images == 1 for r in first)
+
+    # S3 fixed: the same batch delivers every item from the cache without a request.
+    second = batch_generate(**params, s3=s3_options)
+    assert len(emulator.requests) == before + 6, "the re-run paid again for generated images"
+    assert (second.delivered, second.cached, second.total_cost_usd) == (6, 6, 0)
+    assert set(objects(s3_client, s3_options.bucket)) == set(second.uris)
+    assert len(second.uris) == 6

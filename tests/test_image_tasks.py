@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from prefect import flow
+from prefect import flow, task
 
 from prefect_cometapi import CometAPICredentials, ContentPolicyError
 from prefect_cometapi.errors import AuthenticationError
-from prefect_cometapi.tasks import edit_image, generate_image
+from prefect_cometapi.tasks import edit_image, generate_image, persist_when_paid
 
 
 def _creds(emulator, api_key: str, **kw) -> CometAPICredentials:
@@ -142,6 +142,37 @@ def test_two_concurrent_identical_runs_pay_once(emulator, api_key) -> None:
     assert len(results) == 2
     assert emulator.billed_images == 1
     assert results[0].images[0].data == results[1].images[0].data
+
+
+@pytest.mark.parametrize(("eager", "paid_again"), [(True, 0), (False, 1)])
+def test_inside_a_failing_task_persist_when_paid_keeps_the_image(
+    emulator, api_key, eager: bool, paid_again: int
+) -> None:
+    """Prefect defers a nested task's commit to the outer task: a later failure drops it."""
+    credentials = _creds(emulator, api_key)
+
+    @task(retries=0)
+    def make_then_fail(prompt: str, fail: bool) -> str:
+        if eager:
+            with persist_when_paid():
+                result = generate_image(prompt, credentials, size="1024x640", quality="low")
+        else:
+            result = generate_image(prompt, credentials, size="1024x640", quality="low")
+        if fail:
+            raise RuntimeError("the upload failed")
+        return result.images[0].sha256
+
+    @flow
+    def user_flow(prompt: str, fail: bool) -> str | None:
+        state = make_then_fail(prompt, fail, return_state=True)
+        return state.result() if state.is_completed() else None
+
+    prompt = _prompt("a lighthouse")
+    before = emulator.billed_requests
+    assert user_flow(prompt, fail=True) is None
+    assert emulator.billed_requests == before + 1
+    assert user_flow(prompt, fail=False)
+    assert emulator.billed_requests == before + 1 + paid_again
 
 
 def test_persisted_results_hold_no_key(emulator, api_key, result_storage_dir: Path) -> None:
