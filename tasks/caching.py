@@ -41,7 +41,7 @@ from prefect.locking.protocol import LockManager
 from prefect.settings import PREFECT_HOME
 from prefect.transactions import CommitMode, transaction
 
-from prefect_cometapi.tasks.locking import AtomicFileLockManager
+from prefect_cometapi.tasks.locking import AtomicFileLockManager, retry_safe
 
 #: The task inputs that determine the image (besides the input images, hashed separately).
 KEY_PARAMS = (
@@ -184,7 +184,9 @@ def image_cache_policy(
     Args:
         lock_manager: A shared lock manager for workers on several machines (e.g.
             ``prefect_redis.locking.RedisLockManager``); otherwise the one
-            ``PREFECT_COMETAPI_LOCK_MANAGER`` names, else machine-local lock files.
+            ``PREFECT_COMETAPI_LOCK_MANAGER`` names, else machine-local lock files. It is
+            wrapped so that Prefect's second release of a lock never aborts a commit
+            (:class:`~prefect_cometapi.tasks.locking.RetrySafeLockManager`).
         key_storage: Where cache records live (a path or a storage block slug); otherwise
             ``PREFECT_COMETAPI_CACHE_KEY_STORAGE``, else with the results.
 
@@ -194,7 +196,9 @@ def image_cache_policy(
     return ImageRequestCachePolicy().configure(
         key_storage=key_storage or os.environ.get(KEY_STORAGE_ENV) or None,
         isolation_level="SERIALIZABLE",
-        lock_manager=lock_manager or lock_manager_from_url(os.environ.get(LOCK_MANAGER_ENV, "")),
+        lock_manager=retry_safe(
+            lock_manager or lock_manager_from_url(os.environ.get(LOCK_MANAGER_ENV, ""))
+        ),
     )
 
 

@@ -1,4 +1,4 @@
-"""A machine-local lock manager for the image cache: lock files created atomically.
+"""Lock managers for the image cache: lock files created atomically, and a retry-safe wrapper.
 
 Prefect's ``FileSystemLockManager`` creates a lock file and writes its holder in a second step;
 another thread reading in between sees an empty file and fails (seen with two concurrent runs of
@@ -7,6 +7,9 @@ publishes it with ``os.link``, which fails if the lock exists: a lock file is ne
 written. It also records the owner's host and process id, so a lock left behind by a killed
 process (SIGKILL mid-run) is recognised as stale and taken over instead of blocking the re-run
 forever. It implements Prefect's public ``LockManager`` protocol.
+
+:class:`RetrySafeLockManager` wraps any other lock manager (``prefect-redis``'s, for workers on
+several machines) so that Prefect's second release of a lock never aborts a commit.
 """
 
 from __future__ import annotations
@@ -218,3 +221,135 @@ class AtomicFileLockManager(LockManager):
             ``True`` once unlocked, ``False`` on timeout.
         """
         return await anyio.to_thread.run_sync(self.wait_for_lock, key, timeout)
+
+
+class RetrySafeLockManager(LockManager):
+    """Another lock manager whose ``release_lock`` never raises for a holder without the lock.
+
+    Prefect releases a transaction's lock again when its parent transaction commits: after a
+    task-level retry (the failed attempt stays a child) and under :func:`persist_when_paid`
+    (the eagerly committed child is committed once more). By then another worker waiting for
+    the same image may hold the lock, and ``prefect-redis``'s ``RedisLockManager`` raises
+    ``ValueError`` there, which aborts the parent's commit. This wrapper releases only what the
+    holder still holds and delegates everything else unchanged.
+
+    Args:
+        inner: The lock manager to wrap (e.g. ``RedisLockManager(host=...)``).
+    """
+
+    def __init__(self, inner: LockManager) -> None:
+        self.inner = inner
+
+    def __repr__(self) -> str:
+        return f"RetrySafeLockManager({self.inner!r})"
+
+    def acquire_lock(
+        self,
+        key: str,
+        holder: str,
+        acquire_timeout: float | None = None,
+        hold_timeout: float | None = None,
+    ) -> bool:
+        """Acquire the lock through the wrapped manager; see :meth:`LockManager.acquire_lock`.
+
+        Args:
+            key: The lock's key.
+            holder: Who asks for it.
+            acquire_timeout: Seconds to wait for it; ``None`` waits as long as it takes.
+            hold_timeout: Seconds after which the lock expires by itself.
+
+        Returns:
+            Whether the lock was acquired.
+        """
+        return self.inner.acquire_lock(key, holder, acquire_timeout, hold_timeout)
+
+    async def aacquire_lock(
+        self,
+        key: str,
+        holder: str,
+        acquire_timeout: float | None = None,
+        hold_timeout: float | None = None,
+    ) -> bool:
+        """Async :meth:`acquire_lock`.
+
+        Args:
+            key: The lock's key.
+            holder: Who asks for it.
+            acquire_timeout: Seconds to wait for it; ``None`` waits as long as it takes.
+            hold_timeout: Seconds after which the lock expires by itself.
+
+        Returns:
+            Whether the lock was acquired.
+        """
+        return await self.inner.aacquire_lock(key, holder, acquire_timeout, hold_timeout)
+
+    def release_lock(self, key: str, holder: str) -> None:
+        """Release the lock if ``holder`` holds it; otherwise do nothing.
+
+        Args:
+            key: The lock's key.
+            holder: Who holds it.
+        """
+        if self.inner.is_lock_holder(key, holder):
+            self.inner.release_lock(key, holder)
+
+    def is_locked(self, key: str) -> bool:
+        """Whether a lock exists for ``key``.
+
+        Args:
+            key: The lock's key.
+
+        Returns:
+            ``True`` if locked.
+        """
+        return self.inner.is_locked(key)
+
+    def is_lock_holder(self, key: str, holder: str) -> bool:
+        """Whether ``holder`` holds the lock for ``key``.
+
+        Args:
+            key: The lock's key.
+            holder: Who may hold it.
+
+        Returns:
+            ``True`` if it does.
+        """
+        return self.inner.is_lock_holder(key, holder)
+
+    def wait_for_lock(self, key: str, timeout: float | None = None) -> bool:
+        """Wait until ``key`` is unlocked.
+
+        Args:
+            key: The lock's key.
+            timeout: Seconds to wait; ``None`` waits as long as it takes.
+
+        Returns:
+            ``True`` once unlocked, ``False`` on timeout.
+        """
+        return self.inner.wait_for_lock(key, timeout)
+
+    async def await_for_lock(self, key: str, timeout: float | None = None) -> bool:
+        """Async :meth:`wait_for_lock`.
+
+        Args:
+            key: The lock's key.
+            timeout: Seconds to wait; ``None`` waits as long as it takes.
+
+        Returns:
+            ``True`` once unlocked, ``False`` on timeout.
+        """
+        return await self.inner.await_for_lock(key, timeout)
+
+
+def retry_safe(manager: LockManager) -> LockManager:
+    """``manager`` with a release that tolerates Prefect's second release (see above).
+
+    Args:
+        manager: Any lock manager.
+
+    Returns:
+        ``manager`` itself if it is already retry-safe, else it wrapped.
+    """
+    if isinstance(manager, (AtomicFileLockManager, RetrySafeLockManager)):
+        return manager
+    return RetrySafeLockManager(manager)
