@@ -250,17 +250,7 @@ class RetrySafeLockManager(LockManager):
         acquire_timeout: float | None = None,
         hold_timeout: float | None = None,
     ) -> bool:
-        """Acquire the lock through the wrapped manager; see :meth:`LockManager.acquire_lock`.
-
-        Args:
-            key: The lock's key.
-            holder: Who asks for it.
-            acquire_timeout: Seconds to wait for it; ``None`` waits as long as it takes.
-            hold_timeout: Seconds after which the lock expires by itself.
-
-        Returns:
-            Whether the lock was acquired.
-        """
+        """Acquire the lock through the wrapped manager (same arguments and result)."""
         return self.inner.acquire_lock(key, holder, acquire_timeout, hold_timeout)
 
     async def aacquire_lock(
@@ -270,17 +260,7 @@ class RetrySafeLockManager(LockManager):
         acquire_timeout: float | None = None,
         hold_timeout: float | None = None,
     ) -> bool:
-        """Async :meth:`acquire_lock`.
-
-        Args:
-            key: The lock's key.
-            holder: Who asks for it.
-            acquire_timeout: Seconds to wait for it; ``None`` waits as long as it takes.
-            hold_timeout: Seconds after which the lock expires by itself.
-
-        Returns:
-            Whether the lock was acquired.
-        """
+        """Async :meth:`acquire_lock`, through the wrapped manager."""
         return await self.inner.aacquire_lock(key, holder, acquire_timeout, hold_timeout)
 
     def release_lock(self, key: str, holder: str) -> None:
@@ -294,50 +274,19 @@ class RetrySafeLockManager(LockManager):
             self.inner.release_lock(key, holder)
 
     def is_locked(self, key: str) -> bool:
-        """Whether a lock exists for ``key``.
-
-        Args:
-            key: The lock's key.
-
-        Returns:
-            ``True`` if locked.
-        """
+        """Whether a lock exists for ``key``, per the wrapped manager."""
         return self.inner.is_locked(key)
 
     def is_lock_holder(self, key: str, holder: str) -> bool:
-        """Whether ``holder`` holds the lock for ``key``.
-
-        Args:
-            key: The lock's key.
-            holder: Who may hold it.
-
-        Returns:
-            ``True`` if it does.
-        """
+        """Whether ``holder`` holds the lock for ``key``, per the wrapped manager."""
         return self.inner.is_lock_holder(key, holder)
 
     def wait_for_lock(self, key: str, timeout: float | None = None) -> bool:
-        """Wait until ``key`` is unlocked.
-
-        Args:
-            key: The lock's key.
-            timeout: Seconds to wait; ``None`` waits as long as it takes.
-
-        Returns:
-            ``True`` once unlocked, ``False`` on timeout.
-        """
+        """Wait until ``key`` is unlocked, through the wrapped manager."""
         return self.inner.wait_for_lock(key, timeout)
 
     async def await_for_lock(self, key: str, timeout: float | None = None) -> bool:
-        """Async :meth:`wait_for_lock`.
-
-        Args:
-            key: The lock's key.
-            timeout: Seconds to wait; ``None`` waits as long as it takes.
-
-        Returns:
-            ``True`` once unlocked, ``False`` on timeout.
-        """
+        """Async :meth:`wait_for_lock`, through the wrapped manager."""
         return await self.inner.await_for_lock(key, timeout)
 
 

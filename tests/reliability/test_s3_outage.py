@@ -5,6 +5,9 @@ shared one is left alone) and stops it from a watcher thread once the emulator h
 of the batch. ``stop()`` closes the listening socket, so every later upload meets a refused
 connection, as with an S3 endpoint that has gone away. Then:
 
+A blip (down for a few seconds, then back on the same port) is ridden out by the upload retries
+within the run: every item delivered once, whole, nothing partial. A longer outage:
+
 1. The run finishes; each item is delivered (its object in S3 with the sha256 it reports) or
    failed with a reason naming the unreachable S3 endpoint. None goes missing, none is left half
    written, and every image was paid for exactly once.
@@ -53,6 +56,8 @@ LATENCY_S = 1.0
 """Each request takes a second, so the batch's requests come in waves of ``CONCURRENCY`` and the
 outage falls between the first wave's uploads and the second wave's."""
 WATCH_TIMEOUT_S = 30.0
+SHORT_OUTAGE_S = 3.0
+"""A blip: longer than the first upload retry's wait (2 s), shorter than the second's (10 s)."""
 FAILED_ITEM_SLACK_S = 8.0
 """Per failed item, allowed on top of the delivery retry delays: the request itself (one
 second), waiting for a request slot, botocore's own retries (tens of milliseconds each on a
@@ -108,7 +113,13 @@ class OutageS3:
         return False
 
 
-def stop_mid_batch(emulator: Any, s3: OutageS3, bucket: str, seen: dict[str, Any]) -> None:
+def stop_mid_batch(
+    emulator: Any,
+    s3: OutageS3,
+    bucket: str,
+    seen: dict[str, Any],
+    restart_after_s: float | None = None,
+) -> None:
     """Stop ``s3`` once a third of the batch is billed and the first objects are stored.
 
     Runs in a thread; what it saw (or the error it met) goes into ``seen``.
@@ -117,7 +128,9 @@ def stop_mid_batch(emulator: Any, s3: OutageS3, bucket: str, seen: dict[str, Any
         emulator: The session's emulator.
         s3: The server to stop.
         bucket: The batch's bucket.
-        seen: Filled with ``billed_at_stop``, ``objects_at_stop``, ``stop_s``, ``refused``.
+        seen: Filled with ``billed_at_stop``, ``objects_at_stop``, ``stop_s``, ``refused``
+            (and ``failed_before_restart`` when restarted).
+        restart_after_s: Start the server again (same port, same data) this long after the stop.
     """
     try:
         probe = s3.client()
@@ -135,6 +148,9 @@ def stop_mid_batch(emulator: Any, s3: OutageS3, bucket: str, seen: dict[str, Any
         s3.stop()
         seen["stop_s"] = time.monotonic() - started
         seen["refused"] = s3.refuses_connections()
+        if restart_after_s is not None:
+            time.sleep(restart_after_s)
+            s3.start()
     except BaseException as exc:  # noqa: BLE001 - reported by the test
         seen["error"] = exc
 
@@ -148,6 +164,68 @@ def outage_s3() -> Any:
         s3.stop()
 
 
+def outage_batch(
+    credentials: CometAPICredentials, s3: OutageS3, bucket: str, salt: str
+) -> dict[str, Any]:
+    """``batch_generate``'s arguments: N_ITEMS small images into ``bucket`` on ``s3``."""
+    return {
+        "s3": s3_options(
+            bucket, s3.endpoint_url, prefix="outage/", key_template=UNDATED_KEY_TEMPLATE
+        ),
+        "template": batch_template(salt),
+        "items": batch_items(N_ITEMS),
+        "image": small_image(),
+        "concurrency": CONCURRENCY,
+        "credentials_block": credentials,
+    }
+
+
+def test_a_short_s3_outage_mid_batch_is_ridden_out_by_the_upload_retries(
+    emulator: Any, credentials: CometAPICredentials, outage_s3: OutageS3
+) -> None:
+    """S3 is down for a few seconds, then back on the same port: the same run delivers all."""
+    bucket = f"outage-{uuid.uuid4().hex[:20]}"
+    outage_s3.client().create_bucket(Bucket=bucket)
+    salt = f"s3-blip-{uuid.uuid4().hex[:10]}"
+    emulator.configure(latency_s=LATENCY_S)
+    seen: dict[str, Any] = {}
+    watcher = threading.Thread(
+        target=stop_mid_batch,
+        args=(emulator, outage_s3, bucket, seen, SHORT_OUTAGE_S),
+        daemon=True,
+    )
+    watcher.start()
+    state = batch_generate(**outage_batch(credentials, outage_s3, bucket, salt), return_state=True)
+    watcher.join(timeout=SHORT_OUTAGE_S + 5)
+    assert not watcher.is_alive()
+    assert "error" not in seen, seen.get("error")
+    assert seen["refused"], "the stopped server's port still accepts connections"
+    assert OUTAGE_AFTER_BILLED <= seen["billed_at_stop"] < N_ITEMS, seen
+
+    assert state.is_completed(), state.message
+    summary = state.result()
+    assert isinstance(summary, RunSummary)
+    assert_accounted(summary, N_ITEMS)
+    assert (summary.delivered, summary.failed) == (N_ITEMS, 0), summary.failures
+    # The outage was felt: some items waited for a retry, and none waited for the last one.
+    seconds = sorted(o.seconds for o in summary.outcomes)
+    assert seconds[-1] >= UPLOAD_RETRY_DELAYS[0], f"no upload met the outage: {seconds}"
+    assert seconds[-1] <= sum(UPLOAD_RETRY_DELAYS) + FAILED_ITEM_SLACK_S, seconds
+    assert emulator.billed_requests == N_ITEMS and len(emulator.requests) == N_ITEMS
+
+    # One whole object per item, checksums verified, no multipart upload left behind.
+    client = outage_s3.client()
+    stored = assert_delivered_intact(client, bucket, summary.outcomes)
+    assert len(stored) == N_ITEMS
+    listing = client.list_objects_v2(Bucket=bucket)
+    assert listing["KeyCount"] == N_ITEMS, "duplicate or stray objects"
+    assert not client.list_multipart_uploads(Bucket=bucket).get("Uploads"), "partial uploads"
+    client.delete_objects(
+        Bucket=bucket, Delete={"Objects": [{"Key": o["Key"]} for o in listing["Contents"]]}
+    )
+    client.delete_bucket(Bucket=bucket)
+
+
 def test_s3_outage_mid_batch_loses_nothing_and_the_rerun_pays_nothing(
     emulator: Any, credentials: CometAPICredentials, outage_s3: OutageS3
 ) -> None:
@@ -155,16 +233,7 @@ def test_s3_outage_mid_batch_loses_nothing_and_the_rerun_pays_nothing(
     outage_s3.client().create_bucket(Bucket=bucket)
     salt = f"s3-outage-{uuid.uuid4().hex[:10]}"
     image = small_image()
-    params: dict[str, Any] = {
-        "s3": s3_options(
-            bucket, outage_s3.endpoint_url, prefix="outage/", key_template=UNDATED_KEY_TEMPLATE
-        ),
-        "template": batch_template(salt),
-        "items": batch_items(N_ITEMS),
-        "image": image,
-        "concurrency": CONCURRENCY,
-        "credentials_block": credentials,
-    }
+    params = outage_batch(credentials, outage_s3, bucket, salt)
     prompts = rendered_prompts(salt, N_ITEMS)
     assert not cached_prompts(prompts, image), "the salt is not fresh"
     emulator.configure(latency_s=LATENCY_S)
