@@ -36,7 +36,10 @@ CHUNK_DEPLOYMENT = "batch-generate-chunk/fleet-chunk"
 ITEMS = 60
 CHUNK_SIZE = 15
 SLOTS = 4
-LATENCY_S = 0.4
+LATENCY_S = 1.0
+"""Per request: with 4 slots for 60 items a chunk lasts seconds, longer than a worker's poll
+interval (1 s), so the runs are alive together and a worker at its limit leaves some to the
+other (at 0.4 s one busy worker could finish its chunks and take the rest first)."""
 REQUEST_LIMIT = "fleet-test-requests"
 TEMPLATE = "A minimalist poster titled {{ name }}"
 
@@ -54,6 +57,7 @@ class FleetBatch:
         peak_in_flight: The emulator's peak of concurrent requests.
         objects: S3 key -> object size after the run.
         bucket: The delivery bucket.
+        diagnostics: The server's and workers' log tails after the run, for failure messages.
     """
 
     parameters: dict[str, Any]
@@ -64,6 +68,7 @@ class FleetBatch:
     peak_in_flight: int
     objects: dict[str, int]
     bucket: str
+    diagnostics: str
 
 
 def _objects(s3_client: Any, bucket: str, prefix: str) -> dict[str, int]:
@@ -162,6 +167,7 @@ def fleet_batch(
         peak_in_flight=peak,
         objects=_objects(s3, bucket, "fleet/"),
         bucket=bucket,
+        diagnostics=prefect.diagnostics(),
     )
 
 
@@ -200,7 +206,9 @@ def test_the_batch_fans_out_into_chunk_runs_on_both_workers(
     # more than that: both workers took work.
     assert 1 + len(chunks) > FLEET_WORKER_LIMIT
     workers = {_worker_of(run) for run in [fleet_batch.run, *chunks]}
-    assert workers == {second_fleet_worker.first_name, second_fleet_worker.second_name}, workers
+    assert workers == {second_fleet_worker.first_name, second_fleet_worker.second_name}, (
+        f"{workers}\n{fleet_batch.diagnostics}"
+    )
 
 
 def test_the_global_limit_caps_requests_in_flight(fleet_batch: FleetBatch) -> None:
@@ -241,7 +249,7 @@ def test_a_rerun_on_the_other_worker_is_all_cache_hits(
     made_by_first = [
         c for c in fleet_batch.chunks if _worker_of(c) == second_fleet_worker.first_name
     ]
-    assert made_by_first, "the first worker made none of the images"
+    assert made_by_first, f"the first worker made none of the images\n{fleet_batch.diagnostics}"
     emulator_server.wait_idle(timeout=10)
     emulator_server.reset()
     created = _start(
