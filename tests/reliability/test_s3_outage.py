@@ -165,10 +165,21 @@ def outage_s3() -> Any:
 
 
 def outage_batch(
-    credentials: CometAPICredentials, s3: OutageS3, bucket: str, salt: str
-) -> dict[str, Any]:
-    """``batch_generate``'s arguments: N_ITEMS small images into ``bucket`` on ``s3``."""
-    return {
+    credentials: CometAPICredentials, s3: OutageS3, salt: str
+) -> tuple[dict[str, Any], str]:
+    """A fresh bucket on ``s3`` and ``batch_generate``'s arguments: N_ITEMS small images into it.
+
+    Args:
+        credentials: The emulator's credentials.
+        s3: The test's S3 server.
+        salt: Makes the prompts new to the session's image cache.
+
+    Returns:
+        ``(arguments, bucket)``.
+    """
+    bucket = f"outage-{uuid.uuid4().hex[:20]}"
+    s3.client().create_bucket(Bucket=bucket)
+    params = {
         "s3": s3_options(
             bucket, s3.endpoint_url, prefix="outage/", key_template=UNDATED_KEY_TEMPLATE
         ),
@@ -178,34 +189,51 @@ def outage_batch(
         "concurrency": CONCURRENCY,
         "credentials_block": credentials,
     }
+    return params, bucket
+
+
+def run_through_outage(
+    emulator: Any, s3: OutageS3, bucket: str, params: dict[str, Any], restart_after_s: float | None
+) -> tuple[RunSummary, dict[str, Any], float]:
+    """Run the batch while a watcher stops ``s3`` mid-batch (and restarts it, if asked).
+
+    Args:
+        emulator: The session's emulator.
+        s3: The server the batch uploads to.
+        bucket: The batch's bucket.
+        params: ``batch_generate``'s arguments.
+        restart_after_s: Start ``s3`` again this long after the stop; ``None``: leave it down.
+
+    Returns:
+        ``(summary, what the watcher saw, the run's wall seconds)``; the run completed.
+    """
+    seen: dict[str, Any] = {}
+    watcher = threading.Thread(
+        target=stop_mid_batch, args=(emulator, s3, bucket, seen, restart_after_s), daemon=True
+    )
+    watcher.start()
+    started = time.monotonic()
+    state = batch_generate(**params, return_state=True)
+    wall_s = time.monotonic() - started
+    watcher.join(timeout=(restart_after_s or 0) + 5)
+    assert not watcher.is_alive()
+    assert "error" not in seen, seen.get("error")
+    assert seen["refused"], "the stopped server's port still accepts connections"
+    assert OUTAGE_AFTER_BILLED <= seen["billed_at_stop"] < N_ITEMS, seen
+    assert state.is_completed(), state.message
+    summary = state.result()
+    assert isinstance(summary, RunSummary)
+    assert_accounted(summary, N_ITEMS)
+    return summary, seen, wall_s
 
 
 def test_a_short_s3_outage_mid_batch_is_ridden_out_by_the_upload_retries(
     emulator: Any, credentials: CometAPICredentials, outage_s3: OutageS3
 ) -> None:
     """S3 is down for a few seconds, then back on the same port: the same run delivers all."""
-    bucket = f"outage-{uuid.uuid4().hex[:20]}"
-    outage_s3.client().create_bucket(Bucket=bucket)
-    salt = f"s3-blip-{uuid.uuid4().hex[:10]}"
+    params, bucket = outage_batch(credentials, outage_s3, f"s3-blip-{uuid.uuid4().hex[:10]}")
     emulator.configure(latency_s=LATENCY_S)
-    seen: dict[str, Any] = {}
-    watcher = threading.Thread(
-        target=stop_mid_batch,
-        args=(emulator, outage_s3, bucket, seen, SHORT_OUTAGE_S),
-        daemon=True,
-    )
-    watcher.start()
-    state = batch_generate(**outage_batch(credentials, outage_s3, bucket, salt), return_state=True)
-    watcher.join(timeout=SHORT_OUTAGE_S + 5)
-    assert not watcher.is_alive()
-    assert "error" not in seen, seen.get("error")
-    assert seen["refused"], "the stopped server's port still accepts connections"
-    assert OUTAGE_AFTER_BILLED <= seen["billed_at_stop"] < N_ITEMS, seen
-
-    assert state.is_completed(), state.message
-    summary = state.result()
-    assert isinstance(summary, RunSummary)
-    assert_accounted(summary, N_ITEMS)
+    summary, _, _ = run_through_outage(emulator, outage_s3, bucket, params, SHORT_OUTAGE_S)
     assert (summary.delivered, summary.failed) == (N_ITEMS, 0), summary.failures
     # The outage was felt: some items waited for a retry, and none waited for the last one.
     seconds = sorted(o.seconds for o in summary.outcomes)
@@ -229,35 +257,15 @@ def test_a_short_s3_outage_mid_batch_is_ridden_out_by_the_upload_retries(
 def test_s3_outage_mid_batch_loses_nothing_and_the_rerun_pays_nothing(
     emulator: Any, credentials: CometAPICredentials, outage_s3: OutageS3
 ) -> None:
-    bucket = f"outage-{uuid.uuid4().hex[:20]}"
-    outage_s3.client().create_bucket(Bucket=bucket)
     salt = f"s3-outage-{uuid.uuid4().hex[:10]}"
     image = small_image()
-    params = outage_batch(credentials, outage_s3, bucket, salt)
+    params, bucket = outage_batch(credentials, outage_s3, salt)
     prompts = rendered_prompts(salt, N_ITEMS)
     assert not cached_prompts(prompts, image), "the salt is not fresh"
     emulator.configure(latency_s=LATENCY_S)
 
     # --- Run 1: S3 goes away once a third of the items are paid for. -------------------------
-    seen: dict[str, Any] = {}
-    watcher = threading.Thread(
-        target=stop_mid_batch, args=(emulator, outage_s3, bucket, seen), daemon=True
-    )
-    watcher.start()
-    started = time.monotonic()
-    state = batch_generate(**params, return_state=True)
-    first_run_s = time.monotonic() - started
-    watcher.join(timeout=5)
-    assert not watcher.is_alive()
-    assert "error" not in seen, seen.get("error")
-    assert seen["refused"], "the stopped server's port still accepts connections"
-    assert OUTAGE_AFTER_BILLED <= seen["billed_at_stop"] < N_ITEMS, seen
-
-    # It finished, and every item is accounted for: delivered, or failed naming S3.
-    assert state.is_completed(), state.message
-    first = state.result()
-    assert isinstance(first, RunSummary)
-    assert_accounted(first, N_ITEMS)
+    first, seen, first_run_s = run_through_outage(emulator, outage_s3, bucket, params, None)
     failed = [o for o in first.outcomes if o.status == "failed"]
     delivered = [o for o in first.outcomes if o.status == "delivered"]
     assert len(delivered) >= seen["objects_at_stop"] >= 1, seen
