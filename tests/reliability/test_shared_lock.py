@@ -33,7 +33,11 @@ from prefect.settings import PREFECT_API_URL
 from prefect_redis.locking import RedisLockManager
 from reliability_support import rendered_prompts
 
-from prefect_cometapi.tasks.caching import LOCK_MANAGER_ENV, image_cache_policy
+from prefect_cometapi.tasks.caching import (
+    LOCK_MANAGER_ENV,
+    image_cache_policy,
+    lock_manager_from_url,
+)
 from prefect_cometapi.tasks.locking import RetrySafeLockManager
 
 SCRIPT = Path(__file__).with_name("crash_batch.py")
@@ -58,8 +62,10 @@ def redis_url() -> Iterator[str]:
 
 
 def _manager(url: str) -> RedisLockManager:
-    host, port = url.removeprefix("redis://").split("/")[0].split(":")
-    return RedisLockManager(host=host, port=int(port))
+    """A bare prefect-redis lock manager for ``url``, built the way the environment variable is."""
+    manager = lock_manager_from_url(url)
+    assert isinstance(manager, RedisLockManager)
+    return manager
 
 
 def test_a_second_release_never_takes_or_breaks_another_holders_lock(redis_url: str) -> None:
