@@ -137,7 +137,9 @@ def _save_copies(summary: Any, output_dir: Path, endpoint_url: str | None) -> li
     return files
 
 
-def _report(summary: Any, files: list[Path], flow_run_id: Any, live: bool) -> None:
+def _report(
+    summary: Any, files: list[Path], flow_run_id: Any, live: bool, ui_url: str | None
+) -> None:
     print()
     print(f"Results: {summary.headline()}")
     file_iter = iter(files)
@@ -161,10 +163,13 @@ def _report(summary: Any, files: list[Path], flow_run_id: Any, live: bool) -> No
     )
     print()
     print("See the run in the Prefect UI:")
-    print("  prefect server start")
-    where = f"{UI_URL}/runs/flow-run/{flow_run_id}" if flow_run_id else f"{UI_URL}/runs"
+    if not ui_url:
+        home = os.environ.get("PREFECT_HOME")
+        print(f"  {f'PREFECT_HOME={home} ' if home else ''}prefect server start")
+        ui_url = UI_URL
+    where = f"{ui_url}/runs/flow-run/{flow_run_id}" if flow_run_id else f"{ui_url}/runs"
     print(f"  then open {where}")
-    print("  (artifacts: the gallery, the results table and the progress bar of this run)")
+    print("  (Artifacts tab: the gallery, the results table and the progress bar of this run)")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -183,7 +188,9 @@ def _run(args: argparse.Namespace) -> int:
         "concurrency": args.concurrency,
     }
 
-    def run(credentials: CometAPICredentials, s3: S3Options, budget: float | None) -> int:
+    def run(
+        credentials: CometAPICredentials, s3: S3Options, budget: float | None, ui_url: str | None
+    ) -> int:
         state = batch_generate(
             s3=s3, credentials_block=credentials, max_cost_usd=budget, return_state=True,
             **parameters,
@@ -193,7 +200,7 @@ def _run(args: argparse.Namespace) -> int:
             print(f"error: the demo flow failed: {summary}", file=sys.stderr)
             return 1
         files = _save_copies(summary, Path(args.output_dir), s3.endpoint_url)
-        _report(summary, files, state.state_details.flow_run_id, args.live)
+        _report(summary, files, state.state_details.flow_run_id, args.live, ui_url)
         return 0 if summary.failed == 0 else 1
 
     if args.live:
@@ -208,27 +215,85 @@ def _run(args: argparse.Namespace) -> int:
             credentials = credentials.model_copy(update={"base_url": args.base_url})
         s3 = S3Options(bucket=args.bucket, prefix=args.prefix, endpoint_url=args.endpoint_url)
         print(f"Live run: {len(items)} images from {credentials.base_url} to s3://{args.bucket}")
-        return run(credentials, s3, args.max_cost_usd)
+        with _prefect_for_demo() as ui_url:
+            return run(credentials, s3, args.max_cost_usd, ui_url)
 
     with _fake_aws_env(), _local_services() as (base_url, endpoint_url):
         import boto3
 
         boto3.client("s3", endpoint_url=endpoint_url).create_bucket(Bucket=DEMO_BUCKET)
         print(f"CometAPI emulator: {base_url} (offline: no real requests, nothing billed)")
-        print(f"S3 (moto):         {endpoint_url}, bucket {DEMO_BUCKET}")
-        print(f"Prefect:           runs stored under {_prefect_home()}")
+        print(f"S3 (moto):         {endpoint_url}, bucket {DEMO_BUCKET}", flush=True)
         credentials = CometAPICredentials(api_key=DEMO_KEY, base_url=base_url)
         s3 = S3Options(bucket=DEMO_BUCKET, prefix=args.prefix, endpoint_url=endpoint_url)
         # The image cache is not keyed on the API's address: a variant of its own keeps the
         # emulator's drawings from ever being served to a --live run of the same products.
         parameters["image"] = parameters["image"].model_copy(update={"variant": OFFLINE_VARIANT})
-        return run(credentials, s3, None)
+        with _prefect_for_demo() as ui_url:
+            print(
+                f"Running batch_generate: {len(items)} example products, 1536x864 quality low, "
+                "upscaled to 3840x2160 ...",
+                flush=True,
+            )
+            return run(credentials, s3, None, ui_url)
 
 
-def _prefect_home() -> str:
-    from prefect.settings import PREFECT_HOME
+@contextlib.contextmanager
+def _console_warnings_only() -> Iterator[None]:
+    """Prefect's console handlers show warnings and errors only; the run's logs still go to the
+    server (the UI shows them), and the demo prints its own per-item report."""
+    from prefect.logging.handlers import PrefectConsoleHandler
 
-    return str(PREFECT_HOME.value())
+    handlers = [
+        handler
+        for name in (None, "uvicorn", "fastapi")
+        for handler in logging.getLogger(name).handlers
+        if isinstance(handler, PrefectConsoleHandler)
+    ]
+    levels = [handler.level for handler in handlers]
+    for handler in handlers:
+        handler.setLevel(max(handler.level, logging.WARNING))
+    try:
+        yield
+    finally:
+        for handler, level in zip(handlers, levels, strict=True):
+            handler.setLevel(level)
+
+
+@contextlib.contextmanager
+def _prefect_for_demo() -> Iterator[str | None]:
+    """The Prefect server the demo reports to, with telemetry off and a quiet console.
+
+    The configured ``PREFECT_API_URL`` when there is one; otherwise a temporary local server
+    (:func:`prefect_cometapi.local_server.temporary_prefect_server`) whose database under
+    ``PREFECT_HOME`` keeps the run for ``prefect server start``.
+
+    Yields:
+        The configured server's UI URL, or ``None`` for the temporary server (it has no UI).
+    """
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
+
+    from prefect_cometapi.local_server import ServerStartError, temporary_prefect_server
+
+    saved = os.environ.get("DO_NOT_TRACK")
+    os.environ["DO_NOT_TRACK"] = "1"  # Prefect's client-side usage events
+    try:
+        with _console_warnings_only():
+            if PREFECT_API_URL.value():
+                print(f"Prefect:           {PREFECT_API_URL.value()} (PREFECT_API_URL)")
+                yield PREFECT_UI_URL.value()
+                return
+            try:
+                server = temporary_prefect_server(say=lambda line: print(line, flush=True))
+                with server:
+                    yield None
+            except ServerStartError as exc:
+                raise SystemExit(f"error: {exc}") from None
+    finally:
+        if saved is None:
+            os.environ.pop("DO_NOT_TRACK", None)
+        else:
+            os.environ["DO_NOT_TRACK"] = saved
 
 
 def run_demo(args: argparse.Namespace | Sequence[str] | None = None) -> int:

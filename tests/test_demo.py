@@ -1,8 +1,9 @@
 """The quick start's main job: ``prefect-cometapi demo`` as a user runs it, in a subprocess.
 
-The demo starts its own emulator and moto server on 127.0.0.1 and Prefect's temporary local
-server, so the subprocess gets a fresh ``PREFECT_HOME`` and none of the test session's Prefect
-or AWS settings.
+The demo starts its own emulator and moto server on 127.0.0.1 and a temporary Prefect server,
+so the subprocess gets a fresh ``PREFECT_HOME`` (the server's first start: database
+migrations) and none of the test session's Prefect or AWS settings, while another process keeps
+one core busy, as a first run on a loaded 2-core machine.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from PIL import Image
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = pytest.mark.timeout(600)
 
 
 def _cli() -> list[str]:
@@ -42,15 +44,33 @@ def _run_demo(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> 
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
-        timeout=200,
+        timeout=540,
         check=False,
     )
 
 
-def test_demo_runs_offline_end_to_end(tmp_path: Path) -> None:
+@pytest.fixture
+def busy_core() -> Iterator[None]:
+    """Another process spinning on one core while the test runs."""
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        yield
+    finally:
+        spinner.kill()
+        spinner.wait()
+
+
+def test_demo_runs_offline_end_to_end(tmp_path: Path, busy_core: None) -> None:
     done = _run_demo(tmp_path, "--limit", "2", "--concurrency", "2")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
+    # The first start of the temporary server (migrations on an empty home) is waited for and
+    # said; nothing else from Prefect reaches the console: no run logs, no telemetry, no traces.
+    assert "first run: it creates its database" in out, out
+    assert re.search(r"Prefect: +ready after \d+ s", out), out
+    assert done.stderr == "", done.stderr[-3000:]
+    for noise in ("Traceback", "telemetry", "database is locked", "| INFO "):
+        assert noise not in out, out
     assert "Results: 2/2 items delivered, 0 failed, 2 images" in out, out
     uris = re.findall(r"s3://prefect-cometapi-demo/\S+\.png", out)
     assert len(uris) == 2, out
@@ -63,7 +83,7 @@ def test_demo_runs_offline_end_to_end(tmp_path: Path) -> None:
     total = re.search(r"Total: 2 images, (\d+) input \+ (\d+) output tokens, \$([0-9.]+)", out)
     assert total, out
     assert int(total.group(1)) > 0 and int(total.group(2)) > 0 and float(total.group(3)) > 0
-    assert "prefect server start" in out
+    assert f"PREFECT_HOME={tmp_path / 'prefect-home'} prefect server start" in out
     assert "sk-demo" not in out + done.stderr
 
 
@@ -82,3 +102,23 @@ def test_demo_refuses_bad_options_at_once(
     assert done.returncode == 2, done.stdout + done.stderr
     assert message in done.stderr
     assert not (tmp_path / "demo-output").exists()
+
+
+def test_temporary_server_that_does_not_answer_in_time_is_stopped_and_reported(
+    tmp_path: Path,
+) -> None:
+    from prefect.settings import PREFECT_HOME, temporary_settings
+
+    from prefect_cometapi.local_server import (
+        SERVER_LOG_NAME,
+        ServerStartError,
+        temporary_prefect_server,
+    )
+
+    said: list[str] = []
+    with temporary_settings(updates={PREFECT_HOME: tmp_path}):
+        with pytest.raises(ServerStartError, match="did not answer within 0 s"):
+            with temporary_prefect_server(say=said.append, timeout_s=0.1):
+                pytest.fail("the block must not run")
+    assert "first run: it creates its database" in said[0]
+    assert (tmp_path / SERVER_LOG_NAME).exists()

@@ -1,0 +1,165 @@
+"""A temporary Prefect server on 127.0.0.1, started in the open and waited for as long as it needs.
+
+Prefect's own ephemeral server gives up after ``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS``
+(20 s by default), which a first start on a slow or busy machine can exceed: the server creates its
+SQLite database under ``PREFECT_HOME``, runs every migration and registers the block types before
+it answers. :func:`temporary_prefect_server` starts the same server (Prefect's ``create_app``
+under uvicorn, no UI, analytics off), says what it is waiting for, waits up to
+:data:`STARTUP_TIMEOUT_S`, keeps the server's own output in a log file (shown only when it fails)
+and points this process's Prefect client at it until the ``with`` block ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+__all__ = ["STARTUP_TIMEOUT_S", "ServerStartError", "temporary_prefect_server"]
+
+STARTUP_TIMEOUT_S = 600.0
+"""How long to wait for the server's health check (a first start on 2 busy cores needs minutes)."""
+SERVER_LOG_NAME = "cometapi-temporary-server.log"
+"""The server's output, kept under ``PREFECT_HOME``."""
+_SERVER_ENV = {
+    "PREFECT_UI_ENABLED": "false",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+    "PREFECT__SERVER_EPHEMERAL": "1",
+    "PREFECT__SERVER_FINAL": "1",
+}
+
+
+class ServerStartError(RuntimeError):
+    """The temporary server exited or did not answer in time (the message holds its log's end)."""
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _healthy(api_url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{api_url}/health", timeout=5) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _log_tail(path: Path, chars: int = 4000) -> str:
+    try:
+        return path.read_text(errors="replace")[-chars:]
+    except OSError:
+        return ""
+
+
+def _drain_to_server() -> None:
+    """Send the logs and events still queued in this process before the server goes away."""
+    import inspect
+
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    async def drain() -> None:
+        with contextlib.suppress(RuntimeError):  # a worker that never started
+            done = APILogWorker.instance().drain()
+            if inspect.isawaitable(done):
+                await done
+        done = EventsWorker.drain_all()
+        if inspect.isawaitable(done):
+            await done
+
+    run_coro_as_sync(drain())
+
+
+@contextlib.contextmanager
+def temporary_prefect_server(
+    say: Callable[[str], None] = print, timeout_s: float = STARTUP_TIMEOUT_S
+) -> Iterator[str]:
+    """Start a Prefect server on 127.0.0.1 for this process; stop it when the block ends.
+
+    Inside the block, ``PREFECT_API_URL`` points at it (flows, tasks and artifacts go there, and
+    its database under ``PREFECT_HOME`` keeps them for ``prefect server start`` later).
+
+    Args:
+        say: Where the one-line status messages go.
+        timeout_s: How long to wait for the first health check.
+
+    Yields:
+        The server's API URL, e.g. ``http://127.0.0.1:43123/api``.
+
+    Raises:
+        ServerStartError: The server exited or did not answer within ``timeout_s``.
+    """
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_HOME,
+        get_current_settings,
+        temporary_settings,
+    )
+
+    home = Path(PREFECT_HOME.value())
+    home.mkdir(parents=True, exist_ok=True)
+    log_path = home / SERVER_LOG_NAME
+    port = _free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    env = {
+        **os.environ,
+        **get_current_settings().to_environment_variables(exclude_unset=True),
+        **_SERVER_ENV,
+    }
+    env.pop("PREFECT_API_URL", None)
+    command = [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app"]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "error"]
+    command += ["--lifespan", "on"]
+    first = not any(home.glob("*.db"))
+    say(
+        f"Prefect:           starting a temporary server on 127.0.0.1:{port}; "
+        + (
+            "first run: it creates its database under "
+            f"{home} (migrations, block types), which can take a minute or two"
+            if first
+            else f"it opens its database under {home}"
+        )
+    )
+    started = time.monotonic()
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+    try:
+        while not _healthy(api_url):
+            if process.poll() is not None:
+                raise ServerStartError(
+                    f"the temporary Prefect server exited with status {process.returncode}; "
+                    f"its log ({log_path}) ends with:\n{_log_tail(log_path)}"
+                )
+            if time.monotonic() - started > timeout_s:
+                raise ServerStartError(
+                    f"the temporary Prefect server did not answer within {timeout_s:.0f} s; "
+                    f"its log ({log_path}) ends with:\n{_log_tail(log_path)}"
+                )
+            time.sleep(0.25)
+        say(f"Prefect:           ready after {time.monotonic() - started:.0f} s ({api_url})")
+        with temporary_settings(updates={PREFECT_API_URL: api_url}):
+            try:
+                yield api_url
+            finally:
+                _drain_to_server()
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
