@@ -28,7 +28,8 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,6 +82,44 @@ def machine() -> str:
         f"{os.cpu_count()} cores, Python {platform.python_version()} ({platform.machine()}), "
         f"load avg {load}"
     )
+
+
+def load() -> str:
+    """The load average now.
+
+    Returns:
+        E.g. ``1.80 2.80 2.63`` (1, 5 and 15 minutes).
+    """
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+_SPIN = (
+    "import sys, time\n"
+    "end = time.monotonic() + float(sys.argv[1])\n"
+    "while time.monotonic() < end: pass\n"
+)
+
+
+@contextmanager
+def busy_core(enabled: bool = True, limit_s: float = 3600.0) -> Iterator[None]:
+    """Keep one core busy with a spinning process while the block runs.
+
+    Args:
+        enabled: ``False`` does nothing (so callers can pass a flag).
+        limit_s: The spinner stops by itself after this long, whatever happens here.
+
+    Yields:
+        While the core is busy.
+    """
+    if not enabled:
+        yield
+        return
+    spinner = subprocess.Popen([sys.executable, "-c", _SPIN, str(limit_s)])
+    try:
+        yield
+    finally:
+        spinner.terminate()
+        spinner.wait(timeout=10)
 
 
 def ideal_wall(n: int, concurrency: int, latency_s: float) -> float:

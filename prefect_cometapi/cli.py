@@ -40,6 +40,11 @@ def _add_emulator_arguments(parser: argparse.ArgumentParser) -> None:
         "--retry-after", type=float, default=1.0, help="retry-after sent on 429/503 (s)"
     )
     parser.add_argument("--seed", type=int, default=None, help="seed of the fault draws")
+    parser.add_argument(
+        "--light-images",
+        action="store_true",
+        help="answer flat drawings (~0.1 MB) instead of images as heavy as the real API's (~2 MB)",
+    )
 
 
 def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -60,6 +65,7 @@ def _run_emulator(args: argparse.Namespace) -> int:
         slow_s=args.slow_s,
         retry_after_s=args.retry_after,
         seed=args.seed,
+        light_images=args.light_images,
     )
     emulator = Emulator(config, host=args.host, port=args.port)
     try:

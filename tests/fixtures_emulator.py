@@ -1,7 +1,9 @@
 """The CometAPI emulator, started once per test session on 127.0.0.1.
 
 Fixtures:
-    emulator_server: the session's :class:`Emulator` (accepts only :data:`TEST_API_KEY`).
+    emulator_server: the session's :class:`Emulator` (accepts only :data:`TEST_API_KEY`). It
+        answers the light drawings (about 0.1 MB) by default, to keep the suite fast; the
+        reliability suite and tests of image weight ``configure(light_images=False)``.
     emulator: the same server, reset (log, counters, script, config) before each test.
     api_key: :data:`TEST_API_KEY`.
 """
@@ -21,7 +23,8 @@ TEST_API_KEY = "sk-test-emulator-0123456789abcdef"
 @pytest.fixture(scope="session")
 def emulator_server() -> Iterator[Emulator]:
     """The emulator for the whole session (use ``emulator`` in tests to get it reset)."""
-    with Emulator(EmulatorConfig(api_keys=frozenset({TEST_API_KEY}))) as emu:
+    config = EmulatorConfig(api_keys=frozenset({TEST_API_KEY}), light_images=True)
+    with Emulator(config) as emu:
         yield emu
 
 

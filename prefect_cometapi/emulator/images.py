@@ -253,9 +253,10 @@ def _validate(endpoint: str, parsed: _Parsed) -> _Job:
     )
 
 
-async def _render(job: _Job, parsed: _Parsed) -> list[bytes]:
+async def _render(job: _Job, parsed: _Parsed, light: bool) -> list[bytes]:
     def one(index: int) -> bytes:
         common = {
+            "light": light,
             "output_format": job.output_format,
             "compression": job.compression,
             "transparent": job.transparent,
@@ -312,7 +313,7 @@ async def _answer(
     if fault == "slow":
         await asyncio.sleep(state.config.slow_s)
     started = time.monotonic()
-    images = await _render(job, parsed)
+    images = await _render(job, parsed, state.config.light_images)
     body = {
         "created": int(time.time()),
         "data": [{"b64_json": base64.b64encode(data).decode("ascii")} for data in images],

@@ -29,6 +29,8 @@ class EmulatorConfig:
         slow_s: How long a "slow" response sleeps before answering.
         retry_after_s: Value of ``retry-after`` (and ``retry-after-ms``) on 429 and 503.
         seed: Seed of the random generator that draws the faults.
+        light_images: Answer flat drawings (about 0.1 MB at 1024x1024) instead of images with
+            photographic weight (about 2 MB, like the real API's); for tests that want speed.
     """
 
     api_keys: frozenset[str] | None = None
@@ -41,6 +43,7 @@ class EmulatorConfig:
     slow_s: float = 30.0
     retry_after_s: float = 1.0
     seed: int | None = None
+    light_images: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """The config as JSON-ready data (``api_keys`` as a sorted list).
@@ -113,6 +116,10 @@ def _coerce_config_value(name: str, value: Any) -> Any:
         return frozenset(str(v) for v in value)
     if name == "seed":
         return None if value is None else int(value)
+    if name == "light_images":
+        if isinstance(value, str):
+            return value.strip().lower() in ("1", "true", "yes", "on")
+        return bool(value)
     return float(value)
 
 

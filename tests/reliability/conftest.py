@@ -11,10 +11,22 @@ from typing import Any
 
 import pytest
 
+from prefect_cometapi.emulator import Emulator
 from prefect_cometapi.flows import steps
 
 #: Task-level retry delays used by the suite instead of the shipped 30 s and 120 s.
 FAST_TASK_RETRY_DELAYS = [0.2, 0.5]
+
+
+@pytest.fixture
+def emulator(emulator: Emulator) -> Emulator:
+    """The session's emulator, reset, answering images as heavy as the real API's (~2 MB).
+
+    The rest of the suite uses the light drawings for speed; reliability is measured on the
+    bytes production sees.
+    """
+    emulator.configure(light_images=False)
+    return emulator
 
 
 @pytest.fixture
