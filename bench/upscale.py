@@ -2,7 +2,7 @@
 
 Each method runs in a fresh subprocess so its CPU time and peak memory are its own:
 - ``naive``: Pillow ``Image.open``, ``resize(LANCZOS)``, ``save(PNG)`` with defaults;
-- ``ours-png``: ``prefect_cometapi.tasks.upscale`` with lossless PNG output (the default);
+- ``ours-png``: ``prefect_cometapi.upscaling`` with lossless PNG output (the default);
 - ``ours-jpeg`` / ``ours-webp``: the same with lossy output, for users who pick speed.
 
 Run: ``python bench/upscale.py [--repeat 3]``. Prints CPU seconds per image, peak RSS growth per
@@ -36,7 +36,7 @@ from PIL import Image
 method, path, repeat = sys.argv[1], sys.argv[2], int(sys.argv[3])
 data = open(path, "rb").read()
 from prefect_cometapi.models import GeneratedImage
-from prefect_cometapi.tasks.upscale import upscale
+from prefect_cometapi.upscaling import upscale
 src = GeneratedImage(data=data, format="png", width=1536, height=864,
                      sha256=hashlib.sha256(data).hexdigest(), model="gpt-image-2", prompt="bench")
 def naive():

@@ -8,7 +8,8 @@ Deployment entrypoints (paths relative to the repository root):
 * ``flows/fanout.py:batch_generate_chunk`` (the chunks of a fanned-out ``batch_generate``)
 """
 
-from prefect_cometapi.flows.batch import BatchFailedError, BudgetExceededError, batch_generate
+from prefect_cometapi.errors import BatchFailedError, BudgetExceededError
+from prefect_cometapi.flows.batch import batch_generate
 from prefect_cometapi.flows.fanout import ChunkItem, batch_generate_chunk
 from prefect_cometapi.flows.outcomes import DeliveredImage, ItemOutcome, RunSummary
 from prefect_cometapi.flows.params import ImageOptions, S3Options, UpscaleOptions

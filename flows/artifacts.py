@@ -21,6 +21,7 @@ from prefect.artifacts import (
 )
 
 from prefect_cometapi.flows.outcomes import RunSummary
+from prefect_cometapi.text import slugify
 
 GALLERY_INLINE_MAX = 24
 """Images shown inline in the gallery; the rest are links (4K images are heavy for a browser)."""
@@ -38,8 +39,7 @@ def artifact_key(flow_name: str, kind: str) -> str:
     Returns:
         E.g. ``cometapi-batch-generate-gallery``.
     """
-    slug = re.sub(r"[^a-z0-9]+", "-", f"cometapi-{flow_name}-{kind}".lower()).strip("-")
-    return slug
+    return slugify(f"cometapi-{flow_name}-{kind}", empty="cometapi")
 
 
 class Progress:

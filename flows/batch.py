@@ -37,9 +37,10 @@ from prefect.utilities.annotations import quote
 from pydantic import Field
 
 from prefect_cometapi.blocks import CometAPICredentials
-from prefect_cometapi.errors import CometAPIError, ValidationError
+from prefect_cometapi.caching.keys import image_cache_key
+from prefect_cometapi.errors import BatchFailedError, BudgetExceededError, ValidationError
 from prefect_cometapi.flows.artifacts import Progress, publish
-from prefect_cometapi.flows.outcomes import ItemOutcome, RunSummary, describe_error, excerpt
+from prefect_cometapi.flows.outcomes import ItemOutcome, RunSummary, describe_error
 from prefect_cometapi.flows.params import (
     ImageOptions,
     S3Options,
@@ -57,8 +58,8 @@ from prefect_cometapi.flows.sources import (
 )
 from prefect_cometapi.flows.steps import api_slots, generate_step, process_item
 from prefect_cometapi.pricing import estimate_cost
-from prefect_cometapi.tasks.caching import image_cache_key
 from prefect_cometapi.tasks.prompts import render_template
+from prefect_cometapi.text import excerpt
 
 FLOW_NAME = "batch-generate"
 DELIVERY_SHARE = 2
@@ -69,42 +70,6 @@ DEFAULT_CHUNK_SIZE = 100
 MAX_CHUNK_SIZE = 10_000
 Concurrency = Annotated[int, Field(ge=1, le=64)]
 """The ``concurrency`` parameter of the batch flows: items' API requests at once."""
-
-
-class BudgetExceededError(ValidationError):
-    """The batch's estimated cost is over ``max_cost_usd``; nothing was sent.
-
-    Attributes:
-        estimate: The estimated cost in USD.
-        budget: ``max_cost_usd``.
-        items: Items that would have been paid for.
-    """
-
-    def __init__(self, estimate: float, budget: float, items: int, image: ImageOptions) -> None:
-        self.estimate = estimate
-        self.budget = budget
-        self.items = items
-        super().__init__(
-            "max_cost_usd",
-            f"the batch is estimated at ${estimate:.4f} for {items} item(s) x {image.n} image(s) "
-            f"({image.model}, {image.request_size}, quality {image.quality}), over the budget of "
-            f"${budget:.4f}; raise max_cost_usd, lower quality, size or n, or split the batch",
-        )
-
-
-class BatchFailedError(CometAPIError):
-    """Some items failed and the batch asked for all or nothing.
-
-    Attributes:
-        summary: The run's summary (what was delivered and why the rest failed).
-    """
-
-    def __init__(self, summary: RunSummary) -> None:
-        self.summary = summary
-        reasons = "; ".join(
-            f"{item}: {why}" for item, why in list(summary.failures.items())[:MAX_LISTED_ERRORS]
-        )
-        super().__init__(f"{summary.headline()}. all_or_nothing=True, so the run fails. {reasons}")
 
 
 def render_prompts(template: str, items: list[Item]) -> list[str]:

@@ -18,7 +18,6 @@ import os
 import threading
 import time
 from datetime import datetime
-from typing import Any
 
 from prefect import get_run_logger
 from prefect.events import emit_event
@@ -27,48 +26,19 @@ from prefect_cometapi.errors import is_retryable
 from prefect_cometapi.flows.outcomes import DeliveredImage
 from prefect_cometapi.flows.params import S3Options, UpscaleOptions
 from prefect_cometapi.models import GeneratedImage, ImageResult
-from prefect_cometapi.tasks.s3 import S3Object, make_s3_client, render_key, upload_image
+from prefect_cometapi.s3.client import shared_s3_client
+from prefect_cometapi.s3.keys import render_key
+from prefect_cometapi.s3.upload import UPLOAD_RETRY_DELAYS, S3Object, upload_image
 from prefect_cometapi.tasks.upscale import upscale_image
 
 MATERIALIZED_BY = "prefect-cometapi"
 MATERIALIZER_ROLE = "asset-materialized-by"
-UPLOAD_RETRY_DELAYS = (2.0, 10.0)
-"""Seconds to wait before each further upload attempt (as ``upload_to_s3``'s task retries)."""
 _ASSET_KEY_FORBIDDEN = set(" \n\r\t\0#?&%\"'<>[]{}|\\^`")
 _MAX_ASSET_KEY = 512
 
-_clients: dict[tuple[str | None, str | None], Any] = {}
-_clients_lock = threading.Lock()
 _upscale_slots = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
 """Upscales at once in this process: one per core. Resizing is CPU-bound, so more would only
 hold more 4K frames in memory without finishing sooner."""
-
-
-def shared_s3_client(endpoint_url: str | None, aws_credentials_block: str | None) -> Any:
-    """One boto3 S3 client per endpoint and credentials block, shared by every thread.
-
-    boto3 clients are thread-safe and costly to build (about 0.1 s of CPU each), so a batch
-    builds one, not one per image.
-
-    Args:
-        endpoint_url: S3-compatible endpoint, or ``None``.
-        aws_credentials_block: Name of a prefect-aws ``AwsCredentials`` block, or ``None``.
-
-    Returns:
-        The client.
-    """
-    key = (endpoint_url, aws_credentials_block)
-    with _clients_lock:
-        client = _clients.get(key)
-        if client is None:
-            aws = None
-            if aws_credentials_block:
-                from prefect.blocks.core import Block
-
-                aws = Block.load(f"aws-credentials/{aws_credentials_block}")
-            client = make_s3_client(endpoint_url=endpoint_url, aws_credentials=aws)
-            _clients[key] = client
-        return client
 
 
 def store_image(image: GeneratedImage, key: str, s3: S3Options, item_id: str) -> S3Object:

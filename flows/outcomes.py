@@ -8,22 +8,6 @@ from pydantic import BaseModel, Field
 
 from prefect_cometapi.errors import APIStatusError, redact
 
-PROMPT_EXCERPT_CHARS = 80
-
-
-def excerpt(prompt: str, limit: int = PROMPT_EXCERPT_CHARS) -> str:
-    """A one-line excerpt of a prompt, scrubbed of anything that looks like a key.
-
-    Args:
-        prompt: The prompt.
-        limit: Maximum length (an ellipsis marks a cut).
-
-    Returns:
-        The excerpt.
-    """
-    text = redact(" ".join(str(prompt).split()))
-    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
-
 
 def describe_error(exc: BaseException) -> tuple[str, str]:
     """A short code and the readable reason of a failure (the API's own message when it sent one).

@@ -1,7 +1,7 @@
 """Typed flow parameters: what the Prefect UI renders as a form (dropdowns, numbers, free text).
 
 Every model is frozen, forbids unknown fields and checks its values with the project's own
-validation (:mod:`prefect_cometapi.validation`, :mod:`prefect_cometapi.tasks.s3`), so a bad form
+validation (:mod:`prefect_cometapi.validation`, :mod:`prefect_cometapi.s3.keys`), so a bad form
 fails the run before any request is sent.
 """
 
@@ -14,6 +14,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from prefect_cometapi.errors import ValidationError
 from prefect_cometapi.models import GeneratedImage
+from prefect_cometapi.s3.keys import (
+    DEFAULT_ITEM_KEY_TEMPLATE,
+    render_key,
+    template_fields,
+    validate_bucket_name,
+)
+from prefect_cometapi.upscaling import plan_upscale
 from prefect_cometapi.validation import DEFAULT_MODEL, parse_size, validate_params
 
 SizePreset = Literal[
@@ -44,8 +51,6 @@ UpscaleMode = Literal["fit", "cover", "stretch"]
 UpscaleFormat = Literal["same", "png", "jpeg", "webp"]
 
 DEFAULT_PREFIX = "cometapi/"
-DEFAULT_KEY_TEMPLATE = "{prefix}{date}/{item}-{sha8}.{ext}"
-"""Default object key: ``<prefix>YYYY-MM-DD/<item id>-<first 8 hex of sha256>.<ext>``."""
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
@@ -210,8 +215,6 @@ class UpscaleOptions(BaseModel):
         dims = parse_size(request_size)
         if not self.enabled or dims is None:
             return
-        from prefect_cometapi.tasks.upscale import plan_upscale
-
         kwargs = self.task_kwargs()
         try:
             plan_upscale(
@@ -230,7 +233,7 @@ class S3Options(BaseModel):
         bucket: The bucket name (it must exist).
         prefix: A folder for every key.
         key_template: The object key; placeholders as in
-            :func:`prefect_cometapi.tasks.s3.render_key` plus ``{item}`` (the item id).
+            :func:`prefect_cometapi.s3.keys.render_key` plus ``{item}`` (the item id).
         endpoint_url: An S3-compatible endpoint (MinIO, R2...); empty for AWS.
         aws_credentials_block: Name of a prefect-aws ``AwsCredentials`` block; empty for
             boto3's standard chain (environment, profile, instance role).
@@ -242,7 +245,7 @@ class S3Options(BaseModel):
     bucket: str = Field(description="S3 bucket name (must exist).")
     prefix: str = Field(DEFAULT_PREFIX, description="Folder for every key, e.g. banners/.")
     key_template: str = Field(
-        DEFAULT_KEY_TEMPLATE,
+        DEFAULT_ITEM_KEY_TEMPLATE,
         description="Object key template: {prefix} {date} {item} {sha256} {sha8} {ext} {size} "
         "{index} {quality} {slug} ...",
     )
@@ -256,8 +259,6 @@ class S3Options(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> S3Options:
-        from prefect_cometapi.tasks.s3 import render_key, validate_bucket_name
-
         validate_bucket_name(self.bucket)
         probe = GeneratedImage(
             data=b"", format="png", width=1, height=1, sha256="0" * 64, model="m", prompt="p"
@@ -283,9 +284,7 @@ def check_distinct_keys(s3: S3Options, n: int, many_items: bool) -> None:
     Raises:
         ValidationError: ``param="key_template"`` naming the placeholder to add.
     """
-    import string
-
-    names = {field for _, field, _, _ in string.Formatter().parse(s3.key_template) if field}
+    names = template_fields(s3.key_template)
     if names & {"sha256", "sha8"}:
         return
     if many_items and "item" not in names:

@@ -7,7 +7,6 @@ Prefect UI renders a form for it.
 
 from __future__ import annotations
 
-import re
 import time
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -27,6 +26,10 @@ from prefect_cometapi.flows.params import (
 from prefect_cometapi.flows.sources import resolve_credentials, template_source
 from prefect_cometapi.flows.steps import edit_step, generate_step, outcome_for, run_request
 from prefect_cometapi.tasks.prompts import render_prompt
+from prefect_cometapi.text import slugify
+
+ITEM_ID_CHARS = 40
+"""Length of the item id made from a prompt."""
 
 
 def default_item_id(prompt: str) -> str:
@@ -38,7 +41,7 @@ def default_item_id(prompt: str) -> str:
     Returns:
         E.g. ``a-lighthouse-at-dawn``.
     """
-    return re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:40].rstrip("-") or "image"
+    return slugify(prompt, ITEM_ID_CHARS)
 
 
 def _single_run(

@@ -114,7 +114,7 @@ def read_text(source: str | Path, endpoint_url: str | None = None, param: str = 
     Returns:
         The text.
     """
-    from prefect_cometapi.tasks.inputs import load_text
+    from prefect_cometapi.inputs import load_text
 
     return load_text(source, endpoint_url=endpoint_url, param=param)
 

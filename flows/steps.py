@@ -28,17 +28,14 @@ from prefect.states import Failed, State
 from prefect.utilities.annotations import quote
 
 from prefect_cometapi.blocks import CometAPICredentials
+from prefect_cometapi.caching.policy import persist_when_paid
 from prefect_cometapi.flows.delivery import deliver_result
-from prefect_cometapi.flows.outcomes import (
-    DeliveredImage,
-    ItemOutcome,
-    describe_error,
-    excerpt,
-)
+from prefect_cometapi.flows.outcomes import DeliveredImage, ItemOutcome, describe_error
 from prefect_cometapi.flows.params import ImageOptions, S3Options, UpscaleOptions
+from prefect_cometapi.limits import request_slot
 from prefect_cometapi.models import ImageResult
-from prefect_cometapi.tasks.caching import persist_when_paid
-from prefect_cometapi.tasks.images import edit_image, generate_image, request_slot
+from prefect_cometapi.tasks.images import edit_image, generate_image
+from prefect_cometapi.text import excerpt
 
 #: The image tasks as the flows use them: identical cache keys (the policy ignores task options)
 #: but the persisted result is not also kept in Prefect's in-memory LRU cache of 1,000 records,
@@ -82,7 +79,7 @@ def api_slots(size: int) -> Iterator[str]:
     """A process-wide semaphore bounding the API requests of one batch, known by a token.
 
     Items in flight may outnumber API requests: the image task holds a slot during its HTTP
-    exchange only (:func:`~prefect_cometapi.tasks.images.request_slot`), so an item that is
+    exchange only (:func:`~prefect_cometapi.limits.request_slot`), so an item that is
     starting, persisting its result or uploading holds none, and ``concurrency`` requests stay
     busy meanwhile. The token (a string) is what task runs receive; the semaphore itself never
     leaves the process.

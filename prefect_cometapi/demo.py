@@ -119,7 +119,7 @@ def _local_services() -> Iterator[tuple[str, str]]:
 
 
 def _save_copies(summary: Any, output_dir: Path, endpoint_url: str | None) -> list[Path]:
-    from prefect_cometapi.flows.delivery import shared_s3_client
+    from prefect_cometapi.s3.client import shared_s3_client
 
     client = shared_s3_client(endpoint_url, None)
     output_dir.mkdir(parents=True, exist_ok=True)

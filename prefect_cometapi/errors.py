@@ -1,18 +1,30 @@
 """Every error prefect-cometapi raises, and the one rule for which of them are worth retrying.
 
-The hierarchy mirrors the HTTP answers of the Images API (see ``shared/API-FACTS.md`` §3):
+The whole tree (``retryable`` marks the errors :func:`is_retryable` accepts)::
 
-``CometAPIError``
-    ``ValidationError`` (also a ``ValueError``): bad input caught before any request is sent.
-    ``MissingAPIKeyError``: no key in the block nor in ``COMETAPI_KEY``.
-    ``APIStatusError``: the API answered with an error status.
-        ``BadRequestError`` (400, 413, 422), ``ContentPolicyError`` (400 ``moderation_blocked``),
-        ``AuthenticationError`` (401), ``PermissionDeniedError`` (403), ``NotFoundError`` (404),
-        ``RateLimitError`` (429), ``QuotaExceededError`` (429 ``insufficient_quota``),
-        ``ServerError`` (5xx, 524) and ``TransientStatusError`` (408, 409).
-    ``UnexpectedResponseError``: HTML, a redirect or an unreadable body: the base URL is probably
-    wrong.
-    ``APIConnectionError`` and its child ``APITimeoutError``: no answer at all.
+    CometAPIError
+    ├── ValidationError (also a ValueError): bad input caught before any request is sent
+    │   └── BudgetExceededError: a batch's estimated cost is over ``max_cost_usd``
+    ├── MissingAPIKeyError: no key in the block nor in ``COMETAPI_KEY``
+    ├── APIStatusError: the Images API answered with an error status
+    │   ├── BadRequestError (400, 413, 422)
+    │   │   └── ContentPolicyError (400 ``moderation_blocked``)
+    │   ├── AuthenticationError (401)
+    │   ├── PermissionDeniedError (403)
+    │   ├── NotFoundError (404)
+    │   ├── RateLimitError (429) ......................................... retryable
+    │   ├── QuotaExceededError (429 ``insufficient_quota``)
+    │   ├── TransientStatusError (408, 409) .............................. retryable
+    │   └── ServerError (5xx, 524; not a 500 ``invalid_request``) ........ retryable
+    ├── UnexpectedResponseError: HTML, a redirect or an unreadable body (wrong base URL)
+    ├── ImageDownloadError: image URLs in the answer could not be downloaded
+    ├── APIConnectionError: no answer at all ............................. retryable
+    │   └── APITimeoutError: no answer in time ........................... retryable
+    ├── InputFetchError: an input file could not be fetched, for now ...... retryable
+    ├── S3UploadError: an S3 request failed ........ retryable when transient (5xx, throttling)
+    │   ├── S3BucketNotFoundError: ``NoSuchBucket``
+    │   └── S3AccessDeniedError: denied, or no credentials
+    └── BatchFailedError: items failed in a batch run with ``all_or_nothing=True``
 
 No message ever contains the API key: messages are built from the response only, and
 :func:`redact` scrubs anything that looks like a bearer token before it is stored.
@@ -21,7 +33,43 @@ No message ever contains the API key: messages are built from the response only,
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from prefect_cometapi.flows.outcomes import RunSummary
+
+__all__ = [
+    "APIConnectionError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "BatchFailedError",
+    "BudgetExceededError",
+    "CometAPIError",
+    "ContentPolicyError",
+    "ImageDownloadError",
+    "InputFetchError",
+    "MissingAPIKeyError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "QuotaExceededError",
+    "RateLimitError",
+    "S3AccessDeniedError",
+    "S3BucketNotFoundError",
+    "S3UploadError",
+    "ServerError",
+    "TransientStatusError",
+    "UnexpectedResponseError",
+    "ValidationError",
+    "error_class_for",
+    "is_retryable",
+    "redact",
+    "retry_on_transient",
+]
+
+MAX_LISTED_FAILURES = 10
+"""Failed items a :class:`BatchFailedError` message lists."""
 
 _BEARER = re.compile(r"(?i)(bearer\s+)[^\s\"']+")
 _SK = re.compile(r"\bsk-[A-Za-z0-9_\-]{6,}")
@@ -323,6 +371,50 @@ class S3AccessDeniedError(S3UploadError):
         )
 
 
+class BudgetExceededError(ValidationError):
+    """The batch's estimated cost is over ``max_cost_usd``; nothing was sent.
+
+    Attributes:
+        estimate: The estimated cost in USD.
+        budget: ``max_cost_usd``.
+        items: Items that would have been paid for.
+    """
+
+    def __init__(self, estimate: float, budget: float, items: int, image: Any) -> None:
+        """Describe the refused batch.
+
+        Args:
+            estimate: The estimated cost in USD.
+            budget: ``max_cost_usd``.
+            items: Items that would have been paid for.
+            image: The request options (``ImageOptions``: model, n, request size, quality).
+        """
+        self.estimate = estimate
+        self.budget = budget
+        self.items = items
+        super().__init__(
+            "max_cost_usd",
+            f"the batch is estimated at ${estimate:.4f} for {items} item(s) x {image.n} image(s) "
+            f"({image.model}, {image.request_size}, quality {image.quality}), over the budget of "
+            f"${budget:.4f}; raise max_cost_usd, lower quality, size or n, or split the batch",
+        )
+
+
+class BatchFailedError(CometAPIError):
+    """Some items failed and the batch asked for all or nothing.
+
+    Attributes:
+        summary: The run's summary (what was delivered and why the rest failed).
+    """
+
+    def __init__(self, summary: RunSummary) -> None:
+        self.summary = summary
+        reasons = "; ".join(
+            f"{item}: {why}" for item, why in list(summary.failures.items())[:MAX_LISTED_FAILURES]
+        )
+        super().__init__(f"{summary.headline()}. all_or_nothing=True, so the run fails. {reasons}")
+
+
 def is_retryable(exc: BaseException) -> bool:
     """Whether another attempt of the same request can succeed.
 
@@ -337,6 +429,28 @@ def is_retryable(exc: BaseException) -> bool:
         5xx/524 (not a 500 ``invalid_request``); ``False`` for everything else.
     """
     return isinstance(exc, CometAPIError) and bool(getattr(exc, "retryable", False))
+
+
+def retry_on_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """``retry_condition_fn`` of the tasks: retry only what :func:`is_retryable` accepts.
+
+    Args:
+        task: The task.
+        task_run: The task run.
+        state: Its ``Failed`` state.
+
+    Returns:
+        ``True`` for connection errors, timeouts, 408/409/429 (not ``insufficient_quota``), 5xx,
+        transient S3 and input failures; ``False`` for everything else (bad request, content
+        policy, auth, permission, not found, quota, validation, a missing bucket...).
+    """
+    exc = getattr(state, "data", None)
+    if not isinstance(exc, BaseException):
+        try:
+            exc = state.result(raise_on_failure=False)
+        except Exception as raised:  # noqa: BLE001 - the state's own exception
+            exc = raised
+    return isinstance(exc, BaseException) and is_retryable(exc)
 
 
 _BY_STATUS: dict[int, type[APIStatusError]] = {

@@ -1,15 +1,19 @@
-"""Prefect tasks of prefect-cometapi: generate, edit, template, upscale, upload."""
+"""Prefect tasks of prefect-cometapi: generate, edit, template, upscale, upload.
 
-from prefect_cometapi.tasks.caching import (
-    image_cache_key,
-    image_cache_policy,
-    persist_when_paid,
-)
-from prefect_cometapi.tasks.images import edit_image, generate_image, retry_on_transient
-from prefect_cometapi.tasks.inputs import load_image_bytes, load_text
+The tasks live in :mod:`.images`, :mod:`.prompts`, :mod:`.upscale` and :mod:`.s3`; the plain
+machinery under them in :mod:`prefect_cometapi.caching`, :mod:`prefect_cometapi.inputs`,
+:mod:`prefect_cometapi.s3` and :mod:`prefect_cometapi.upscaling`. The names below are
+re-exported here for flows that import everything from one place.
+"""
+
+from prefect_cometapi.caching import image_cache_key, image_cache_policy, persist_when_paid
+from prefect_cometapi.errors import retry_on_transient
+from prefect_cometapi.inputs import load_image_bytes, load_text
+from prefect_cometapi.s3 import S3Object, make_s3_client, upload_image
+from prefect_cometapi.tasks.images import edit_image, generate_image
 from prefect_cometapi.tasks.prompts import render_prompt, render_template
-from prefect_cometapi.tasks.s3 import S3Object, make_s3_client, upload_image, upload_to_s3
-from prefect_cometapi.tasks.upscale import MAX_UPSCALE_PIXELS, upscale, upscale_image
+from prefect_cometapi.tasks.s3 import upload_to_s3
+from prefect_cometapi.tasks.upscale import MAX_UPSCALE_PIXELS, upscale_image
 
 __all__ = [
     "MAX_UPSCALE_PIXELS",
@@ -27,6 +31,5 @@ __all__ = [
     "retry_on_transient",
     "upload_image",
     "upload_to_s3",
-    "upscale",
     "upscale_image",
 ]

@@ -12,121 +12,38 @@ the block's ``max_retries``.
 
 from __future__ import annotations
 
-import re
-import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
-from contextvars import ContextVar
 from datetime import timedelta
 from typing import Any
 
-from prefect import Task, get_run_logger, task
-from prefect.client.schemas.objects import TaskRun
+from prefect import get_run_logger, task
 from prefect.runtime import task_run as runtime_task_run
-from prefect.states import State
 
 from prefect_cometapi.blocks import CometAPICredentials
-from prefect_cometapi.errors import is_retryable
-from prefect_cometapi.models import GeneratedImage, ImageResult
-from prefect_cometapi.tasks.caching import image_cache_policy
-from prefect_cometapi.tasks.inputs import load_image_bytes
+from prefect_cometapi.caching.policy import image_cache_policy
+from prefect_cometapi.errors import retry_on_transient
+from prefect_cometapi.inputs import EditSource, resolve_inputs
+from prefect_cometapi.limits import api_budget
+from prefect_cometapi.models import ImageResult
+from prefect_cometapi.text import excerpt, slugify
 from prefect_cometapi.validation import DEFAULT_MODEL
+
+__all__ = ["CACHE_EXPIRATION", "TASK_RETRIES", "edit_image", "generate_image"]
 
 TASK_RETRIES = 2
 TASK_RETRY_DELAYS = [30, 120]
 CACHE_EXPIRATION = timedelta(days=30)
 TAGS = ["cometapi"]
-PROMPT_LOG_CHARS = 80
-
-
-def retry_on_transient(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
-    """``retry_condition_fn`` for the image tasks: retry only what can succeed on a retry.
-
-    Args:
-        task: The task.
-        task_run: The task run.
-        state: The failed state.
-
-    Returns:
-        ``True`` for connection errors, timeouts, 408/409/429 (not ``insufficient_quota``) and
-        5xx; ``False`` for everything else (bad request, content policy, auth, permission, not
-        found, quota, validation).
-    """
-    try:
-        state.result()
-    except Exception as exc:  # noqa: BLE001 - the state's own exception
-        return is_retryable(exc)
-    return False
-
-
-def _slug(text: str, limit: int = 32) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit].rstrip("-") or "image"
+RUN_NAME_SLUG_CHARS = 32
 
 
 def _run_name(kind: str) -> Any:
     def name() -> str:
         params = runtime_task_run.parameters
-        return f"{kind}-{params.get('size', 'auto')}-{_slug(str(params.get('prompt', '')))}"
+        slug = slugify(str(params.get("prompt", "")), RUN_NAME_SLUG_CHARS)
+        return f"{kind}-{params.get('size', 'auto')}-{slug}"
 
     return name
-
-
-def _excerpt(prompt: str) -> str:
-    text = " ".join(prompt.split())
-    return text if len(text) <= PROMPT_LOG_CHARS else text[: PROMPT_LOG_CHARS - 3] + "..."
-
-
-_request_slot: ContextVar[threading.Semaphore | None] = ContextVar(
-    "cometapi_request_slot", default=None
-)
-
-
-@contextmanager
-def request_slot(semaphore: threading.Semaphore | None) -> Iterator[None]:
-    """Make the image tasks called in this context hold ``semaphore`` during their API call.
-
-    A process-local bound on requests in flight that covers the HTTP exchange only, not the
-    task run around it (cache lookup, locking, persisting the result), so a batch keeps its
-    ``concurrency`` requests busy while that work runs beside them.
-
-    Args:
-        semaphore: The semaphore; ``None`` for no bound.
-
-    Yields:
-        While the tasks called here use it.
-    """
-    token = _request_slot.set(semaphore)
-    try:
-        yield
-    finally:
-        _request_slot.reset(token)
-
-
-@contextmanager
-def api_budget(concurrency_limit: str | None, rate_limit: str | None) -> Iterator[None]:
-    """Hold a request slot (:func:`request_slot`), a global concurrency slot and/or a rate token.
-
-    Args:
-        concurrency_limit: Name of a global concurrency limit (slots); ``None`` for none.
-        rate_limit: Name of a global concurrency limit with slot decay (a rate); ``None``.
-
-    Yields:
-        While the slots are held. The limits must exist (``prefect gcl create``).
-    """
-    with ExitStack() as stack:
-        slot = _request_slot.get()
-        if slot is not None:
-            stack.enter_context(slot)
-        if rate_limit:
-            from prefect.concurrency.sync import rate_limit as take_rate
-
-            take_rate(rate_limit, strict=True)
-        if concurrency_limit:
-            from prefect.concurrency.sync import concurrency
-
-            stack.enter_context(concurrency(concurrency_limit, occupy=1, strict=True))
-        yield
 
 
 def _log_summary(kind: str, result: ImageResult, seconds: float) -> None:
@@ -144,7 +61,7 @@ def _log_summary(kind: str, result: ImageResult, seconds: float) -> None:
         cost,
         seconds,
         result.attempts,
-        _excerpt(first.prompt),
+        excerpt(first.prompt),
     )
 
 
@@ -239,33 +156,7 @@ def generate_image(
     return result
 
 
-ImageSource = Any  # bytes | str | PathLike | GeneratedImage (``https://``/``s3://`` URIs as str)
-
-
-def resolve_inputs(
-    images: ImageSource | Sequence[ImageSource],
-    mask: ImageSource | None,
-    options: dict[str, Any],
-) -> tuple[list[bytes], bytes | None]:
-    """Load edit inputs into bytes: bytes, paths, ``https://`` URLs, ``s3://`` URIs or images.
-
-    Args:
-        images: One source or a list of sources.
-        mask: The mask source, if any.
-        options: The task's inputs (for ``s3_endpoint_url``).
-
-    Returns:
-        The image bytes and the mask bytes.
-    """
-    endpoint = options.get("s3_endpoint_url")
-
-    def load(source: ImageSource) -> bytes:
-        if isinstance(source, GeneratedImage):
-            return source.data
-        return load_image_bytes(source, endpoint_url=endpoint)
-
-    many = images if isinstance(images, (list, tuple)) else [images]
-    return [load(s) for s in many], (load(mask) if mask is not None else None)
+ImageSource = EditSource
 
 
 @task(name="edit-image", task_run_name=_run_name("edit-image"), **_TASK_OPTIONS)
@@ -321,7 +212,7 @@ def edit_image(
         The images with the request's usage and cost.
     """
     started = time.monotonic()
-    image_bytes, mask_bytes = resolve_inputs(images, mask, {"s3_endpoint_url": s3_endpoint_url})
+    image_bytes, mask_bytes = resolve_inputs(images, mask, s3_endpoint_url)
     with (
         _credentials(credentials).get_client() as client,
         api_budget(concurrency_limit, rate_limit),

@@ -19,22 +19,26 @@ from PIL import Image
 from prefect import flow
 from prefect.states import Failed
 
-from prefect_cometapi.errors import ValidationError, is_retryable
-from prefect_cometapi.models import GeneratedImage
-from prefect_cometapi.tasks import s3 as s3mod
-from prefect_cometapi.tasks.s3 import (
-    DEFAULT_KEY_TEMPLATE,
+from prefect_cometapi.errors import (
     S3AccessDeniedError,
     S3BucketNotFoundError,
     S3UploadError,
+    ValidationError,
+    is_retryable,
+    retry_on_transient,
+)
+from prefect_cometapi.models import GeneratedImage
+from prefect_cometapi.s3 import (
+    DEFAULT_KEY_TEMPLATE,
     make_s3_client,
     render_key,
-    retry_if_transient,
     s3_config,
     upload_image,
-    upload_to_s3,
     validate_bucket_name,
 )
+from prefect_cometapi.s3 import client as s3_client_mod
+from prefect_cometapi.tasks import s3 as s3mod
+from prefect_cometapi.tasks.s3 import upload_to_s3
 
 MiB = 1024 * 1024
 
@@ -225,7 +229,7 @@ def test_missing_bucket_names_the_bucket_and_is_not_retryable(our_client: Any) -
     assert "'no-such-bucket-here-42'" in message and "Create it" in message
     assert info.value.bucket == "no-such-bucket-here-42"
     assert not is_retryable(info.value)
-    assert not retry_if_transient(None, None, Failed(data=info.value))
+    assert not retry_on_transient(None, None, Failed(data=info.value))
 
 
 def test_access_denied_names_bucket_and_credentials() -> None:
@@ -259,7 +263,7 @@ def test_s3_error_classification(code: str, status: int, retryable: bool) -> Non
     with stubber, pytest.raises(S3UploadError) as info:
         upload_image(make_image(), "some-bucket", "a.png", s3_client=client)
     assert is_retryable(info.value) is retryable
-    assert retry_if_transient(None, None, Failed(data=info.value)) is retryable
+    assert retry_on_transient(None, None, Failed(data=info.value)) is retryable
     assert code in str(info.value) and "some-bucket" in str(info.value)
 
 
@@ -524,7 +528,7 @@ def _flaky_client_factory(
         return client
 
     monkeypatch.setattr(s3mod, "make_s3_client", factory)
-    monkeypatch.setattr(s3mod, "S3_MAX_ATTEMPTS", 1)  # one botocore attempt per task attempt
+    monkeypatch.setattr(s3_client_mod, "S3_MAX_ATTEMPTS", 1)  # one botocore attempt a try
     return sent, built
 
 
@@ -606,7 +610,7 @@ def test_credentials_block_is_used_with_its_endpoint(s3_server: Any, s3_bucket: 
     assert creds.sessions == 1 and result.endpoint_url == s3_server.endpoint_url
     client = make_s3_client(aws_credentials=creds)
     assert client.meta.endpoint_url == s3_server.endpoint_url
-    assert client.meta.config.retries["total_max_attempts"] == s3mod.S3_MAX_ATTEMPTS
+    assert client.meta.config.retries["total_max_attempts"] == s3_client_mod.S3_MAX_ATTEMPTS
     # An explicit endpoint_url wins over the block's.
     other = make_s3_client(endpoint_url="http://127.0.0.1:9", aws_credentials=creds)
     assert other.meta.endpoint_url == "http://127.0.0.1:9"
@@ -620,7 +624,7 @@ def test_make_s3_client_honours_env_endpoint_and_refuses_junk(
     assert client.meta.endpoint_url == s3_server.endpoint_url
     assert s3_bucket in [b["Name"] for b in client.list_buckets()["Buckets"]]
     config = client.meta.config
-    assert config.connect_timeout == s3mod.S3_CONNECT_TIMEOUT
+    assert config.connect_timeout == s3_client_mod.S3_CONNECT_TIMEOUT
     assert config.retries["mode"] == "standard"
     with pytest.raises(TypeError):
         make_s3_client(aws_credentials="my-block-name")

@@ -11,7 +11,8 @@ from prefect import flow
 
 from prefect_cometapi.errors import ValidationError
 from prefect_cometapi.models import GeneratedImage, Usage
-from prefect_cometapi.tasks.upscale import MAX_UPSCALE_PIXELS, upscale, upscale_image
+from prefect_cometapi.tasks.upscale import upscale_image
+from prefect_cometapi.upscaling import MAX_UPSCALE_PIXELS, upscale
 
 LANCZOS = Image.Resampling.LANCZOS
 

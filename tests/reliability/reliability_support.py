@@ -283,8 +283,8 @@ def cached_prompts(prompts: Iterable[str], image: ImageOptions) -> set[str]:
     """
     from prefect.results import get_result_store
 
+    from prefect_cometapi.caching import image_cache_key
     from prefect_cometapi.flows.steps import generate_step
-    from prefect_cometapi.tasks.caching import image_cache_key
 
     store = get_result_store().update_for_task(generate_step)
     return {

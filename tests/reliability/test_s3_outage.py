@@ -45,7 +45,7 @@ from reliability_support import (
 
 from prefect_cometapi import CometAPICredentials
 from prefect_cometapi.flows import RunSummary, batch_generate
-from prefect_cometapi.flows.delivery import UPLOAD_RETRY_DELAYS
+from prefect_cometapi.s3.upload import UPLOAD_RETRY_DELAYS
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -33,12 +33,12 @@ from prefect.settings import PREFECT_API_URL
 from prefect_redis.locking import RedisLockManager
 from reliability_support import rendered_prompts
 
-from prefect_cometapi.tasks.caching import (
+from prefect_cometapi.caching import (
     LOCK_MANAGER_ENV,
     image_cache_policy,
     lock_manager_from_url,
 )
-from prefect_cometapi.tasks.locking import RetrySafeLockManager
+from prefect_cometapi.caching.locks import RetrySafeLockManager
 
 SCRIPT = Path(__file__).with_name("crash_batch.py")
 ITEMS = 4

@@ -13,21 +13,18 @@ retryable.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    HTTPClientError,
-    IncompleteReadError,
-    NoCredentialsError,
-    ResponseStreamingError,
-)
+from botocore.exceptions import BotoCoreError, ClientError
 
 from prefect_cometapi.errors import InputFetchError, ValidationError
+from prefect_cometapi.models import GeneratedImage
+from prefect_cometapi.s3.failures import classify
+from prefect_cometapi.validation import MAX_IMAGE_BYTES
 
 __all__ = [
     "DEFAULT_MAX_IMAGE_BYTES",
@@ -38,18 +35,16 @@ __all__ = [
     "load_image_bytes",
     "load_text",
     "parse_s3_uri",
+    "resolve_inputs",
 ]
 
 ImageSource = bytes | bytearray | memoryview | str | os.PathLike
 """Where an input can come from: bytes, a local path, an ``http(s)://`` URL or ``s3://`` URI."""
 
-DEFAULT_MAX_IMAGE_BYTES = 50 * 1024 * 1024
+DEFAULT_MAX_IMAGE_BYTES = MAX_IMAGE_BYTES
 DEFAULT_MAX_TEXT_BYTES = 10 * 1024 * 1024
 HTTP_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 MAX_REDIRECTS = 5
-_S3_MISSING = ("NoSuchKey", "404", "NotFound")
-_S3_DENIED = ("AccessDenied", "403", "AllAccessDisabled", "InvalidAccessKeyId")
-_S3_DENIED += ("SignatureDoesNotMatch", "ExpiredToken", "InvalidToken")
 
 
 def load_image_bytes(
@@ -67,7 +62,7 @@ def load_image_bytes(
             expanded), an ``https://`` or ``http://`` URL (redirects followed), or an
             ``s3://bucket/key`` URI.
         s3_client: The boto3 S3 client for ``s3://`` URIs; default: one from
-            :func:`prefect_cometapi.tasks.s3.make_s3_client`.
+            :func:`prefect_cometapi.s3.shared_s3_client`.
         endpoint_url: S3-compatible endpoint when no client is given (default: AWS, or
             ``AWS_ENDPOINT_URL_S3``).
         max_bytes: Refuse anything larger.
@@ -99,7 +94,7 @@ def load_text(
 
     Args:
         source: A local path, an ``s3://bucket/key`` URI or an ``http(s)://`` URL.
-        s3_client: The boto3 S3 client for ``s3://`` URIs (default: a new one).
+        s3_client: The boto3 S3 client for ``s3://`` URIs (default: the shared one).
         endpoint_url: S3-compatible endpoint when no client is given.
         max_bytes: Refuse anything larger.
         encoding: The text encoding; a UTF-8 byte-order mark is dropped.
@@ -321,9 +316,9 @@ def _read_s3(
 ) -> bytes:
     bucket, key = parse_s3_uri(uri, param=param)
     if s3_client is None:
-        from prefect_cometapi.tasks.s3 import make_s3_client
+        from prefect_cometapi.s3.client import shared_s3_client
 
-        s3_client = make_s3_client(endpoint_url=endpoint_url)
+        s3_client = shared_s3_client(endpoint_url, None)
     try:
         answer = s3_client.get_object(Bucket=bucket, Key=key)
         body = answer["Body"]
@@ -334,47 +329,61 @@ def _read_s3(
             data = body.read(max_bytes + 1)
         finally:
             body.close()
-    except ClientError as exc:
-        error = exc.response.get("Error", {}) or {}
-        code = str(error.get("Code", ""))
-        status = int((exc.response.get("ResponseMetadata") or {}).get("HTTPStatusCode") or 0)
-        if code == "NoSuchBucket":
-            raise ValidationError(
-                param, f"{uri}: bucket {bucket!r} does not exist; check the bucket name"
-            ) from None
-        if code in _S3_MISSING or status == 404:
-            raise ValidationError(
-                param,
-                f"{uri}: no such key in bucket {bucket!r}; check the key (it is case-sensitive)",
-            ) from None
-        if code in _S3_DENIED or status == 403:
-            raise ValidationError(
-                param,
-                f"{uri}: access denied ({code}); the AWS credentials in use need s3:GetObject on "
-                f"arn:aws:s3:::{bucket}/{key}",
-            ) from None
-        if status >= 500 or status in (408, 429) or code in ("SlowDown", "InternalError"):
+    except (ClientError, BotoCoreError) as exc:
+        failure = classify(exc)
+        if failure.retryable:
             raise InputFetchError(
-                f"Reading {param} from {uri} failed: {code or status} (transient).",
+                f"Reading {param} from {uri} failed: {failure.code or failure.status}: "
+                f"{failure.message}. This is usually transient; check endpoint_url / "
+                "AWS_ENDPOINT_URL_S3 if it persists.",
                 source=uri,
-                status_code=status or None,
+                status_code=failure.status or None,
             ) from None
-        raise ValidationError(
-            param, f"{uri}: S3 answered {code or status}: {error.get('Message', '')}"
-        ) from None
-    except NoCredentialsError:
-        raise ValidationError(
-            param,
-            f"{uri}: no AWS credentials found; set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
-            "AWS_PROFILE or use an instance role",
-        ) from None
-    except (HTTPClientError, IncompleteReadError, ResponseStreamingError) as exc:
-        raise InputFetchError(
-            f"Reading {param} from {uri} failed: {type(exc).__name__}: {exc}. This is usually "
-            "transient; check endpoint_url / AWS_ENDPOINT_URL_S3 if it persists.",
-            source=uri,
-        ) from None
-    except BotoCoreError as exc:
-        raise ValidationError(param, f"{uri}: {exc}") from None
+        rule = {
+            "no_bucket": f"bucket {bucket!r} does not exist; check the bucket name",
+            "no_key": f"no such key in bucket {bucket!r}; check the key (it is case-sensitive)",
+            "denied": f"access denied ({failure.code}); the AWS credentials in use need "
+            f"s3:GetObject on arn:aws:s3:::{bucket}/{key}",
+            "no_credentials": "no AWS credentials found; set AWS_ACCESS_KEY_ID/"
+            "AWS_SECRET_ACCESS_KEY, AWS_PROFILE or use an instance role",
+        }.get(failure.kind)
+        if rule is None:
+            answered = failure.code or failure.status
+            rule = f"S3 answered {answered}: {failure.message}" if failure.status else str(exc)
+        raise ValidationError(param, f"{uri}: {rule}") from None
     _check_size(len(data), max_bytes, param, uri)
     return data
+
+
+EditSource = Any
+"""An edit input: bytes, a path, an ``https://``/``s3://`` URI (as ``str``) or a
+:class:`~prefect_cometapi.models.GeneratedImage`."""
+
+
+def resolve_inputs(
+    images: EditSource | Sequence[EditSource],
+    mask: EditSource | None = None,
+    s3_endpoint_url: str | None = None,
+) -> tuple[list[bytes], bytes | None]:
+    """Load edit inputs into bytes (what ``edit_image`` sends and its cache key hashes).
+
+    Args:
+        images: One source or a list of sources.
+        mask: The mask source, if any.
+        s3_endpoint_url: Endpoint for ``s3://`` sources on S3-compatible stores.
+
+    Returns:
+        The image bytes and the mask bytes.
+
+    Raises:
+        ValidationError: See :func:`load_image_bytes`.
+        InputFetchError: See :func:`load_image_bytes`.
+    """
+
+    def load(source: EditSource) -> bytes:
+        if isinstance(source, GeneratedImage):
+            return source.data
+        return load_image_bytes(source, endpoint_url=s3_endpoint_url)
+
+    many = images if isinstance(images, (list, tuple)) else [images]
+    return [load(s) for s in many], (load(mask) if mask is not None else None)

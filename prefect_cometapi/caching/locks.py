@@ -21,9 +21,21 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import anyio.to_thread
 from prefect.locking.protocol import LockManager
+from prefect.settings import PREFECT_HOME
+
+__all__ = [
+    "LOCK_DIR_ENV",
+    "LOCK_MANAGER_ENV",
+    "AtomicFileLockManager",
+    "RetrySafeLockManager",
+    "default_lock_manager",
+    "lock_manager_from_url",
+    "retry_safe",
+]
 
 POLL_S = 0.05
 
@@ -302,3 +314,60 @@ def retry_safe(manager: LockManager) -> LockManager:
     if isinstance(manager, (AtomicFileLockManager, RetrySafeLockManager)):
         return manager
     return RetrySafeLockManager(manager)
+
+
+LOCK_DIR_ENV = "PREFECT_COMETAPI_LOCK_DIR"
+"""A directory for lock files every worker of one machine sees."""
+LOCK_MANAGER_ENV = "PREFECT_COMETAPI_LOCK_MANAGER"
+"""``file`` (or empty) for lock files, or a ``redis://``/``rediss://`` URL for prefect-redis."""
+
+
+def default_lock_manager() -> LockManager:
+    """Lock files on this machine: ``PREFECT_COMETAPI_LOCK_DIR`` or ``$PREFECT_HOME/locks``.
+
+    Returns:
+        An :class:`AtomicFileLockManager` (safe across threads and processes of one machine).
+    """
+    directory = os.environ.get(LOCK_DIR_ENV) or Path(PREFECT_HOME.value()) / "locks"
+    return AtomicFileLockManager(Path(directory))
+
+
+def lock_manager_from_url(url: str) -> LockManager:
+    """A lock manager from a ``PREFECT_COMETAPI_LOCK_MANAGER`` value.
+
+    Args:
+        url: ``file`` (or empty) for :func:`default_lock_manager`;
+            ``redis://[user:password@]host[:port][/db]`` or ``rediss://...`` (TLS) for
+            ``prefect_redis.locking.RedisLockManager``.
+
+    Returns:
+        The lock manager.
+
+    Raises:
+        ValueError: An unknown scheme, or ``redis://`` without ``prefect-redis`` installed.
+    """
+    text = (url or "").strip()
+    if text.lower() in ("", "file"):
+        return default_lock_manager()
+    parts = urlsplit(text)
+    if parts.scheme not in ("redis", "rediss"):
+        raise ValueError(
+            f"{LOCK_MANAGER_ENV} must be 'file' or a redis:// or rediss:// URL, "
+            f"not {parts.scheme or text!r}"
+        )
+    try:
+        from prefect_redis.locking import RedisLockManager  # type: ignore[import-not-found]
+    except ImportError:
+        raise ValueError(
+            f"{LOCK_MANAGER_ENV} is a Redis URL but prefect-redis is not installed "
+            "(pip install prefect-redis)"
+        ) from None
+    path = parts.path.strip("/")
+    return RedisLockManager(
+        host=parts.hostname or "localhost",
+        port=parts.port or 6379,
+        db=int(path) if path else 0,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        ssl=parts.scheme == "rediss",
+    )

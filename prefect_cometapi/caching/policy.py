@@ -1,0 +1,131 @@
+"""The cache policy of the image tasks: keyed on what determines the image, run serializably.
+
+:func:`image_cache_policy` keys each call with
+:func:`~prefect_cometapi.caching.keys.image_cache_key` and runs its transaction at
+``SERIALIZABLE`` isolation with a lock manager (:mod:`prefect_cometapi.caching.locks`), so two
+identical requests at the same time pay once: the second waits for the first one's lock and
+reads its persisted result.
+:func:`persist_when_paid` commits an image task's result as soon as the task ends, even inside
+another task. Where locks and cache records live is configured in the environment (see the
+README, "Caching").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from prefect.cache_policies import CachePolicy
+from prefect.context import TaskRunContext
+from prefect.locking.protocol import LockManager
+from prefect.transactions import CommitMode, transaction
+
+from prefect_cometapi.caching.keys import image_cache_key
+from prefect_cometapi.caching.locks import LOCK_MANAGER_ENV, lock_manager_from_url, retry_safe
+from prefect_cometapi.inputs import resolve_inputs
+
+__all__ = [
+    "KEY_STORAGE_ENV",
+    "ImageRequestCachePolicy",
+    "image_cache_policy",
+    "persist_when_paid",
+]
+
+KEY_STORAGE_ENV = "PREFECT_COMETAPI_CACHE_KEY_STORAGE"
+"""Where cache records live: a path or a storage block slug; empty: with the results."""
+
+
+class ImageRequestCachePolicy(CachePolicy):
+    """A Prefect cache policy for ``generate_image`` and ``edit_image``.
+
+    Edits hash the bytes of their input images; an input that cannot be read gives no key (so
+    the task runs and raises the readable error itself).
+    """
+
+    def compute_key(
+        self,
+        task_ctx: TaskRunContext,
+        inputs: dict[str, Any],
+        flow_parameters: dict[str, Any],
+        **kwargs: Any,
+    ) -> str | None:
+        """Compute the cache key of one task call.
+
+        Args:
+            task_ctx: The task run context.
+            inputs: The task's bound arguments.
+            flow_parameters: The flow's parameters (unused).
+            **kwargs: Unused.
+
+        Returns:
+            The key, or ``None`` when an input image cannot be read.
+        """
+        if "images" not in inputs:
+            return image_cache_key("generations", inputs)
+        try:
+            images, mask = resolve_inputs(
+                inputs["images"], inputs.get("mask"), inputs.get("s3_endpoint_url")
+            )
+        except Exception:  # noqa: BLE001 - the task itself reports the error
+            return None
+        return image_cache_key(
+            "edits",
+            inputs,
+            [hashlib.sha256(b).hexdigest() for b in images],
+            hashlib.sha256(mask).hexdigest() if mask is not None else None,
+        )
+
+
+def image_cache_policy(
+    lock_manager: LockManager | None = None, key_storage: str | Path | None = None
+) -> CachePolicy:
+    """The image cache policy with serializable isolation and a lock manager.
+
+    Args:
+        lock_manager: A shared lock manager for workers on several machines (e.g.
+            ``prefect_redis.locking.RedisLockManager``); otherwise the one
+            ``PREFECT_COMETAPI_LOCK_MANAGER`` names, else machine-local lock files. It is
+            wrapped so that Prefect's second release of a lock never aborts a commit
+            (:class:`~prefect_cometapi.caching.locks.RetrySafeLockManager`).
+        key_storage: Where cache records live (a path or a storage block slug); otherwise
+            ``PREFECT_COMETAPI_CACHE_KEY_STORAGE``, else with the results.
+
+    Returns:
+        A cache policy to pass as ``cache_policy=`` (``task.with_options(cache_policy=...)``).
+    """
+    return ImageRequestCachePolicy().configure(
+        key_storage=key_storage or os.environ.get(KEY_STORAGE_ENV) or None,
+        isolation_level="SERIALIZABLE",
+        lock_manager=retry_safe(
+            lock_manager or lock_manager_from_url(os.environ.get(LOCK_MANAGER_ENV, ""))
+        ),
+    )
+
+
+@contextmanager
+def persist_when_paid() -> Iterator[None]:
+    """Persist image results the moment their task run finishes, even inside another task.
+
+    Prefect commits a task run's transaction (writes its cached result and releases its lock)
+    when the outermost transaction commits. Called inside your own task, ``generate_image``'s
+    paid result is therefore written only when *your* task succeeds: if a later step fails
+    (an S3 upload, say) or the process dies first, the image is lost and a re-run pays again.
+    Inside this block, the image tasks commit as soon as they finish::
+
+        @task
+        def make_banner(prompt: str) -> str:
+            with persist_when_paid():
+                result = generate_image(prompt)
+            return upload_to_s3(result.images[0], bucket="banners").uri
+
+    A flow calling the tasks directly does not need it (a flow run has no transaction).
+
+    Yields:
+        Nothing; the block runs in an eagerly committing transaction.
+    """
+    with transaction(commit_mode=CommitMode.EAGER):
+        yield

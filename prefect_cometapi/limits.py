@@ -1,0 +1,66 @@
+"""Bounds on image requests in flight: a process-local slot and Prefect's global limits.
+
+:func:`request_slot` makes the image tasks called in a context hold a semaphore during their
+HTTP exchange; :func:`api_budget` is what the tasks enter around that exchange: the slot, a
+global concurrency slot and/or a rate-limit token.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from contextvars import ContextVar
+
+__all__ = ["api_budget", "request_slot"]
+
+_request_slot: ContextVar[threading.Semaphore | None] = ContextVar(
+    "cometapi_request_slot", default=None
+)
+
+
+@contextmanager
+def request_slot(semaphore: threading.Semaphore | None) -> Iterator[None]:
+    """Make the image tasks called in this context hold ``semaphore`` during their API call.
+
+    A process-local bound on requests in flight that covers the HTTP exchange only, not the
+    task run around it (cache lookup, locking, persisting the result), so a batch keeps its
+    ``concurrency`` requests busy while that work runs beside them.
+
+    Args:
+        semaphore: The semaphore; ``None`` for no bound.
+
+    Yields:
+        While the tasks called here use it.
+    """
+    token = _request_slot.set(semaphore)
+    try:
+        yield
+    finally:
+        _request_slot.reset(token)
+
+
+@contextmanager
+def api_budget(concurrency_limit: str | None, rate_limit: str | None) -> Iterator[None]:
+    """Hold a request slot (:func:`request_slot`), a global concurrency slot and/or a rate token.
+
+    Args:
+        concurrency_limit: Name of a global concurrency limit (slots); ``None`` for none.
+        rate_limit: Name of a global concurrency limit with slot decay (a rate); ``None``.
+
+    Yields:
+        While the slots are held. The limits must exist (``prefect gcl create``).
+    """
+    with ExitStack() as stack:
+        slot = _request_slot.get()
+        if slot is not None:
+            stack.enter_context(slot)
+        if rate_limit:
+            from prefect.concurrency.sync import rate_limit as take_rate
+
+            take_rate(rate_limit, strict=True)
+        if concurrency_limit:
+            from prefect.concurrency.sync import concurrency
+
+            stack.enter_context(concurrency(concurrency_limit, occupy=1, strict=True))
+        yield
