@@ -204,6 +204,7 @@ class BatchRun:
         delivered: Items delivered.
         failed: Items failed.
         cached: Items whose image came from the cache.
+        already_delivered: Items whose objects were already in S3 (nothing done for them).
         requests: Image requests the emulator received during the call.
         billed: Images the emulator billed during the call.
         peak_in_flight: The emulator's peak of requests in flight during the call.
@@ -216,6 +217,7 @@ class BatchRun:
     delivered: int
     failed: int
     cached: int
+    already_delivered: int
     requests: int
     billed: int
     peak_in_flight: int
@@ -404,6 +406,7 @@ class BenchEnv:
             delivered=summary.delivered,
             failed=summary.failed,
             cached=summary.cached,
+            already_delivered=getattr(summary, "already_delivered", 0),
             requests=state["requests"],
             billed=state["billed_images"],
             peak_in_flight=state["peak_in_flight"],

@@ -64,6 +64,8 @@ class ItemOutcome(BaseModel):
         output_tokens: Output tokens of the request.
         cost_usd: What this run paid for the item (0 when the image came from the cache).
         cached: The generation came from the cache (nothing was paid again).
+        already_delivered: Its objects were already in S3 with the recorded SHA-256 from an
+            earlier run, so nothing was generated, upscaled or uploaded (``cached`` is true too).
         error_code: Why it failed, as a code (``moderation_blocked``...).
         error: Why it failed, in the API's words.
         seconds: Wall time of the item.
@@ -80,6 +82,7 @@ class ItemOutcome(BaseModel):
     output_tokens: int = 0
     cost_usd: float = 0.0
     cached: bool = False
+    already_delivered: bool = False
     error_code: str | None = None
     error: str | None = None
     seconds: float = 0.0
@@ -104,6 +107,7 @@ class RunSummary(BaseModel):
         input_tokens: Input tokens billed in this run.
         output_tokens: Output tokens billed in this run.
         cached: Items served from the cache.
+        already_delivered: Items whose objects were already in S3 (a subset of ``cached``).
         uris: Every stored object.
         failures: ``item id -> reason`` of each failed item.
         outcomes: Every item's record.
@@ -120,6 +124,7 @@ class RunSummary(BaseModel):
     input_tokens: int = 0
     output_tokens: int = 0
     cached: int = 0
+    already_delivered: int = 0
     uris: list[str] = Field(default_factory=list)
     failures: dict[str, str] = Field(default_factory=dict)
     outcomes: list[ItemOutcome] = Field(default_factory=list)
@@ -157,6 +162,7 @@ class RunSummary(BaseModel):
             input_tokens=sum(o.input_tokens for o in ordered),
             output_tokens=sum(o.output_tokens for o in ordered),
             cached=sum(1 for o in ordered if o.cached),
+            already_delivered=sum(1 for o in ordered if o.already_delivered),
             uris=[uri for o in ordered for uri in o.uris],
             failures={o.item_id: f"{o.error_code}: {o.error}" for o in ordered if o.error},
             outcomes=ordered,

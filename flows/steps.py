@@ -1,5 +1,9 @@
 """The per-item unit of work: generate -> (upscale) -> upload, returning a small record.
 
+An item whose images are already in S3 from an earlier run (the delivery ledger's record, and
+each object's SHA-256 checked with a ``HEAD``; see :mod:`.ledger`) is done at once: no image
+task run, no cached image read, no upscale, no upload, one task run in all.
+
 Each image's bytes live only while its item is being processed: the generation is persisted by
 ``generate_image`` (and not kept in Prefect's in-memory result cache), the upscale is handed to
 the upload and dropped, and what comes back is an :class:`~.outcomes.ItemOutcome`. So a batch's
@@ -22,7 +26,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed, State
 from prefect.utilities.annotations import quote
@@ -30,10 +34,12 @@ from prefect.utilities.annotations import quote
 from prefect_cometapi.blocks import CometAPICredentials
 from prefect_cometapi.caching.policy import persist_when_paid
 from prefect_cometapi.flows.delivery import deliver_result
+from prefect_cometapi.flows.ledger import delivery_key, find_delivered, record_delivery
 from prefect_cometapi.flows.outcomes import DeliveredImage, ItemOutcome, describe_error
 from prefect_cometapi.flows.params import ImageOptions, S3Options, UpscaleOptions
 from prefect_cometapi.limits import request_slot
 from prefect_cometapi.models import ImageResult
+from prefect_cometapi.s3.client import shared_s3_client
 from prefect_cometapi.tasks.images import edit_image, generate_image
 from prefect_cometapi.text import excerpt
 
@@ -127,6 +133,7 @@ def outcome_for(
     delivered: list[DeliveredImage],
     error: BaseException | None,
     started: float,
+    already_delivered: bool = False,
 ) -> ItemOutcome:
     """Build an item's record.
 
@@ -140,6 +147,7 @@ def outcome_for(
         delivered: What was stored.
         error: What went wrong, if anything.
         started: ``time.monotonic()`` when the item started.
+        already_delivered: Its objects were already in S3 (nothing was requested or uploaded).
 
     Returns:
         The record.
@@ -159,6 +167,7 @@ def outcome_for(
         output_tokens=usage.output_tokens if usage else 0,
         cost_usd=(result.cost_usd or 0.0) if paid and result is not None else 0.0,
         cached=cached,
+        already_delivered=already_delivered,
         error_code=code,
         error=message,
         seconds=round(time.monotonic() - started, 3),
@@ -201,6 +210,17 @@ def process_item(
         The item's record (also as the data of a Failed state when the item failed).
     """
     started = time.monotonic()
+    ledger_key = delivery_key(prompt, image, upscale, s3, item_id, run_time)
+    client = shared_s3_client(s3.endpoint_url, s3.aws_credentials_block)
+    found = find_delivered(ledger_key, s3, client)
+    if found is not None:
+        get_run_logger().info(
+            "Item %s already delivered, SHA-256 checked in S3: %s; nothing requested, "
+            "upscaled or uploaded",
+            item_id,
+            ", ".join(d.uri for d in found),
+        )
+        return outcome_for(item_id, index, prompt, image, None, True, found, None, started, True)
     # The slot is held around the HTTP exchange only (inside the image task), not the task run.
     # The paid image is persisted when the request task ends, not when this task does: a failed
     # upload or a killed process must not lose it (a re-run would pay again).
@@ -219,6 +239,8 @@ def process_item(
             delivered = deliver_result(result, item_id, s3, upscale, run_time)
         except Exception as exc:  # noqa: BLE001 - reported in the item's record
             error = exc
+        else:
+            record_delivery(ledger_key, delivered)
         if upscale.enabled:
             release_freed_memory()
     outcome = outcome_for(item_id, index, prompt, image, result, cached, delivered, error, started)

@@ -452,3 +452,54 @@ def test_an_upload_failure_keeps_the_paid_image_and_the_rerun_pays_nothing(
     assert (second.delivered, second.cached, second.total_cost_usd) == (6, 6, 0)
     assert set(objects(s3_client, s3_options.bucket)) == set(second.uris)
     assert len(second.uris) == 6
+
+
+def test_a_rerun_skips_the_upscale_and_the_upload_of_items_already_in_s3(
+    emulator: Any, credentials: CometAPICredentials, s3_options: S3Options, s3_client: Any
+) -> None:
+    from prefect_cometapi.flows import UpscaleOptions
+    from prefect_cometapi.s3.client import shared_s3_client
+
+    params: dict[str, Any] = {
+        "s3": s3_options,
+        "template": TEMPLATE,
+        "items": make_items(3, tag()),
+        "image": SMALL,
+        "upscale": UpscaleOptions(custom_size="2048x1280", mode="stretch"),
+        "concurrency": 3,
+        "credentials_block": credentials,
+    }
+    first = batch_generate(**params)
+    assert (first.delivered, first.already_delivered) == (3, 0)
+    assert all(o.images[0].size == "2048x1280" for o in first.outcomes)
+    # One object goes missing: only that item is upscaled and uploaded again (from the cache).
+    gone = first.outcomes[1].images[0]
+    s3_client.delete_object(Bucket=gone.bucket, Key=gone.key)
+
+    sent: list[str] = []
+    flow_client = shared_s3_client(s3_options.endpoint_url, s3_options.aws_credentials_block)
+
+    def count(**kwargs: Any) -> None:
+        sent.append(kwargs["event_name"].rsplit(".", 1)[-1])
+
+    flow_client.meta.events.register("before-send.s3", count)
+    try:
+        requests_before = len(emulator.requests)
+        state = batch_generate(**params, return_state=True)
+    finally:
+        flow_client.meta.events.unregister("before-send.s3", count)
+    second = state.result()
+    assert len(emulator.requests) == requests_before
+    assert [o.already_delivered for o in second.outcomes] == [True, False, True]
+    assert all(o.cached for o in second.outcomes) and second.total_cost_usd == 0
+    assert second.already_delivered == 2 and second.uris == first.uris
+    assert [o.images[0].sha256 for o in second.outcomes] == [
+        o.images[0].sha256 for o in first.outcomes
+    ]
+    assert all(
+        o.images[0].existed and o.images[0].url for o in second.outcomes if o.already_delivered
+    )
+    # Two HEADs that found the objects, one that did not; then the missing item's HEAD and PUT.
+    assert sorted(sent) == ["HeadObject"] * 4 + ["PutObject"]
+    _, dims, _ = s3_image(s3_client, gone.uri)
+    assert dims == (2048, 1280)

@@ -1,0 +1,178 @@
+"""The delivery ledger: which items a batch already put in S3, checked before any work.
+
+After ``process_item`` delivers an item it writes a small record (the S3 keys, checksums and
+sizes of its images, no bytes) next to the image cache, under a key made of everything that
+decides what lands where: the image request (its cache key), the upscale options, the bucket,
+endpoint, prefix and key template, the item id and the run date when the template uses it.
+
+A re-run of the same item first reads that record and asks S3 (``HEAD`` with
+``ChecksumMode=ENABLED``) whether each object is still there with the recorded SHA-256. If so
+the item is done: no image task run, no cached image read or decoded, no upscale, no upload.
+Anything else (no record, an object gone or changed, S3 unreachable) falls back to the full
+path, where the image cache still keeps the request from being paid again.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import string
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel
+
+from prefect_cometapi.caching.keys import image_cache_key
+from prefect_cometapi.flows.outcomes import DeliveredImage
+from prefect_cometapi.flows.params import ImageOptions, S3Options, UpscaleOptions
+from prefect_cometapi.s3.upload import presign
+
+__all__ = [
+    "DELIVERY_EXPIRATION",
+    "DeliveryRecord",
+    "delivery_key",
+    "find_delivered",
+    "record_delivery",
+]
+
+DELIVERY_EXPIRATION = timedelta(days=30)
+"""How long a delivery record is trusted (as long as the image cache keeps the image)."""
+LEDGER_VERSION = "v1"
+_DATE_FIELDS = frozenset({"date", "year", "month", "day"})
+
+
+class DeliveryRecord(BaseModel):
+    """What one item's delivery stored (no bytes, no presigned links).
+
+    Attributes:
+        images: The stored objects, in the order of the result's images.
+    """
+
+    images: list[DeliveredImage]
+
+
+def delivery_key(
+    prompt: str,
+    image: ImageOptions,
+    upscale: UpscaleOptions,
+    s3: S3Options,
+    item_id: str,
+    run_time: datetime | None,
+) -> str:
+    """The ledger key of one item's delivery.
+
+    Args:
+        prompt: The rendered prompt.
+        image: The request options.
+        upscale: The upscale options.
+        s3: Where the images go.
+        item_id: The item id (the ``{item}`` placeholder).
+        run_time: The run's time (only its date counts, and only when the key template uses it).
+
+    Returns:
+        A key for the result store (``cometapi-delivery-<sha256>``).
+    """
+    fields = {f for _, f, _, _ in string.Formatter().parse(s3.key_template) if f}
+    day = run_time.strftime("%Y-%m-%d") if run_time and fields & _DATE_FIELDS else None
+    material = {
+        "v": LEDGER_VERSION,
+        "request": image_cache_key("generations", {"prompt": prompt, **image.request_kwargs()}),
+        "upscale": upscale.model_dump(mode="json") if upscale.enabled else None,
+        "bucket": s3.bucket,
+        "endpoint": s3.endpoint_url or None,
+        "prefix": s3.prefix,
+        "key_template": s3.key_template,
+        "item": item_id,
+        "day": day,
+    }
+    blob = json.dumps(material, sort_keys=True).encode()
+    return f"cometapi-delivery-{hashlib.sha256(blob).hexdigest()}"
+
+
+def _store() -> Any:
+    """The result store of the image task, without its locks or in-memory cache."""
+    from prefect.results import get_result_store
+
+    from prefect_cometapi.flows.steps import generate_step
+
+    store = get_result_store().update_for_task(generate_step)
+    return store.model_copy(update={"lock_manager": None, "cache_result_in_memory": False})
+
+
+def record_delivery(key: str, delivered: list[DeliveredImage]) -> None:
+    """Write an item's delivery record (best effort: a failure only costs a re-check later).
+
+    Args:
+        key: From :func:`delivery_key`.
+        delivered: What was stored.
+    """
+    from prefect.types._datetime import now
+
+    record = DeliveryRecord(images=[d.model_copy(update={"url": None}) for d in delivered])
+    try:
+        _store().write(record, key=key, expiration=now("UTC") + DELIVERY_EXPIRATION)
+    except Exception as exc:  # noqa: BLE001 - the delivery itself succeeded
+        _debug(f"could not write delivery record {key}: {type(exc).__name__}: {exc}")
+
+
+def _read_record(key: str) -> DeliveryRecord | None:
+    from prefect.types._datetime import now
+
+    try:
+        stored = _store().read(key)
+    except Exception:  # noqa: BLE001 - no record (or unreadable): not delivered as far as we know
+        return None
+    expiration = stored.metadata.expiration
+    if expiration is not None and expiration <= now("UTC"):
+        return None
+    record = stored.result
+    return record if isinstance(record, DeliveryRecord) and record.images else None
+
+
+def _holds(head: dict[str, Any], image: DeliveredImage) -> bool:
+    """Whether a HEAD answer is the recorded object (same SHA-256, same length)."""
+    if int(head.get("ContentLength") or -1) != image.bytes:
+        return False
+    meta = {str(k).lower(): v for k, v in (head.get("Metadata") or {}).items()}
+    if meta.get("sha256") == image.sha256:
+        return True
+    checksum = head.get("ChecksumSHA256")
+    expected = base64.b64encode(bytes.fromhex(image.sha256)).decode()
+    return bool(checksum) and checksum == expected
+
+
+def find_delivered(key: str, s3: S3Options, s3_client: Any) -> list[DeliveredImage] | None:
+    """The item's images if its last delivery is still in S3, checked by SHA-256.
+
+    Args:
+        key: From :func:`delivery_key`.
+        s3: Where the images go (for the presigned links' lifetime).
+        s3_client: A boto3 S3 client.
+
+    Returns:
+        The images (``existed=True``, fresh presigned links when asked for), or ``None`` when
+        there is no record or any object is missing, different or cannot be checked.
+    """
+    record = _read_record(key)
+    if record is None:
+        return None
+    found: list[DeliveredImage] = []
+    for image in record.images:
+        try:
+            head = s3_client.head_object(Bucket=image.bucket, Key=image.key, ChecksumMode="ENABLED")
+        except Exception:  # noqa: BLE001 - missing, forbidden or unreachable: do the full path
+            return None
+        if not _holds(head, image):
+            return None
+        url = None
+        if s3.presign_expires is not None:
+            url = presign(s3_client, image.bucket, image.key, s3.presign_expires)
+        found.append(image.model_copy(update={"url": url, "existed": True}))
+    return found
+
+
+def _debug(message: str) -> None:
+    import logging
+
+    logging.getLogger(__name__).debug(message)
