@@ -10,6 +10,7 @@ import contextvars
 import logging
 import re
 import time
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from uuid import UUID
 
@@ -20,11 +21,9 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
-from prefect_cometapi.flows.outcomes import RunSummary
+from prefect_cometapi.flows.outcomes import DeliveredImage, ItemOutcome, RunSummary
 from prefect_cometapi.text import slugify
 
-GALLERY_INLINE_MAX = 24
-"""Images shown inline in the gallery; the rest are links (4K images are heavy for a browser)."""
 PROGRESS_MIN_INTERVAL_S = 1.0
 _log = logging.getLogger(__name__)
 
@@ -113,16 +112,43 @@ def _md(text: str) -> str:
     return re.sub(r"([\\`*_\[\]<>|#])", r"\\\1", text)
 
 
-def gallery_markdown(summary: RunSummary, title: str) -> str:
+def _code(text: str) -> str:
+    return f"`{text.replace('`', '')}`"
+
+
+def _image_line(outcome: ItemOutcome, image: DeliveredImage, local_paths: Mapping[str, str]) -> str:
+    parts = [
+        f"{image.size} {image.format}, ${outcome.cost_usd:.6f}"
+        + (" (cached)" if outcome.cached else ""),
+        _code(image.uri),
+    ]
+    if image.url:
+        parts.append(f"[full size]({image.url})")
+    if image.uri in local_paths:
+        parts.append(f"local copy {_code(local_paths[image.uri])}")
+    return " · ".join(parts)
+
+
+def gallery_markdown(
+    summary: RunSummary, title: str, local_paths: Mapping[str, str] | None = None
+) -> str:
     """The gallery: cost and counts first, then each item's images, then the failures.
+
+    Each image of the first :data:`~.previews.PREVIEWED_ITEMS` items is shown as a plain
+    ``![item](data:image/jpeg;base64,...)`` preview embedded in the artifact (no link around
+    it, which the UI would not render), with its size, cost, S3 URI, a presigned full-size link
+    when there is one and its local copy when ``local_paths`` names one; later items are one
+    line each.
 
     Args:
         summary: The run's summary.
         title: A heading.
+        local_paths: ``s3 URI -> local file`` for images also saved on this machine.
 
     Returns:
         Markdown.
     """
+    local_paths = local_paths or {}
     lines = [
         f"# {_md(title)}",
         "",
@@ -141,27 +167,19 @@ def gallery_markdown(summary: RunSummary, title: str) -> str:
         + ".",
         "",
     ]
-    shown = 0
     delivered = [o for o in summary.outcomes if o.status == "delivered"]
     if delivered:
         lines += ["## Images", ""]
     for outcome in delivered:
         for number, image in enumerate(outcome.images, start=1):
             label = outcome.item_id + (f" ({number})" if len(outcome.images) > 1 else "")
-            where = f"`{image.uri}`"
-            if image.url and shown < GALLERY_INLINE_MAX:
-                lines.append(f"### {_md(label)}")
-                lines.append(f"[![{_md(label)}]({image.url})]({image.url})")
-                shown += 1
-            elif image.url:
-                lines.append(f"- [{_md(label)}]({image.url})")
+            if image.preview:
+                lines += [f"### {_md(label)}", "", f"![{_md(label)}]({image.preview})", ""]
+                lines += [_image_line(outcome, image, local_paths), ""]
             else:
-                lines.append(f"- {_md(label)}")
-            lines.append(
-                f"  {image.size} {image.format}, ${outcome.cost_usd:.6f}, {where}"
-                + (" (cached)" if outcome.cached else "")
-            )
-            lines.append("")
+                lines.append(f"- **{_md(label)}**: {_image_line(outcome, image, local_paths)}")
+    if lines[-1]:
+        lines.append("")
     failed = [o for o in summary.outcomes if o.status == "failed"]
     if failed:
         lines += ["## Failed items", ""]
@@ -171,47 +189,68 @@ def gallery_markdown(summary: RunSummary, title: str) -> str:
                 f"{_md(outcome.error or '')}"
             )
         lines.append("")
+    notes = []
+    if any(image.preview for o in delivered for image in o.images):
+        notes.append("Previews are small copies kept in this artifact.")
     if any(image.url for o in delivered for image in o.images):
-        lines.append("_Links are presigned and expire; the S3 URIs stay._")
+        notes.append("Full-size links are presigned and expire; the S3 URIs stay.")
+    if notes:
+        lines.append("_" + " ".join(notes) + "_")
     return "\n".join(lines)
 
 
 def results_table(summary: RunSummary) -> list[dict[str, object]]:
-    """One row per image (or per failed item).
+    """What a person reads first: one row per image (or per failed item).
 
     Args:
         summary: The run's summary.
 
     Returns:
-        Rows with item, prompt, size, quality, tokens, cost, S3 URI, status and error.
+        Rows with ``item``, ``status``, ``cost_usd`` and ``s3_uri``.
     """
-    rows: list[dict[str, object]] = []
-    for outcome in summary.outcomes:
-        base = {
+    return [
+        {
+            "item": outcome.item_id,
+            "status": outcome.status,
+            "cost_usd": round(outcome.cost_usd, 6),
+            "s3_uri": image.uri if image else "",
+        }
+        for outcome in summary.outcomes
+        for image in outcome.images or [None]
+    ]
+
+
+def details_table(summary: RunSummary) -> list[dict[str, object]]:
+    """The rest of each row of :func:`results_table`: request, tokens, cache, output, error.
+
+    Args:
+        summary: The run's summary.
+
+    Returns:
+        Rows with ``item``, ``prompt``, ``size``, ``quality``, ``input_tokens``,
+        ``output_tokens``, ``cached``, ``output_size``, ``bytes``, ``seconds`` and ``error``.
+    """
+    return [
+        {
             "item": outcome.item_id,
             "prompt": outcome.prompt_excerpt,
             "size": outcome.size,
             "quality": outcome.quality,
             "input_tokens": outcome.input_tokens,
             "output_tokens": outcome.output_tokens,
-            "cost_usd": round(outcome.cost_usd, 6),
             "cached": outcome.cached,
+            "output_size": image.size if image else "",
+            "bytes": image.bytes if image else 0,
+            "seconds": outcome.seconds,
+            "error": outcome.error or "",
         }
-        for image in outcome.images or [None]:
-            rows.append(
-                {
-                    **base,
-                    "output_size": image.size if image else "",
-                    "s3_uri": image.uri if image else "",
-                    "status": outcome.status,
-                    "error": outcome.error or "",
-                }
-            )
-    return rows
+        for outcome in summary.outcomes
+        for image in outcome.images or [None]
+    ]
 
 
 def publish(summary: RunSummary, flow_name: str, title: str) -> None:
-    """Publish the gallery and the table of a finished run.
+    """Publish the gallery and the two tables of a finished run.
 
     Args:
         summary: The run's summary.
@@ -226,5 +265,10 @@ def publish(summary: RunSummary, flow_name: str, title: str) -> None:
     create_table_artifact(
         table=results_table(summary),
         key=artifact_key(flow_name, "results"),
-        description=f"Items, prompts, sizes, tokens, cost and S3 URIs. {summary.headline()}",
+        description=f"Item, status, cost and S3 URI. {summary.headline()}",
+    )
+    create_table_artifact(
+        table=details_table(summary),
+        key=artifact_key(flow_name, "details"),
+        description="Per image: prompt, requested size and quality, tokens, cache, output, error.",
     )

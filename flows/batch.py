@@ -62,6 +62,8 @@ from prefect_cometapi.tasks.prompts import render_template
 from prefect_cometapi.text import excerpt
 
 FLOW_NAME = "batch-generate"
+GALLERY_TITLE = "Batch results"
+"""The heading of the gallery artifact of every batch run."""
 DELIVERY_SHARE = 2
 """Items in flight = concurrency + concurrency // DELIVERY_SHARE: the extra ones upload (or
 wait for a request slot) while ``concurrency`` requests keep the API busy."""
@@ -365,7 +367,7 @@ def batch_generate(
         progress.advance(failed=outcome.status == "failed")
 
     summary = RunSummary.from_outcomes(FLOW_NAME, outcomes, time.monotonic() - started, estimate)
-    publish(summary, FLOW_NAME, "Batch results")
+    publish(summary, FLOW_NAME, GALLERY_TITLE)
     logger.info("%s", summary.headline())
     if summary.failed and all_or_nothing:
         raise BatchFailedError(summary)

@@ -36,6 +36,8 @@ class DeliveredImage(BaseModel):
         format: ``png``, ``jpeg`` or ``webp``.
         bytes: Object size.
         existed: ``True`` when the identical object was already there.
+        preview: A small JPEG of the image as a ``data:`` URI, for the gallery (see
+            :mod:`prefect_cometapi.flows.previews`), or ``None``.
     """
 
     uri: str
@@ -47,6 +49,7 @@ class DeliveredImage(BaseModel):
     format: str
     bytes: int
     existed: bool = False
+    preview: str | None = None
 
 
 class ItemOutcome(BaseModel):

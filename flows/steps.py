@@ -37,6 +37,7 @@ from prefect_cometapi.flows.delivery import deliver_result
 from prefect_cometapi.flows.ledger import delivery_key, find_delivered, record_delivery
 from prefect_cometapi.flows.outcomes import DeliveredImage, ItemOutcome, describe_error
 from prefect_cometapi.flows.params import ImageOptions, S3Options, UpscaleOptions
+from prefect_cometapi.flows.previews import with_previews
 from prefect_cometapi.limits import request_slot
 from prefect_cometapi.models import ImageResult
 from prefect_cometapi.s3.client import shared_s3_client
@@ -162,7 +163,7 @@ def outcome_for(
         prompt_excerpt=excerpt(prompt),
         size=image.request_size,
         quality=image.quality,
-        images=delivered,
+        images=with_previews(delivered, result, index),
         input_tokens=usage.input_tokens if usage else 0,
         output_tokens=usage.output_tokens if usage else 0,
         cost_usd=(result.cost_usd or 0.0) if paid and result is not None else 0.0,

@@ -137,6 +137,33 @@ def _save_copies(summary: Any, output_dir: Path, endpoint_url: str | None) -> li
     return files
 
 
+def _add_local_copies_to_gallery(summary: Any, flow_run_id: Any, files: list[Path]) -> None:
+    """Name each image's local copy beside it in the run's gallery artifact (edited in place)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import ArtifactUpdate
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterKey,
+    )
+
+    from prefect_cometapi.flows.artifacts import artifact_key, gallery_markdown
+    from prefect_cometapi.flows.batch import FLOW_NAME, GALLERY_TITLE
+
+    uris = [image.uri for outcome in summary.outcomes for image in outcome.images]
+    local_paths = {uri: str(path.resolve()) for uri, path in zip(uris, files, strict=False)}
+    markdown = gallery_markdown(summary, GALLERY_TITLE, local_paths)
+    with get_client(sync_client=True) as client:
+        galleries = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
+                key=ArtifactFilterKey(any_=[artifact_key(FLOW_NAME, "gallery")]),
+            )
+        )
+        for gallery in galleries:
+            client.update_artifact(gallery.id, ArtifactUpdate(data=markdown))
+
+
 def _report(
     summary: Any, files: list[Path], flow_run_id: Any, live: bool, ui_url: str | None
 ) -> None:
@@ -200,6 +227,7 @@ def _run(args: argparse.Namespace) -> int:
             print(f"error: the demo flow failed: {summary}", file=sys.stderr)
             return 1
         files = _save_copies(summary, Path(args.output_dir), s3.endpoint_url)
+        _add_local_copies_to_gallery(summary, state.state_details.flow_run_id, files)
         _report(summary, files, state.state_details.flow_run_id, args.live, ui_url)
         return 0 if summary.failed == 0 else 1
 
@@ -225,7 +253,11 @@ def _run(args: argparse.Namespace) -> int:
         print(f"CometAPI emulator: {base_url} (offline: no real requests, nothing billed)")
         print(f"S3 (moto):         {endpoint_url}, bucket {DEMO_BUCKET}", flush=True)
         credentials = CometAPICredentials(api_key=DEMO_KEY, base_url=base_url)
-        s3 = S3Options(bucket=DEMO_BUCKET, prefix=args.prefix, endpoint_url=endpoint_url)
+        # No presigned links: they would point at the S3 server that stops with the demo (the
+        # gallery shows previews, the S3 URIs and the local copies instead).
+        s3 = S3Options(
+            bucket=DEMO_BUCKET, prefix=args.prefix, endpoint_url=endpoint_url, presign_expires=None
+        )
         # The image cache is not keyed on the API's address: a variant of its own keeps the
         # emulator's drawings from ever being served to a --live run of the same products.
         parameters["image"] = parameters["image"].model_copy(update={"variant": OFFLINE_VARIANT})

@@ -6,8 +6,10 @@ boto3 and the emulator's request log.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
+import re
 import time
 import uuid
 from typing import Any
@@ -79,6 +81,44 @@ def read_artifacts(flow_run_id: UUID) -> dict[str, Any]:
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
         )
     return {a.key: a for a in found}
+
+
+_IMAGE_MD = re.compile(r"!\[([^\]]*)\]\(([^)\s]*)\)")
+
+
+def assert_gallery_shape(markdown: str, previews: int) -> list[tuple[int, int]]:
+    """Check that a gallery artifact renders in the Prefect UI without the network.
+
+    Every image is a plain ``![label](data:image/jpeg;base64,...)`` paragraph (a linked image,
+    ``[![x](u)](u)``, shows as raw text in the UI), no HTML, and each data URI decodes to a small
+    JPEG.
+
+    Args:
+        markdown: The artifact's text.
+        previews: How many images it must show.
+
+    Returns:
+        The previews' pixel sizes, in order.
+    """
+    from prefect_cometapi.flows.previews import PREVIEW_LONG_EDGE
+
+    assert "[![" not in markdown and "<img" not in markdown.lower()
+    images = _IMAGE_MD.findall(markdown)
+    assert len(images) == previews, [label for label, _ in images]
+    lines = markdown.split("\n")
+    sizes = []
+    for label, src in images:
+        line = f"![{label}]({src})"
+        assert line in lines, f"the image of {label!r} is not a paragraph of its own"
+        at = lines.index(line)
+        assert lines[at - 1] == "" and lines[at + 1] == ""
+        prefix = "data:image/jpeg;base64,"
+        assert src.startswith(prefix), src[:60]
+        with Image.open(io.BytesIO(base64.b64decode(src[len(prefix) :], validate=True))) as img:
+            assert img.format == "JPEG"
+            assert max(img.size) <= PREVIEW_LONG_EDGE
+            sizes.append(img.size)
+    return sizes
 
 
 def table_rows(artifact: Any) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from flow_checks import (
+    assert_gallery_shape,
     asset_events_under,
     billed_cost,
     read_artifacts,
@@ -156,19 +157,26 @@ def test_thirty_items_two_refused_are_reported_and_a_rerun_pays_only_for_them(
     assert failed_section.count("safety system") == 2
     for uri in summary.uris:
         assert uri in gallery.data
+    # The images of the first 24 items (22 delivered) are previews embedded in the artifact;
+    # later items are one line each.
+    assert_gallery_shape(gallery.data, previews=22)
     table = artifacts[artifact_key(FLOW, "results")]
     assert table.type == "table"
     rows = table_rows(table)
     assert [row["item"] for row in rows] == [f"p{i:02d}" for i in range(30)]
+    assert all(list(row) == ["item", "status", "cost_usd", "s3_uri"] for row in rows)
     by_item = {row["item"]: row for row in rows}
+    details = {row["item"]: row for row in table_rows(artifacts[artifact_key(FLOW, "details")])}
     for outcome in summary.outcomes:
         row = by_item[outcome.item_id]
         assert row["status"] == outcome.status
         assert row["s3_uri"] == (outcome.images[0].uri if outcome.images else "")
         assert row["cost_usd"] == pytest.approx(outcome.cost_usd)
-        assert row["size"] == SIZE and row["quality"] == "low"
+        detail = details[outcome.item_id]
+        assert detail["size"] == SIZE and detail["quality"] == "low"
+        assert detail["output_size"] == (SIZE if outcome.images else "")
     assert {row["status"] for row in rows if row["item"] in failing_ids(failing)} == {"failed"}
-    assert all("safety system" in by_item[i]["error"] for i in failing_ids(failing))
+    assert all("safety system" in details[i]["error"] for i in failing_ids(failing))
     assert sum(row["cost_usd"] for row in rows) == pytest.approx(summary.total_cost_usd, abs=1e-5)
 
     # Each object declared as an asset, with its checksum.

@@ -8,9 +8,12 @@ one core busy, as a first run on a loaded 2-core machine.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from flow_checks import assert_gallery_shape
 from PIL import Image
 
 pytestmark = pytest.mark.timeout(600)
@@ -47,6 +51,12 @@ def _run_demo(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> 
         timeout=540,
         check=False,
     )
+
+
+def _stored_artifact(prefect_home: Path, key: str) -> str:
+    with contextlib.closing(sqlite3.connect(prefect_home / "prefect.db")) as db:
+        (data,) = db.execute("SELECT data FROM artifact WHERE key = ?", (key,)).fetchone()
+    return str(json.loads(data))
 
 
 @pytest.fixture
@@ -84,6 +94,14 @@ def test_demo_runs_offline_end_to_end(tmp_path: Path, busy_core: None) -> None:
     assert total, out
     assert int(total.group(1)) > 0 and int(total.group(2)) > 0 and float(total.group(3)) > 0
     assert f"PREFECT_HOME={tmp_path / 'prefect-home'} prefect server start" in out
+    # The run stays in the home's database for `prefect server start`: its gallery shows the
+    # previews it carries, each image's S3 URI and its local copy (the S3 server is gone).
+    gallery = _stored_artifact(tmp_path / "prefect-home", "cometapi-batch-generate-gallery")
+    assert_gallery_shape(gallery, previews=2)
+    for uri in uris:
+        item = uri.rsplit("/", 1)[1].rsplit("-", 1)[0]
+        path = (tmp_path / "demo-output" / f"{item}.png").resolve()
+        assert f"`{uri}` · local copy `{path}`" in gallery
     assert "sk-demo" not in out + done.stderr
 
 

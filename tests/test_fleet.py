@@ -97,7 +97,7 @@ def _artifacts(project: DeployedProject, flow_run_id: Any) -> dict[str, Any]:
         found = client.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
         )
-    return {artifact.type: artifact for artifact in found}
+    return {artifact.key.rsplit("-", 1)[-1]: artifact for artifact in found}
 
 
 def _start(project: DeployedProject, parameters: dict[str, Any], **options: Any) -> Any:
@@ -223,13 +223,15 @@ def test_the_parent_adds_up_the_chunks(
     assert run.state.message.startswith(f"{ITEMS}/{ITEMS} items delivered, 0 failed")
     artifacts = _artifacts(deployed_project, run.id)
     assert artifacts["progress"].data == 100.0
-    table = artifacts["table"].data
+    table = artifacts["results"].data
     rows = json.loads(table) if isinstance(table, str) else table
     assert len(rows) == ITEMS
     assert sorted(row["s3_uri"] for row in rows) == sorted(
         f"s3://{fleet_batch.bucket}/{key}" for key in fleet_batch.objects
     )
-    assert not any(row["cached"] for row in rows)
+    details = artifacts["details"].data
+    details = json.loads(details) if isinstance(details, str) else details
+    assert len(details) == ITEMS and not any(row["cached"] for row in details)
     total = sum(row["cost_usd"] for row in rows)
     assert total > 0
     assert f"${total:.4f}" in run.state.message

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from flow_checks import (
+    assert_gallery_shape,
     asset_events,
     billed_cost,
     read_artifacts,
@@ -85,7 +86,10 @@ def test_generate_and_upload_renders_generates_upscales_uploads_and_publishes(
     rows = table_rows(table)
     assert [row["s3_uri"] for row in rows] == summary.uris
     assert {row["status"] for row in rows} == {"delivered"}
-    assert rows[0]["quality"] == "low" and rows[0]["output_size"] == "3840x2160"
+    details = table_rows(artifacts[artifact_key("generate-and-upload", "details")])
+    assert details[0]["quality"] == "low" and details[0]["output_size"] == "3840x2160"
+    # Both images shown as previews kept in the artifact (1536x864 -> 320x180).
+    assert assert_gallery_shape(gallery.data, previews=2) == [(320, 180), (320, 180)]
 
     for uri in summary.uris:
         events = asset_events(uri)

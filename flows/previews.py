@@ -1,0 +1,76 @@
+"""Small previews of generated images, embedded in the gallery artifact as ``data:`` URIs.
+
+A preview lives in the artifact itself, so it still shows after the presigned links expire and
+when the S3 endpoint is gone (the offline demo's moto server, a private bucket). Prefect's UI
+renders ``data:image/...`` sources in markdown artifacts. Only the first
+:data:`PREVIEWED_ITEMS` items of a run get one, which bounds the artifact's size and the CPU
+spent on them in big batches.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+
+from PIL import Image
+
+from prefect_cometapi.flows.outcomes import DeliveredImage
+from prefect_cometapi.models import GeneratedImage, ImageResult
+
+__all__ = ["PREVIEWED_ITEMS", "PREVIEW_LONG_EDGE", "preview_data_uri", "with_previews"]
+
+PREVIEWED_ITEMS = 24
+"""Items (by position in the run) whose images get a preview in the gallery."""
+PREVIEW_LONG_EDGE = 320
+"""Longer side of a preview in pixels (a 16:9 image gives 320x180, about 10 KB as JPEG)."""
+PREVIEW_JPEG_QUALITY = 75
+_MATTE = (255, 255, 255)
+"""What transparent pixels are laid on (JPEG has no alpha)."""
+
+
+def preview_data_uri(image: GeneratedImage) -> str:
+    """A JPEG thumbnail of an image as a ``data:image/jpeg;base64,...`` URI.
+
+    Args:
+        image: The generated image (its bytes).
+
+    Returns:
+        The URI.
+    """
+    with Image.open(io.BytesIO(image.data)) as source:
+        source.draft("RGB", (PREVIEW_LONG_EDGE, PREVIEW_LONG_EDGE))  # cheap for JPEG sources
+        thumb = source.copy()
+    thumb.thumbnail((PREVIEW_LONG_EDGE, PREVIEW_LONG_EDGE), Image.Resampling.LANCZOS)
+    if thumb.mode in ("RGBA", "LA") or (thumb.mode == "P" and "transparency" in thumb.info):
+        rgba = thumb.convert("RGBA")
+        matte = Image.new("RGB", rgba.size, _MATTE)
+        matte.paste(rgba, mask=rgba.getchannel("A"))
+        thumb = matte
+    elif thumb.mode != "RGB":
+        thumb = thumb.convert("RGB")
+    out = io.BytesIO()
+    thumb.save(out, "JPEG", quality=PREVIEW_JPEG_QUALITY, optimize=True)
+    return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode("ascii")
+
+
+def with_previews(
+    delivered: list[DeliveredImage], result: ImageResult | None, index: int
+) -> list[DeliveredImage]:
+    """Attach a preview to each delivered image of an item among the first :data:`PREVIEWED_ITEMS`.
+
+    Images are delivered in the result's order, so ``delivered[i]`` holds ``result.images[i]``.
+
+    Args:
+        delivered: What was stored.
+        result: The API's result (``None`` when the request failed).
+        index: The item's position in the run.
+
+    Returns:
+        The records, with ``preview`` set where one was made.
+    """
+    if result is None or index >= PREVIEWED_ITEMS:
+        return delivered
+    return [
+        stored.model_copy(update={"preview": preview_data_uri(image)})
+        for stored, image in zip(delivered, result.images, strict=False)
+    ] + delivered[len(result.images) :]

@@ -1,0 +1,117 @@
+"""The gallery and tables as the Prefect UI receives them, without a browser.
+
+What the UI renders was checked in headless Chromium (``tools/ui_check.py``): plain
+``![x](data:image/...)`` images show, a linked image ``[![x](u)](u)`` shows as raw text. These
+tests pin that shape on summaries built from real images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+
+from flow_checks import assert_gallery_shape
+from PIL import Image
+
+from prefect_cometapi.flows.artifacts import details_table, gallery_markdown, results_table
+from prefect_cometapi.flows.outcomes import DeliveredImage, ItemOutcome, RunSummary
+from prefect_cometapi.flows.previews import PREVIEWED_ITEMS, with_previews
+from prefect_cometapi.models import GeneratedImage, ImageResult
+
+
+def _image(size: tuple[int, int], mode: str = "RGB", fmt: str = "png") -> GeneratedImage:
+    colour = (200, 40, 40, 0) if mode == "RGBA" else (200, 40, 40)
+    out = io.BytesIO()
+    Image.new(mode, size, colour).save(out, fmt.upper())
+    data = out.getvalue()
+    return GeneratedImage(
+        data=data,
+        format=fmt,
+        width=size[0],
+        height=size[1],
+        sha256=hashlib.sha256(data).hexdigest(),
+        model="gpt-image-2",
+        prompt="p",
+    )
+
+
+def _outcome(index: int, image: GeneratedImage, url: str | None = None) -> ItemOutcome:
+    item = f"item-{index:02d}"
+    stored = DeliveredImage(
+        uri=f"s3://bucket/out/{item}.png",
+        bucket="bucket",
+        key=f"out/{item}.png",
+        url=url,
+        sha256=image.sha256,
+        size="3840x2160",
+        format=image.format,
+        bytes=len(image.data),
+    )
+    result = ImageResult(images=[image], model="gpt-image-2", params={})
+    return ItemOutcome(
+        item_id=item,
+        index=index,
+        status="delivered",
+        prompt_excerpt="a prompt",
+        size=image.size,
+        quality="low",
+        images=with_previews([stored], result, index),
+        cost_usd=0.003,
+    )
+
+
+def test_gallery_previews_are_plain_embedded_images_with_uri_link_and_local_copy() -> None:
+    source = _image((1536, 864))
+    url = "https://s3.example/bucket/out/item-00.png?X-Amz-Signature=abc"
+    outcomes = [_outcome(0, source, url), _outcome(1, _image((1024, 1536), "RGBA"))]
+    failed = ItemOutcome(
+        item_id="bad",
+        index=2,
+        status="failed",
+        prompt_excerpt="x",
+        size="1024x1024",
+        quality="low",
+        error_code="moderation_blocked",
+        error="refused",
+    )
+    summary = RunSummary.from_outcomes("batch-generate", [*outcomes, failed])
+    local = {outcomes[0].images[0].uri: "/home/me/demo-output/item-00.png"}
+
+    markdown = gallery_markdown(summary, "Batch results", local)
+
+    assert assert_gallery_shape(markdown, previews=2) == [(320, 180), (213, 320)]
+    lines = markdown.split("\n")
+    first = lines[lines.index("![item-00](" + outcomes[0].images[0].preview + ")") + 2]
+    assert "`s3://bucket/out/item-00.png`" in first
+    assert f"[full size]({url})" in first
+    assert "local copy `/home/me/demo-output/item-00.png`" in first
+    second = lines[lines.index("![item-01](" + outcomes[1].images[0].preview + ")") + 2]
+    assert "`s3://bucket/out/item-01.png`" in second and "full size" not in second
+    assert "**bad** (moderation\\_blocked): refused" in markdown
+
+
+def test_items_after_the_previewed_ones_are_one_line_each() -> None:
+    source = _image((64, 64))
+    outcomes = [_outcome(i, source) for i in range(PREVIEWED_ITEMS + 2)]
+    markdown = gallery_markdown(RunSummary.from_outcomes("f", outcomes), "t")
+    assert_gallery_shape(markdown, previews=PREVIEWED_ITEMS)
+    for late in outcomes[PREVIEWED_ITEMS:]:
+        assert f"- **{late.item_id}**: 3840x2160 png" in markdown
+        assert late.images[0].preview is None
+
+
+def test_results_table_holds_the_four_columns_read_first_and_details_the_rest() -> None:
+    summary = RunSummary.from_outcomes("f", [_outcome(0, _image((64, 64)))])
+    assert results_table(summary) == [
+        {
+            "item": "item-00",
+            "status": "delivered",
+            "cost_usd": 0.003,
+            "s3_uri": "s3://bucket/out/item-00.png",
+        }
+    ]
+    (detail,) = details_table(summary)
+    assert detail["item"] == "item-00" and detail["output_size"] == "3840x2160"
+    assert {"prompt", "size", "quality", "input_tokens", "output_tokens", "cached", "error"} <= set(
+        detail
+    )
