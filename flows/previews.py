@@ -58,7 +58,8 @@ def with_previews(
 ) -> list[DeliveredImage]:
     """Attach a preview to each delivered image of an item among the first :data:`PREVIEWED_ITEMS`.
 
-    Images are delivered in the result's order, so ``delivered[i]`` holds ``result.images[i]``.
+    Images are delivered in the result's order, so ``delivered[i]`` holds ``result.images[i]``;
+    an image that has a preview already keeps it.
 
     Args:
         delivered: What was stored.
@@ -71,6 +72,6 @@ def with_previews(
     if result is None or index >= PREVIEWED_ITEMS:
         return delivered
     return [
-        stored.model_copy(update={"preview": preview_data_uri(image)})
+        stored if stored.preview else stored.model_copy(update={"preview": preview_data_uri(image)})
         for stored, image in zip(delivered, result.images, strict=False)
     ] + delivered[len(result.images) :]

@@ -237,7 +237,11 @@ def process_item(
     delivered: list[DeliveredImage] = []
     if result is not None:
         try:
-            delivered = deliver_result(result, item_id, s3, upscale, run_time)
+            # Previews go into the ledger's record too: a re-run that finds the item delivered
+            # has no image bytes to make them from.
+            delivered = with_previews(
+                deliver_result(result, item_id, s3, upscale, run_time), result, index
+            )
         except Exception as exc:  # noqa: BLE001 - reported in the item's record
             error = exc
         else:

@@ -200,6 +200,7 @@ def test_thirty_items_two_refused_are_reported_and_a_rerun_pays_only_for_them(
     assert "(28 from cache)" in again.message
     gallery = read_artifacts(again.state_details.flow_run_id)[artifact_key(FLOW, "gallery")]
     assert "28 items from the cache, not paid again" in gallery.data
+    assert_gallery_shape(gallery.data, previews=22)  # kept from the first run's delivery
 
 
 def test_all_or_nothing_fails_the_run_but_delivers_the_rest(
