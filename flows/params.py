@@ -10,9 +10,10 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from prefect_cometapi.errors import ValidationError
+from prefect_cometapi.image_params import form_params, validated_names
 from prefect_cometapi.models import GeneratedImage
 from prefect_cometapi.s3.keys import (
     DEFAULT_ITEM_KEY_TEMPLATE,
@@ -21,7 +22,7 @@ from prefect_cometapi.s3.keys import (
     validate_bucket_name,
 )
 from prefect_cometapi.upscaling import plan_upscale
-from prefect_cometapi.validation import DEFAULT_MODEL, parse_size, validate_params
+from prefect_cometapi.validation import DEFAULT_MODEL, parse_size, validate_options
 
 SizePreset = Literal[
     "auto",
@@ -68,7 +69,49 @@ def _wxh(value: str | None, param: str) -> str | None:
     return text
 
 
-class ImageOptions(BaseModel):
+#: How the form shows the image parameters: a drop-down type and a UI default where it differs
+#: from the API's, with a description. Parameters of the schema (:data:`IMAGE_PARAMS
+#: <prefect_cometapi.image_params.IMAGE_PARAMS>`) not listed here appear with the schema's type,
+#: default and text; ``custom_size`` is the form's own (a free ``WxH`` beside the presets).
+#: The order is the form's.
+IMAGE_FORM: dict[str, tuple[Any, Any]] = {
+    "size": (SizePreset, Field("1024x1024", description="Size preset of the generated image.")),
+    "custom_size": (
+        str | None,
+        Field(None, description="Custom WxH (e.g. 1792x1024); overrides the preset when set."),
+    ),
+    "quality": (Quality, Field("medium", description="Rendering quality (low is cheapest).")),
+    "output_format": (OutputFormat, Field("png", description="Image format the API returns.")),
+    "output_compression": (
+        int | None,
+        Field(None, ge=0, le=100, description="Compression 0-100 for jpeg/webp (empty for png)."),
+    ),
+    "background": (Background, Field("auto", description="transparent needs png or webp.")),
+    "moderation": (Moderation, Field("auto", description="Content moderation strictness.")),
+    "n": (int, Field(1, ge=1, le=10, description="Images per prompt (each one is billed).")),
+    "model": (str, Field(DEFAULT_MODEL, description="Model name.")),
+    "variant": (
+        int,
+        Field(0, ge=0, description="Bump to get new images for an identical request (cache key)."),
+    ),
+}
+_FORM_ONLY = ("custom_size",)
+
+
+def _image_fields() -> dict[str, Any]:
+    """The fields of :class:`ImageOptions`: :data:`IMAGE_FORM`, then the schema's others."""
+    names = {p.name for p in form_params()}
+    unknown = set(IMAGE_FORM) - names - set(_FORM_ONLY)
+    if unknown:
+        raise RuntimeError(f"IMAGE_FORM names parameters the schema lacks: {sorted(unknown)}")
+    fields = dict(IMAGE_FORM)
+    for p in form_params():
+        if p.name not in fields:
+            fields[p.name] = (p.annotation, Field(p.default, description=p.doc))
+    return fields
+
+
+class _ImageOptionsBase(BaseModel):
     """What to ask the Images API for (one request per item).
 
     Attributes:
@@ -87,61 +130,33 @@ class ImageOptions(BaseModel):
 
     model_config = _FROZEN
 
-    size: SizePreset = Field("1024x1024", description="Size preset of the generated image.")
-    custom_size: str | None = Field(
-        None, description="Custom WxH (e.g. 1792x1024); overrides the preset when set."
-    )
-    quality: Quality = Field("medium", description="Rendering quality (low is cheapest).")
-    output_format: OutputFormat = Field("png", description="Image format the API returns.")
-    output_compression: int | None = Field(
-        None, ge=0, le=100, description="Compression 0-100 for jpeg/webp (empty for png)."
-    )
-    background: Background = Field("auto", description="transparent needs png or webp.")
-    moderation: Moderation = Field("auto", description="Content moderation strictness.")
-    n: int = Field(1, ge=1, le=10, description="Images per prompt (each one is billed).")
-    model: str = Field(DEFAULT_MODEL, description="Model name.")
-    variant: int = Field(
-        0, ge=0, description="Bump to get new images for an identical request (cache key)."
-    )
-
     @model_validator(mode="after")
-    def _check(self) -> ImageOptions:
-        validate_params(
-            model=self.model,
-            prompt="-",
-            n=self.n,
-            size=self.request_size,
-            quality=self.quality,
-            output_format=self.output_format,
-            output_compression=self.output_compression,
-            background=self.background,
-            moderation=self.moderation,
+    def _check(self) -> _ImageOptionsBase:
+        validate_options(
+            **{k: v for k, v in self.request_kwargs().items() if k in validated_names()}
         )
         return self
 
     @property
     def request_size(self) -> str:
         """The size sent to the API: ``custom_size`` if set, else the preset."""
-        return _wxh(self.custom_size, "custom_size") or self.size
+        return _wxh(getattr(self, "custom_size", None), "custom_size") or self.size
 
     def request_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``generate_image`` / ``edit_image``.
 
         Returns:
-            ``model``, ``n``, ``size``, ``quality``, ``output_format``, ``output_compression``,
-            ``background``, ``moderation`` and ``variant``.
+            Every image parameter the form holds (``size`` as :attr:`request_size`).
         """
-        return {
-            "model": self.model,
-            "n": self.n,
-            "size": self.request_size,
-            "quality": self.quality,
-            "output_format": self.output_format,
-            "output_compression": self.output_compression,
-            "background": self.background,
-            "moderation": self.moderation,
-            "variant": self.variant,
-        }
+        values = {p.name: getattr(self, p.name) for p in form_params()}
+        values["size"] = self.request_size
+        return values
+
+
+ImageOptions = create_model(
+    "ImageOptions", __base__=_ImageOptionsBase, __module__=__name__, **_image_fields()
+)
+ImageOptions.__doc__ = _ImageOptionsBase.__doc__
 
 
 class UpscaleOptions(BaseModel):

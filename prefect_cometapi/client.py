@@ -30,10 +30,9 @@ import time
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, TypedDict, Union
+from typing import IO, Any, Union
 
 import httpx
-from typing_extensions import Unpack
 
 from prefect_cometapi.errors import (
     APIConnectionError,
@@ -46,10 +45,10 @@ from prefect_cometapi.errors import (
     error_class_for,
     redact,
 )
+from prefect_cometapi.image_params import image_request, request_defaults, validated_names
 from prefect_cometapi.models import GeneratedImage, ImageResult, Usage
 from prefect_cometapi.pricing import ModelPrice, cost_usd
 from prefect_cometapi.validation import (
-    DEFAULT_MODEL,
     MAX_IMAGE_BYTES,
     inspect_image,
     validate_edit_images,
@@ -131,30 +130,6 @@ def _read_image(source: ImageInput, param: str) -> tuple[bytes, str]:
     raise ValidationError(param, "must be bytes, a path or a binary file object", type(source))
 
 
-#: Sent with every request, so both clients (and every call path) send the same body.
-_DEFAULTS: dict[str, Any] = {"model": DEFAULT_MODEL, "n": 1, "size": "auto"}
-
-
-class GenerateOptions(TypedDict, total=False):
-    """The optional parameters of ``generate`` (see :meth:`CometAPIClient.generate`)."""
-
-    model: str
-    n: int
-    size: str
-    quality: str | None
-    background: str | None
-    output_format: str | None
-    output_compression: int | None
-    moderation: str | None
-    user: str | None
-
-
-class EditOptions(GenerateOptions, total=False):
-    """The optional parameters of ``edit`` (see :meth:`CometAPIClient.edit`)."""
-
-    input_fidelity: str | None
-
-
 def _drop_none(values: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
@@ -190,7 +165,7 @@ class _ClientCore:
 
     def prepare_generate(self, prompt: str, **options: Any) -> _Prepared:
         """Validate and build a ``POST /images/generations`` request."""
-        params = _drop_none({**_DEFAULTS, **options})
+        params = _drop_none({**request_defaults(), **options})
         validate_params(prompt=prompt, **_validated_subset(params))
         body = {"prompt": prompt, **params}
         return _Prepared("/images/generations", params["model"], prompt, params, json=body)
@@ -203,7 +178,7 @@ class _ClientCore:
         **options: Any,
     ) -> _Prepared:
         """Validate and build a multipart ``POST /images/edits`` request."""
-        params = _drop_none({**_DEFAULTS, **options})
+        params = _drop_none({**request_defaults(), **options})
         validate_params(prompt=prompt, **_validated_subset(params))
         sources = list(image) if isinstance(image, (list, tuple)) else [image]
         many = len(sources) > 1
@@ -452,11 +427,7 @@ class _ClientCore:
 
 
 def _validated_subset(params: dict[str, Any]) -> dict[str, Any]:
-    keys = (
-        "model", "n", "size", "quality", "output_format", "output_compression",
-        "background", "moderation", "input_fidelity",
-    )  # fmt: skip
-    return {k: params[k] for k in keys if k in params}
+    return {k: params[k] for k in validated_names() if k in params}
 
 
 def _filename(name: str, fmt: str) -> str:
@@ -555,36 +526,15 @@ class CometAPIClient:
         if self._owns_http:
             self._http.close()
 
-    def generate(
-        self,
-        prompt: str,
-        *,
-        model: str = DEFAULT_MODEL,
-        n: int = 1,
-        size: str = "auto",
-        quality: str | None = None,
-        background: str | None = None,
-        output_format: str | None = None,
-        output_compression: int | None = None,
-        moderation: str | None = None,
-        user: str | None = None,
-    ) -> ImageResult:
+    @image_request("generations")
+    def generate(self, prompt: str, **params: Any) -> ImageResult:
         """Create images from a prompt (``POST /images/generations``).
 
         Every parameter is validated before anything is sent.
 
         Args:
             prompt: What to draw (at most 32,000 characters).
-            model: The model (default ``gpt-image-2``).
-            n: Number of images, 1-10 (each is billed).
-            size: ``auto`` or ``WxH``; gpt-image-2 takes any size with both sides divisible by 16,
-                long edge <= 3840, aspect <= 3:1 and 655,360-8,294,400 pixels.
-            quality: ``low``, ``medium``, ``high`` or ``auto``.
-            background: ``transparent`` (png/webp only), ``opaque`` or ``auto``.
-            output_format: ``png``, ``jpeg`` or ``webp``.
-            output_compression: 0-100, jpeg/webp only.
-            moderation: ``low`` or ``auto``.
-            user: An end-user id for abuse monitoring.
+            {params}
 
         Returns:
             The images with their bytes, size, sha256, usage and cost.
@@ -594,29 +544,16 @@ class CometAPIClient:
             APIStatusError: A subclass matching the API's error, after retries if retryable.
             APIConnectionError: If no answer came, after retries.
         """
-        prepared = self._core.prepare_generate(
-            prompt, model=model, n=n, size=size, quality=quality, background=background,
-            output_format=output_format, output_compression=output_compression,
-            moderation=moderation, user=user,
-        )  # fmt: skip
-        return self._execute(prepared)
+        return self._execute(self._core.prepare_generate(prompt, **params))
 
+    @image_request("edits")
     def edit(
         self,
         prompt: str,
         image: ImageInput | Sequence[ImageInput],
         *,
         mask: ImageInput | None = None,
-        model: str = DEFAULT_MODEL,
-        n: int = 1,
-        size: str = "auto",
-        quality: str | None = None,
-        background: str | None = None,
-        output_format: str | None = None,
-        output_compression: int | None = None,
-        moderation: str | None = None,
-        input_fidelity: str | None = None,
-        user: str | None = None,
+        **params: Any,
     ) -> ImageResult:
         """Edit or combine images (``POST /images/edits``, multipart).
 
@@ -628,17 +565,8 @@ class CometAPIClient:
             prompt: What to change or make.
             image: One input image or a list of up to 16 (bytes, paths or binary files;
                 PNG/WebP/JPEG under 50 MB each).
+            {params}
             mask: Optional mask.
-            model: The model (default ``gpt-image-2``).
-            n: Number of images, 1-10.
-            size: As for :meth:`generate`.
-            quality: As for :meth:`generate`.
-            background: As for :meth:`generate`.
-            output_format: As for :meth:`generate`.
-            output_compression: As for :meth:`generate`.
-            moderation: As for :meth:`generate`.
-            input_fidelity: ``high``/``low``; only gpt-image-1 and gpt-image-1.5 accept it.
-            user: An end-user id.
 
         Returns:
             The images with their bytes, size, sha256, usage and cost.
@@ -648,13 +576,7 @@ class CometAPIClient:
             APIStatusError: A subclass matching the API's error, after retries if retryable.
             APIConnectionError: If no answer came, after retries.
         """
-        prepared = self._core.prepare_edit(
-            prompt, image, mask, model=model, n=n, size=size, quality=quality,
-            background=background, output_format=output_format,
-            output_compression=output_compression, moderation=moderation,
-            input_fidelity=input_fidelity, user=user,
-        )  # fmt: skip
-        return self._execute(prepared)
+        return self._execute(self._core.prepare_edit(prompt, image, mask, **params))
 
     def _execute(self, prepared: _Prepared) -> ImageResult:
         """Drive the core's exchange with blocking I/O."""
@@ -726,41 +648,57 @@ class AsyncCometAPIClient:
         if self._owns_http:
             await self._http.aclose()
 
-    async def generate(self, prompt: str, **options: Unpack[GenerateOptions]) -> ImageResult:
-        """Create images from a prompt; the parameters of :meth:`CometAPIClient.generate`.
+    @image_request("generations")
+    async def generate(self, prompt: str, **params: Any) -> ImageResult:
+        """Create images from a prompt; as :meth:`CometAPIClient.generate`.
+
+        Every parameter is validated before anything is sent.
 
         Args:
-            prompt: What to draw.
-            **options: ``model``, ``n``, ``size``, ``quality``, ``background``,
-                ``output_format``, ``output_compression``, ``moderation``, ``user``.
+            prompt: What to draw (at most 32,000 characters).
+            {params}
 
         Returns:
             The images with their bytes, size, sha256, usage and cost.
-        """
-        _check_options(options, _GENERATE_OPTIONS)
-        return await self._execute(self._core.prepare_generate(prompt, **options))
 
+        Raises:
+            ValidationError: For a parameter the API would refuse (no request is sent).
+            APIStatusError: A subclass matching the API's error, after retries if retryable.
+            APIConnectionError: If no answer came, after retries.
+        """
+        return await self._execute(self._core.prepare_generate(prompt, **params))
+
+    @image_request("edits")
     async def edit(
         self,
         prompt: str,
         image: ImageInput | Sequence[ImageInput],
         *,
         mask: ImageInput | None = None,
-        **options: Unpack[EditOptions],
+        **params: Any,
     ) -> ImageResult:
-        """Edit or combine images; the parameters of :meth:`CometAPIClient.edit`.
+        """Edit or combine images (``POST /images/edits``); as :meth:`CometAPIClient.edit`.
+
+        One image is sent as ``image``, several (up to 16) as repeated ``image[]`` parts; the
+        mask (a PNG with alpha, the size of the first image) marks with transparent pixels the
+        area to change.
 
         Args:
             prompt: What to change or make.
-            image: One input image or a list of up to 16.
-            mask: Optional PNG mask with alpha.
-            **options: As for :meth:`CometAPIClient.edit`.
+            image: One input image or a list of up to 16 (bytes, paths or binary files;
+                PNG/WebP/JPEG under 50 MB each).
+            {params}
+            mask: Optional mask.
 
         Returns:
             The images with their bytes, size, sha256, usage and cost.
+
+        Raises:
+            ValidationError: For bad parameters or input images (no request is sent).
+            APIStatusError: A subclass matching the API's error, after retries if retryable.
+            APIConnectionError: If no answer came, after retries.
         """
-        _check_options(options, _EDIT_OPTIONS)
-        return await self._execute(self._core.prepare_edit(prompt, image, mask, **options))
+        return await self._execute(self._core.prepare_edit(prompt, image, mask, **params))
 
     async def _execute(self, prepared: _Prepared) -> ImageResult:
         """Drive the core's exchange with async I/O."""
@@ -782,13 +720,3 @@ class AsyncCometAPIClient:
                     reply = await self._http.get(arg, timeout=self._timeout, follow_redirects=True)
             except httpx.HTTPError as exc:
                 error = exc
-
-
-_GENERATE_OPTIONS = frozenset(GenerateOptions.__annotations__)
-_EDIT_OPTIONS = frozenset(EditOptions.__annotations__) | _GENERATE_OPTIONS
-
-
-def _check_options(options: Mapping[str, Any], allowed: frozenset[str]) -> None:
-    unknown = sorted(set(options) - allowed)
-    if unknown:
-        raise TypeError(f"unexpected keyword argument(s): {', '.join(unknown)}")

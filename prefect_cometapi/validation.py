@@ -9,12 +9,47 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 from PIL import Image
 
 from prefect_cometapi.errors import ValidationError
+from prefect_cometapi.image_params import DEFAULT_MODEL
 
-DEFAULT_MODEL = "gpt-image-2"
+__all__ = [
+    "BACKGROUNDS",
+    "DEFAULT_MODEL",
+    "EDIT_IMAGE_FORMATS",
+    "INPUT_FIDELITIES",
+    "INPUT_FIDELITY_MODELS",
+    "LEGACY_MODELS",
+    "LEGACY_SIZES",
+    "MAX_ASPECT",
+    "MAX_EDGE",
+    "MAX_EDIT_IMAGES",
+    "MAX_IMAGE_BYTES",
+    "MAX_MASK_BYTES",
+    "MAX_N",
+    "MAX_PIXELS",
+    "MAX_PROMPT_CHARS",
+    "MIN_PIXELS",
+    "MODERATIONS",
+    "OUTPUT_FORMATS",
+    "QUALITIES",
+    "SIZE_MULTIPLE",
+    "ImageInfo",
+    "base_model",
+    "inspect_image",
+    "is_flexible_size_model",
+    "is_legacy_model",
+    "parse_size",
+    "validate_edit_images",
+    "validate_options",
+    "validate_params",
+    "validate_prompt",
+    "validate_size",
+]
+
 MAX_PROMPT_CHARS = 32_000
 MAX_N = 10
 MAX_EDIT_IMAGES = 16
@@ -150,10 +185,9 @@ def validate_prompt(prompt: object) -> str:
     return prompt
 
 
-def validate_params(
+def validate_options(
     *,
     model: str,
-    prompt: object,
     n: object = 1,
     size: str = "auto",
     quality: str | None = None,
@@ -163,11 +197,10 @@ def validate_params(
     moderation: str | None = None,
     input_fidelity: str | None = None,
 ) -> None:
-    """Check every parameter shared by generations and edits.
+    """Check the request parameters other than the prompt (what the flows' forms hold).
 
     Args:
         model: Model name (must be non-empty).
-        prompt: The prompt.
         n: Number of images, 1..10.
         size: See :func:`validate_size`.
         quality: low|medium|high|auto or ``None``.
@@ -180,9 +213,7 @@ def validate_params(
     Raises:
         ValidationError: On the first rule broken.
     """
-    if not isinstance(model, str) or not model.strip():
-        raise ValidationError("model", "must be a non-empty model name, e.g. 'gpt-image-2'", model)
-    validate_prompt(prompt)
+    _check_model(model)
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_N:
         raise ValidationError("n", f"must be an integer from 1 to {MAX_N}", n)
     validate_size(model, size)
@@ -220,6 +251,27 @@ def validate_params(
                 f"is not supported by {model} (only {', '.join(INPUT_FIDELITY_MODELS)}); "
                 "leave it unset",
             )
+
+
+def validate_params(*, prompt: object, **options: Any) -> None:
+    """Check a whole request: the prompt (:func:`validate_prompt`) and every other parameter
+    (:func:`validate_options`).
+
+    Args:
+        prompt: The prompt.
+        **options: The arguments of :func:`validate_options`.
+
+    Raises:
+        ValidationError: On the first rule broken.
+    """
+    _check_model(options.get("model"))
+    validate_prompt(prompt)
+    validate_options(**options)
+
+
+def _check_model(model: object) -> None:
+    if not isinstance(model, str) or not model.strip():
+        raise ValidationError("model", "must be a non-empty model name, e.g. 'gpt-image-2'", model)
 
 
 @dataclass(frozen=True)

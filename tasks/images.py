@@ -22,11 +22,11 @@ from prefect.runtime import task_run as runtime_task_run
 from prefect_cometapi.blocks import CometAPICredentials
 from prefect_cometapi.caching.policy import image_cache_policy
 from prefect_cometapi.errors import retry_on_transient
+from prefect_cometapi.image_params import image_request
 from prefect_cometapi.inputs import EditSource, resolve_inputs
 from prefect_cometapi.limits import api_budget
 from prefect_cometapi.models import ImageResult
 from prefect_cometapi.text import excerpt, slugify
-from prefect_cometapi.validation import DEFAULT_MODEL
 
 __all__ = ["CACHE_EXPIRATION", "TASK_RETRIES", "edit_image", "generate_image"]
 
@@ -83,21 +83,14 @@ def _credentials(credentials: CometAPICredentials | None) -> CometAPICredentials
 
 
 @task(name="generate-image", task_run_name=_run_name("generate-image"), **_TASK_OPTIONS)
+@image_request("generations", task=True)
 def generate_image(
     prompt: str,
     credentials: CometAPICredentials | None = None,
-    model: str = DEFAULT_MODEL,
-    n: int = 1,
-    size: str = "auto",
-    quality: str | None = None,
-    background: str | None = None,
-    output_format: str | None = None,
-    output_compression: int | None = None,
-    moderation: str | None = None,
-    user: str | None = None,
-    variant: int = 0,
+    *,
     concurrency_limit: str | None = None,
     rate_limit: str | None = None,
+    **params: Any,
 ) -> ImageResult:
     """Generate images from a prompt (``POST /images/generations``), cached and retried.
 
@@ -112,17 +105,7 @@ def generate_image(
         prompt: What to draw (at most 32,000 characters).
         credentials: A ``CometAPICredentials`` block; the ``COMETAPI_KEY`` environment variable
             and the default base URL when omitted.
-        model: The model (default ``gpt-image-2``).
-        n: Number of images, 1-10 (each is billed).
-        size: ``auto`` or ``WxH`` (gpt-image-2: sides divisible by 16, long edge <= 3840,
-            aspect <= 3:1, 655,360-8,294,400 pixels).
-        quality: ``low``, ``medium``, ``high`` or ``auto``.
-        background: ``transparent`` (png/webp), ``opaque`` or ``auto``.
-        output_format: ``png``, ``jpeg`` or ``webp``.
-        output_compression: 0-100, jpeg/webp only.
-        moderation: ``low`` or ``auto``.
-        user: An end-user id for abuse monitoring (not part of the cache key).
-        variant: Part of the cache key only: change it to get a new image for the same request.
+        {params}
         concurrency_limit: Name of a Prefect global concurrency limit to hold a slot of during
             the API call (shared by every worker).
         rate_limit: Name of a Prefect global concurrency limit with slot decay, used as a rate.
@@ -143,15 +126,12 @@ def generate_image(
         ```
     """
     started = time.monotonic()
+    params.pop("variant")
     with (
         _credentials(credentials).get_client() as client,
         api_budget(concurrency_limit, rate_limit),
     ):
-        result = client.generate(
-            prompt, model=model, n=n, size=size, quality=quality, background=background,
-            output_format=output_format, output_compression=output_compression,
-            moderation=moderation, user=user,
-        )  # fmt: skip
+        result = client.generate(prompt, **params)
     _log_summary("generated", result, time.monotonic() - started)
     return result
 
@@ -160,25 +140,17 @@ ImageSource = EditSource
 
 
 @task(name="edit-image", task_run_name=_run_name("edit-image"), **_TASK_OPTIONS)
+@image_request("edits", task=True)
 def edit_image(
     prompt: str,
     images: ImageSource | list[ImageSource],
     mask: ImageSource | None = None,
     credentials: CometAPICredentials | None = None,
-    model: str = DEFAULT_MODEL,
-    n: int = 1,
-    size: str = "auto",
-    quality: str | None = None,
-    background: str | None = None,
-    output_format: str | None = None,
-    output_compression: int | None = None,
-    moderation: str | None = None,
-    input_fidelity: str | None = None,
-    user: str | None = None,
-    variant: int = 0,
+    *,
     s3_endpoint_url: str | None = None,
     concurrency_limit: str | None = None,
     rate_limit: str | None = None,
+    **params: Any,
 ) -> ImageResult:
     """Edit or combine images (``POST /images/edits``), cached and retried like
     :func:`generate_image`.
@@ -193,17 +165,7 @@ def edit_image(
         mask: Optional PNG with alpha, the size of the first image (transparent = edit here),
             from the same kinds of source.
         credentials: A ``CometAPICredentials`` block; ``COMETAPI_KEY`` when omitted.
-        model: The model (default ``gpt-image-2``).
-        n: Number of images, 1-10.
-        size: ``auto`` (the input's size) or ``WxH``.
-        quality: ``low``, ``medium``, ``high`` or ``auto``.
-        background: ``transparent`` (png/webp), ``opaque`` or ``auto``.
-        output_format: ``png``, ``jpeg`` or ``webp``.
-        output_compression: 0-100, jpeg/webp only.
-        moderation: ``low`` or ``auto``.
-        input_fidelity: ``high``/``low``; gpt-image-1 and gpt-image-1.5 only.
-        user: An end-user id.
-        variant: Part of the cache key only: change it to get a new image.
+        {params}
         s3_endpoint_url: Endpoint for ``s3://`` inputs on S3-compatible stores.
         concurrency_limit: Name of a Prefect global concurrency limit (slots).
         rate_limit: Name of a Prefect global concurrency limit with slot decay.
@@ -212,16 +174,12 @@ def edit_image(
         The images with the request's usage and cost.
     """
     started = time.monotonic()
+    params.pop("variant")
     image_bytes, mask_bytes = resolve_inputs(images, mask, s3_endpoint_url)
     with (
         _credentials(credentials).get_client() as client,
         api_budget(concurrency_limit, rate_limit),
     ):
-        result = client.edit(
-            prompt, image_bytes, mask=mask_bytes, model=model, n=n, size=size, quality=quality,
-            background=background, output_format=output_format,
-            output_compression=output_compression, moderation=moderation,
-            input_fidelity=input_fidelity, user=user,
-        )  # fmt: skip
+        result = client.edit(prompt, image_bytes, mask=mask_bytes, **params)
     _log_summary("edited", result, time.monotonic() - started)
     return result

@@ -1,6 +1,6 @@
 """The image cache: its key, its policy and the lock managers that keep it from paying twice."""
 
-from prefect_cometapi.caching.keys import KEY_PARAMS, image_cache_key
+from prefect_cometapi.caching.keys import image_cache_key
 from prefect_cometapi.caching.locks import (
     LOCK_DIR_ENV,
     LOCK_MANAGER_ENV,
@@ -18,7 +18,6 @@ from prefect_cometapi.caching.policy import (
 )
 
 __all__ = [
-    "KEY_PARAMS",
     "KEY_STORAGE_ENV",
     "LOCK_DIR_ENV",
     "LOCK_MANAGER_ENV",

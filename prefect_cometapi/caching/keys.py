@@ -6,13 +6,10 @@ import hashlib
 import json
 from typing import Any
 
-__all__ = ["CACHE_KEY_VERSION", "KEY_PARAMS", "image_cache_key"]
+from prefect_cometapi.image_params import cache_key_names
 
-#: The task inputs that determine the image (besides the input images, hashed separately).
-KEY_PARAMS = (
-    "model", "prompt", "n", "size", "quality", "output_format", "output_compression",
-    "background", "moderation", "input_fidelity", "variant",
-)  # fmt: skip
+__all__ = ["CACHE_KEY_VERSION", "image_cache_key"]
+
 CACHE_KEY_VERSION = "v1"
 
 
@@ -26,7 +23,8 @@ def image_cache_key(
 
     Args:
         endpoint: ``"generations"`` or ``"edits"``.
-        params: Task inputs; only the names in :data:`KEY_PARAMS` are used.
+        params: Task inputs; only the prompt and the parameters marked ``cache_key`` in
+            :data:`~prefect_cometapi.image_params.IMAGE_PARAMS` are used.
         image_sha256: The sha256 of every input image, in order (edits).
         mask_sha256: The sha256 of the mask (edits).
 
@@ -36,7 +34,8 @@ def image_cache_key(
     material = {
         "v": CACHE_KEY_VERSION,
         "endpoint": endpoint,
-        **{name: params.get(name) for name in KEY_PARAMS},
+        "prompt": params.get("prompt"),
+        **{name: params.get(name) for name in cache_key_names()},
         "images": list(image_sha256 or []),
         "mask": mask_sha256,
     }
