@@ -162,12 +162,18 @@ ImageOptions.__doc__ = _ImageOptionsBase.__doc__
 class UpscaleOptions(BaseModel):
     """Optional resize after generation (Lanczos), e.g. 1536x864 -> 3840x2160.
 
+    A ``WxH`` target is the exact size of the result. With the default mode ``cover`` an image
+    of another aspect is centre-cropped to the target's; generate at the target's aspect
+    (1536x864 for 16:9 targets, 864x1536 for 9:16) to keep the whole picture. ``fit`` keeps the
+    whole picture inside the target and is refused before any request when the generated size
+    has another aspect (the result would be smaller than the target on one side).
+
     Attributes:
         target: A preset target; ``none`` for no upscale.
         custom_size: Any other ``WxH`` target; wins over ``target``.
         long_edge: Make the longer side this long instead (wins over both sizes).
-        mode: How a ``WxH`` target is met: ``fit`` inside it (aspect kept), ``cover`` it
-            exactly with a centre crop, or ``stretch`` to it.
+        mode: How a ``WxH`` target is met: ``cover`` it exactly with a centre crop (default),
+            ``fit`` the same aspect into it, or ``stretch`` to it.
         output_format: ``same`` keeps the generated format.
         quality: JPEG/WebP quality.
         sharpen: A light unsharp mask after resizing.
@@ -175,12 +181,22 @@ class UpscaleOptions(BaseModel):
 
     model_config = _FROZEN
 
-    target: UpscaleTarget = Field("none", description="Upscale target; none = keep the size.")
+    target: UpscaleTarget = Field(
+        "none",
+        description="Exact size of the result; none = keep the generated size. Generate at the "
+        "same aspect (e.g. 1536x864 for 16:9) to keep the whole picture; otherwise mode cover "
+        "crops it.",
+    )
     custom_size: str | None = Field(None, description="Custom WxH target; overrides target.")
     long_edge: int | None = Field(
         None, ge=16, le=7680, description="Longer side in pixels; overrides both sizes."
     )
-    mode: UpscaleMode = Field("fit", description="fit (keep aspect), cover (crop), stretch.")
+    mode: UpscaleMode = Field(
+        "cover",
+        description="cover: exactly the target, centre-cropped if the aspect differs; fit: only "
+        "for images of the target's aspect (refused otherwise); stretch: exactly the target, "
+        "distorted.",
+    )
     output_format: UpscaleFormat = Field("same", description="Format of the upscaled file.")
     quality: int = Field(90, ge=1, le=100, description="JPEG/WebP quality of the upscale.")
     sharpen: bool = Field(False, description="Light unsharp mask after resizing.")
@@ -218,8 +234,9 @@ class UpscaleOptions(BaseModel):
 
         The images come back at the requested size, so the upscale's output can be planned now:
         a target over the 8K pixel cap or smaller than the images would otherwise fail only
-        after the API has billed them. Nothing is checked when disabled or when the size is
-        ``auto`` (unknown until the images exist).
+        after the API has billed them, and ``fit`` into a target of another aspect would give
+        less than the target. With size ``auto`` (unknown until the images exist) only ``fit``
+        to a ``WxH`` target is refused, since it may not give the target.
 
         Args:
             request_size: The size sent to the API (``ImageOptions.request_size``).
@@ -227,18 +244,34 @@ class UpscaleOptions(BaseModel):
         Raises:
             ValidationError: ``param="upscale"`` naming the rule the target breaks.
         """
-        dims = parse_size(request_size)
-        if not self.enabled or dims is None:
+        if not self.enabled:
             return
         kwargs = self.task_kwargs()
+        target = kwargs.get("size")
+        dims = parse_size(request_size)
+        if dims is None:
+            if target is not None and self.mode == "fit":
+                raise ValidationError(
+                    "upscale",
+                    f"mode fit cannot promise {target} from size auto (the aspect is unknown "
+                    "until the image exists): choose a size of the target's aspect, or mode "
+                    "cover",
+                )
+            return
         try:
-            plan_upscale(
-                dims, size=kwargs.get("size"), long_edge=kwargs.get("long_edge"), mode=self.mode
+            out, _ = plan_upscale(
+                dims, size=target, long_edge=kwargs.get("long_edge"), mode=self.mode
             )
         except ValidationError as exc:
             raise ValidationError(
                 "upscale", f"{exc.rule} (the images are generated at {request_size})"
             ) from None
+        if target is not None and f"{out[0]}x{out[1]}" != target:
+            raise ValidationError(
+                "upscale",
+                f"mode fit gives {out[0]}x{out[1]} from {request_size}, not the target {target}: "
+                "generate at the target's aspect, or use mode cover (centre crop) or stretch",
+            )
 
 
 class S3Options(BaseModel):
