@@ -269,6 +269,7 @@ class BenchEnv:
                 "prefect_cometapi.emulator",
                 "--port",
                 "0",
+                "--control",
                 "--latency",
                 str(self.latency_s),
             ],
@@ -330,7 +331,9 @@ class BenchEnv:
     def reset_emulator(self) -> None:
         """Clear the emulator's log and counters (its peak in flight too)."""
         url = self.emulator_url.removesuffix("/v1") + "/_emulator/reset"
-        request = urllib.request.Request(url, data=b"", method="POST")
+        request = urllib.request.Request(
+            url, data=b"{}", method="POST", headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(request, timeout=30):  # noqa: S310 - loopback only
             pass
 

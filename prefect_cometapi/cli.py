@@ -45,6 +45,11 @@ def _add_emulator_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="answer flat drawings (~0.1 MB) instead of images as heavy as the real API's (~2 MB)",
     )
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="serve the /_emulator/state|reset|config|script control endpoints (JSON only)",
+    )
 
 
 def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -67,16 +72,16 @@ def _run_emulator(args: argparse.Namespace) -> int:
         seed=args.seed,
         light_images=args.light_images,
     )
-    emulator = Emulator(config, host=args.host, port=args.port)
+    emulator = Emulator(config, host=args.host, port=args.port, control=args.control)
     try:
         emulator.start()
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(emulator.base_url, flush=True)
+    control = f"state: {emulator.url}/_emulator/state" if args.control else "no --control"
     print(
-        f"CometAPI emulator serving at {emulator.base_url} (state: {emulator.url}/_emulator/state)."
-        " Press Ctrl-C to stop.",
+        f"CometAPI emulator serving at {emulator.base_url} ({control}). Press Ctrl-C to stop.",
         file=sys.stderr,
         flush=True,
     )

@@ -24,7 +24,7 @@ TEST_API_KEY = "sk-test-emulator-0123456789abcdef"
 def emulator_server() -> Iterator[Emulator]:
     """The emulator for the whole session (use ``emulator`` in tests to get it reset)."""
     config = EmulatorConfig(api_keys=frozenset({TEST_API_KEY}), light_images=True)
-    with Emulator(config) as emu:
+    with Emulator(config, control=True) as emu:
         yield emu
 
 

@@ -19,7 +19,7 @@ from fixtures_emulator import TEST_API_KEY
 from PIL import Image, ImageDraw
 
 from prefect_cometapi.cli import build_parser
-from prefect_cometapi.emulator import FAULTS, Emulator
+from prefect_cometapi.emulator import FAULTS, Emulator, EmulatorConfig
 from prefect_cometapi.pricing import estimate_output_tokens, estimate_text_tokens
 
 GEN = "/images/generations"
@@ -644,6 +644,11 @@ def test_latency_does_not_serialise_requests(emulator: Emulator) -> None:
 # --- control endpoints, routes, CLI ---------------------------------------------------------
 
 
+def control(root: str, name: str, body: object | None = None) -> httpx.Response:
+    """POST a JSON body to a control endpoint."""
+    return httpx.post(f"{root}/_emulator/{name}", json={} if body is None else body)
+
+
 def test_control_endpoints(http: httpx.Client, emulator: Emulator) -> None:
     root = emulator.url
     gen(http, n=2, size="1024x640", quality="low")
@@ -652,23 +657,67 @@ def test_control_endpoints(http: httpx.Client, emulator: Emulator) -> None:
     assert state["in_flight"] == 0 and state["peak_in_flight"] == 1
     assert state["records"][0]["endpoint"] == "generations" and "headers" not in state["records"][0]
 
-    cfg = httpx.post(root + "/_emulator/config", json={"latency_s": 0.05, "rate_429": 0}).json()
+    cfg = control(root, "config", {"latency_s": 0.05, "rate_429": 0}).json()
     assert cfg["latency_s"] == 0.05 and emulator.config.latency_s == 0.05
-    assert httpx.post(root + "/_emulator/config", json={"bogus": 1}).status_code == 400
-    assert httpx.post(root + "/_emulator/script", json={"faults": ["503", "ok"]}).status_code == 200
-    assert httpx.post(root + "/_emulator/script", json={"faults": ["meteor"]}).status_code == 400
+    assert control(root, "config", {"bogus": 1}).status_code == 400
+    assert control(root, "script", {"faults": ["503", "ok"]}).status_code == 200
+    assert control(root, "script", {"faults": ["meteor"]}).status_code == 400
     assert gen(http, size="1024x640").status_code == 503
     assert gen(http, size="1024x640").status_code == 200
 
-    assert httpx.post(root + "/_emulator/reset").json() == {"ok": True}
+    assert control(root, "reset").json() == {"ok": True}
     state = httpx.get(root + "/_emulator/state").json()
     assert (state["requests"], state["billed_images"], state["records"]) == (0, 0, [])
     assert emulator.config.latency_s == 0.0
     assert emulator.config.api_keys == frozenset({TEST_API_KEY})
 
 
+def test_control_endpoints_never_show_the_configured_keys(emulator: Emulator) -> None:
+    root = emulator.url
+    answers = [
+        httpx.get(root + "/_emulator/state").text,
+        control(root, "config", {"latency_s": 0}).text,
+        control(root, "config", {"api_keys": ["sk-other-secret-1", "sk-other-secret-2"]}).text,
+        httpx.get(root + "/_emulator/state").text,
+    ]
+    for text in answers:
+        assert TEST_API_KEY not in text and "sk-other-secret" not in text, text
+    assert httpx.get(root + "/_emulator/state").json()["config"]["api_keys"] == 2
+
+
+@pytest.mark.parametrize(
+    "send",
+    [
+        {"content": b'{"latency_s": 5}'},  # no content type at all
+        {"content": b'{"latency_s": 5}', "headers": {"content-type": "text/plain"}},
+        {"data": {"latency_s": "5"}},  # an HTML form post
+        {"files": {"latency_s": ("x", b"5")}},  # multipart
+    ],
+    ids=["no-type", "text-plain", "form", "multipart"],
+)
+def test_control_endpoints_accept_only_json(emulator: Emulator, send: dict) -> None:
+    for name in ("config", "script", "reset"):
+        resp = httpx.post(f"{emulator.url}/_emulator/{name}", **send)
+        assert resp.status_code == 415, (name, resp.text)
+        assert "application/json" in resp.json()["error"]["message"]
+    assert emulator.config.latency_s == 0.0
+
+
+def test_control_endpoints_are_off_without_the_flag(api_key: str) -> None:
+    with Emulator(EmulatorConfig(api_keys=frozenset({api_key}))) as emu:
+        for method, name in (("GET", "state"), ("POST", "reset"), ("POST", "config")):
+            resp = httpx.request(method, f"{emu.url}/_emulator/{name}", json={"latency_s": 9})
+            assert resp.status_code == 404, (name, resp.text)
+            assert api_key not in resp.text
+        assert emu.config.latency_s == 0.0
+        assert httpx.get(emu.url + "/_emulator/health").json() == {"ok": True}
+        # The Python API needs no flag.
+        emu.configure(latency_s=0.01)
+        assert emu.config.latency_s == 0.01
+
+
 def test_config_endpoint_sets_api_keys(emulator: Emulator) -> None:
-    httpx.post(emulator.url + "/_emulator/config", json={"api_keys": ["sk-other"]})
+    control(emulator.url, "config", {"api_keys": ["sk-other"]})
     assert emulator.config.api_keys == frozenset({"sk-other"})
     resp = httpx.post(
         emulator.base_url + GEN,
@@ -714,6 +763,7 @@ def test_emulator_runs_as_a_process() -> None:
             "sk-proc",
             "--seed",
             "3",
+            "--control",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -14,8 +14,9 @@ against it unchanged::
 
 Faults come from ``X-Emulator-Fault: <name>``, a ``[[fault:<name>]]`` marker in the prompt,
 :meth:`Emulator.script`, or the config's random rates (in that order of precedence); see
-:data:`FAULTS`. Out of process: ``prefect-cometapi emulator --port 8000`` and the
-``/_emulator/state|reset|config|script`` control endpoints.
+:data:`FAULTS`. Out of process: ``prefect-cometapi emulator --port 8000``; with ``--control``
+(``Emulator(control=True)``) it also serves the ``/_emulator/state|reset|config|script`` control
+endpoints (JSON bodies only; the configured keys are never shown).
 """
 
 from prefect_cometapi.emulator.faults import FAULTS

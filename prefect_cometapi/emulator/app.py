@@ -1,4 +1,11 @@
-"""The Starlette application: the two image endpoints plus the ``/_emulator/*`` control API."""
+"""The Starlette application: the two image endpoints plus the ``/_emulator/*`` control API.
+
+The control API (state, reset, config, script) changes what the emulator answers and shows what
+it received, so it is off unless the app is built with ``control=True`` (the ``--control`` flag
+of ``prefect-cometapi emulator``). Its POST endpoints accept only ``application/json`` bodies
+(a web page cannot send those to another origin without a CORS preflight, which the emulator
+never grants), and no answer ever contains the configured API keys.
+"""
 
 from __future__ import annotations
 
@@ -35,6 +42,16 @@ async def _edits(request: Request) -> Response:
     return await handle_image_request(request, "edits")
 
 
+_JSON_ONLY = (
+    "the control endpoints accept only Content-Type: application/json (send {} for no fields)"
+)
+
+
+def _is_json(request: Request) -> bool:
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return kind == "application/json"
+
+
 async def _read_json(request: Request) -> Any:
     raw = await request.body()
     if not raw.strip():
@@ -51,12 +68,16 @@ async def _health(request: Request) -> Response:
 
 
 async def _reset(request: Request) -> Response:
+    if not _is_json(request):
+        return error_response(415, _JSON_ONLY, "invalid_request_error")
     request.app.state.emulator.reset()
     return JSONResponse({"ok": True})
 
 
 async def _config(request: Request) -> Response:
     state: EmulatorState = request.app.state.emulator
+    if not _is_json(request):
+        return error_response(415, _JSON_ONLY, "invalid_request_error")
     try:
         changes = await _read_json(request)
         if not isinstance(changes, dict):
@@ -69,6 +90,8 @@ async def _config(request: Request) -> Response:
 
 async def _script(request: Request) -> Response:
     state: EmulatorState = request.app.state.emulator
+    if not _is_json(request):
+        return error_response(415, _JSON_ONLY, "invalid_request_error")
     try:
         body = await _read_json(request)
         faults = body.get("faults") if isinstance(body, dict) else None
@@ -87,11 +110,13 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     )
 
 
-def create_app(state: EmulatorState) -> Starlette:
+def create_app(state: EmulatorState, control: bool = False) -> Starlette:
     """Build the emulator's ASGI app around a state.
 
     Args:
         state: The shared configuration, log and counters.
+        control: Serve the ``/_emulator/state|reset|config|script`` control endpoints (off by
+            default: anyone who can reach the port could otherwise reconfigure the emulator).
 
     Returns:
         The Starlette app (``app.state.emulator`` is ``state``).
@@ -99,16 +124,20 @@ def create_app(state: EmulatorState) -> Starlette:
     uvicorn_log = logging.getLogger("uvicorn.error")
     if _DROP_FILTER not in uvicorn_log.filters:
         uvicorn_log.addFilter(_DROP_FILTER)
-    app = Starlette(
-        routes=[
-            Route("/v1/images/generations", _generations, methods=["POST"]),
-            Route("/v1/images/edits", _edits, methods=["POST"]),
+    routes = [
+        Route("/v1/images/generations", _generations, methods=["POST"]),
+        Route("/v1/images/edits", _edits, methods=["POST"]),
+        Route("/_emulator/health", _health, methods=["GET"]),
+    ]
+    if control:
+        routes += [
             Route("/_emulator/state", _state, methods=["GET"]),
-            Route("/_emulator/health", _health, methods=["GET"]),
             Route("/_emulator/reset", _reset, methods=["POST"]),
             Route("/_emulator/config", _config, methods=["POST"]),
             Route("/_emulator/script", _script, methods=["POST"]),
-        ],
+        ]
+    app = Starlette(
+        routes=routes,
         exception_handlers={404: _http_error, 405: _http_error},
     )
     app.state.emulator = state

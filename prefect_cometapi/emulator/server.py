@@ -20,6 +20,8 @@ class Emulator:
         config: Its configuration (kept as the default that :meth:`reset` restores).
         host: Interface to bind; keep the loopback default unless you know why.
         port: Port to bind; 0 picks a free one (see :attr:`base_url`).
+        control: Serve the ``/_emulator/*`` control endpoints over HTTP (off by default; the
+            Python methods below work either way).
 
     Example:
         >>> with Emulator(EmulatorConfig(latency_s=0.1)) as emu:  # doctest: +SKIP
@@ -27,12 +29,18 @@ class Emulator:
     """
 
     def __init__(
-        self, config: EmulatorConfig | None = None, host: str = "127.0.0.1", port: int = 0
+        self,
+        config: EmulatorConfig | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        control: bool = False,
     ) -> None:
         self._state = EmulatorState(config)
         self.host = host
         self.port = port
-        self.app = create_app(self._state)
+        self.control = control
+        self.app = create_app(self._state, control=control)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
 

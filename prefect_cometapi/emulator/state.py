@@ -46,14 +46,16 @@ class EmulatorConfig:
     light_images: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        """The config as JSON-ready data (``api_keys`` as a sorted list).
+        """The config as JSON-ready data, without the keys themselves.
+
+        ``api_keys`` becomes the number of accepted keys (``None``: any key is accepted), so the
+        control endpoints never hand a configured key to whoever asks.
 
         Returns:
             A dict of every field.
         """
         data = dataclasses.asdict(self)
-        if self.api_keys is not None:
-            data["api_keys"] = sorted(self.api_keys)
+        data["api_keys"] = None if self.api_keys is None else len(self.api_keys)
         return data
 
 
