@@ -20,19 +20,19 @@ Example:
 from __future__ import annotations
 
 import functools
-import operator
 import os
 import traceback
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, UndefinedError, meta, nodes
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2 import TemplateError, TemplateSyntaxError, UndefinedError, meta, nodes
+from jinja2.sandbox import SecurityError
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from prefect_cometapi.errors import ValidationError
+from prefect_cometapi.tasks.sandbox import PromptEnvironment, render_budget
 from prefect_cometapi.validation import MAX_PROMPT_CHARS, validate_prompt
 
 TEMPLATE_SUFFIXES = (".j2", ".jinja", ".jinja2", ".txt", ".md")
@@ -44,41 +44,10 @@ MAX_TEMPLATE_BYTES = 1024 * 1024
 MAX_RENDER_CHARS = 1_000_000
 """Rendering stops (and fails) once the raw output passes this many characters."""
 
-_MAX_SEQUENCE_PRODUCT = 100_000
-_MAX_POWER_BITS = 100_000
 _OPTIONAL_FILTERS = frozenset({"default", "d"})
 _OPTIONAL_TESTS = frozenset({"defined", "undefined"})
 
-
-class _PromptEnvironment(ImmutableSandboxedEnvironment):
-    """The immutable sandbox, also refusing ``'x' * 10**10`` and ``9**9**9`` style blow-ups."""
-
-    intercepted_binops = frozenset({"*", "**"})
-
-    def call_binop(self, context: Any, operator_: str, left: Any, right: Any) -> Any:
-        """Apply ``*`` or ``**`` after checking the result stays small.
-
-        Raises:
-            SecurityError: If the result would be a huge sequence or number.
-        """
-        if operator_ == "**":
-            if isinstance(left, int) and isinstance(right, int) and right > 0:
-                if max(left.bit_length(), 1) * right > _MAX_POWER_BITS:
-                    raise SecurityError(
-                        f"to compute a power with about {left.bit_length() * right:,} bits"
-                    )
-            elif isinstance(right, (int, float)) and abs(right) > _MAX_POWER_BITS:
-                raise SecurityError(f"to compute a power with exponent {right}")
-            return operator.pow(left, right)
-        for seq, count in ((left, right), (right, left)):
-            if isinstance(seq, (str, list, tuple)) and isinstance(count, int):
-                if len(seq) * count > _MAX_SEQUENCE_PRODUCT:
-                    raise SecurityError(f"to build a sequence of {len(seq) * count:,} items")
-        return operator.mul(left, right)
-
-
-_ENV = _PromptEnvironment(
-    undefined=StrictUndefined,
+_ENV = PromptEnvironment(
     autoescape=False,
     trim_blocks=True,
     lstrip_blocks=True,
@@ -158,12 +127,17 @@ def _security_rule(exc: SecurityError) -> str:
 
 
 def _render(template: Any, variables: Mapping[str, Any]) -> str:
-    """Render with a running bound on size; exact check against the prompt limit."""
+    """Render within a fresh budget, with a running bound on size and the prompt limit."""
+    with render_budget():
+        return _collect(template.generate(variables))
+
+
+def _collect(stream: Any) -> str:
     chunks: list[str] = []
     total = 0
     first: int | None = None  # offset of the first non-space character
     last_end = 0  # offset just past the last non-space character
-    for chunk in template.generate(variables):
+    for chunk in stream:
         if chunk.strip():
             if first is None:
                 first = total + len(chunk) - len(chunk.lstrip())
@@ -192,7 +166,7 @@ def _compile(source: str, name: str | None) -> tuple[frozenset[str], Any]:
     """
     ast = _ENV.parse(source, name=name)
     required = meta.find_undeclared_variables(ast) - _optional_names(ast)
-    return frozenset(required), _ENV.from_string(ast)
+    return frozenset(required), _ENV.from_string(_ENV.parse_bounded(source, name=name))
 
 
 def render_template(
@@ -268,6 +242,8 @@ def render_template(
         ) from None
     except RecursionError:
         raise ValidationError("template", "rendering recursed too deeply") from None
+    except MemoryError:
+        raise ValidationError("template", "rendering ran out of memory; stopped") from None
     return validate_prompt(rendered.strip())
 
 

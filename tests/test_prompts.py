@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 from prefect import flow
 
 from prefect_cometapi.errors import ValidationError
+from prefect_cometapi.tasks import prompts
 from prefect_cometapi.tasks.prompts import render_prompt, render_template
 from prefect_cometapi.validation import MAX_PROMPT_CHARS
 
@@ -93,8 +95,76 @@ def test_sandbox_refuses_memory_blowups(blowup: str) -> None:
     assert "sandbox refuses" in info.value.rule
 
 
+#: Templates that would take a worker's memory or time, each refused with the rule it breaks.
+EXHAUSTING_TEMPLATES = {
+    "center-filter": ("{{ 'x'|center(10**9) }}", "'center' filter with an argument"),
+    "percent-width": ("{{ '%0999999999d' % 1 }}", "% format width"),
+    "percent-star": ("{{ '%*d' % (999999999, 1) }}", "'\\*' width"),
+    "str-ljust": ("{{ 'x'.ljust(10**9) }}", "str.ljust"),
+    "str-format-width": ("{{ '{:>999999999}'.format(1) }}", "format width"),
+    "str-format-nested": ("{{ '{:>{w}}'.format(1, w=999) }}", "nested"),
+    "concat-doubling": (
+        "{% set x = 'abcdefgh' %}" + "{% set x = x ~ x %}" * 40 + "{{ x }}",
+        "'~' concatenation",
+    ),
+    "plus-doubling": ("{% set x = 'abcdefgh' %}" + "{% set x = x + x %}" * 40, "a sum"),
+    "join-of-references": ("{{ (['x' * 90000] * 1000) | join }}", "repeated sequence"),
+    "indent-growth": ("{{ ('\\n' * 90000) | indent(' ' * 90000) }}", "indented string"),
+    "replace-growth": ("{{ ('a' * 90000) | replace('a', 'b' * 90000) }}", "replace"),
+    "expandtabs": ("{{ ('\\t' * 90000).expandtabs(90000) }}", "expandtabs"),
+    "slice-filter": ("{{ [1] | slice(10**9) | list }}", "'slice' filter"),
+    "lipsum": ("{{ lipsum(100000) }}", "lorem ipsum"),
+    "nested-loops": (
+        "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}x",
+        "loop iterations",
+    ),
+    # Macro calls are slow: on a loaded machine the time bound can come before the step bound.
+    "macro-fan-out": (
+        "{% macro a(n) %}{% if n %}{{ a(n-1) }}{{ a(n-1) }}{% endif %}{% endmacro %}{{ a(40) }}",
+        "loop iterations, calls|render for longer than",
+    ),
+    "buffered-set-block": (
+        "{% set x %}{% for i in range(100000) %}" + "y" * 10_000 + "{% endfor %}{% endset %}.",
+        "output more than 1,000,000 characters",
+    ),
+    "str-of-nested-list": ("{% set l = [['x' * 1000] * 100] * 100 %}{{ l }}", "sequence"),
+}
+
+
+@pytest.mark.parametrize(
+    ("template", "rule"), EXHAUSTING_TEMPLATES.values(), ids=EXHAUSTING_TEMPLATES.keys()
+)
+def test_templates_cannot_exhaust_the_worker(template: str, rule: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        render_template(template)
+    assert info.value.param == "template"
+    assert "sandbox refuses" in info.value.rule
+    assert re.search(rule, info.value.rule), info.value.rule
+
+
+def test_a_100_kb_prompt_is_refused_while_rendering() -> None:
+    with pytest.raises(ValidationError) as info:
+        render_template("{{ 'x' * 50000 }}{{ 'y' * 50000 }}")
+    assert info.value.param == "prompt" and "32,000" in info.value.rule
+
+
+def test_memory_errors_become_validation_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    def exhausted(*args: object, **kwargs: object) -> str:
+        raise MemoryError
+
+    env = prompts._ENV
+    monkeypatch.setitem(env.filters, "upper", exhausted)
+    with pytest.raises(ValidationError) as info:
+        render_template("{{ name | upper }} and more", {"name": "x"})
+    assert info.value.param == "template" and "out of memory" in info.value.rule
+
+
 def test_small_arithmetic_still_works() -> None:
     assert render_template("{{ 2 ** 10 }} {{ 'ab' * 2 }} {{ 3 * 4 }}") == "1024 abab 12"
+    assert render_template("{{ 'a' ~ 'b' ~ 1 }} {{ '%05.1f' % 2.5 }} {{ '{:>4}'.format(7) }}") == (
+        "ab1 002.5    7"
+    )
+    assert render_template("[{{ ['a', 'b'] | join(', ') | center(10) }}]") == "[   a, b   ]"
 
 
 def test_file_template_from_path_and_str(tmp_path: Path) -> None:
