@@ -33,6 +33,8 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from prefect_cometapi.allowlist import ALLOWED_BASE_URLS_ENV, ALLOWED_S3_ENDPOINTS_ENV
+
 _HOME = tempfile.mkdtemp(prefix="cometapi-bench-")
 atexit.register(shutil.rmtree, _HOME, ignore_errors=True)
 os.environ["PREFECT_HOME"] = _HOME
@@ -281,6 +283,9 @@ class BenchEnv:
         self._procs["moto"] = moto
         self._stack.callback(_stop, moto)
         self.s3_client().create_bucket(Bucket=self.bucket)
+        # This process owns both servers: allow them (children inherit the variables).
+        os.environ[ALLOWED_BASE_URLS_ENV] = self.emulator_url
+        os.environ[ALLOWED_S3_ENDPOINTS_ENV] = self.s3_endpoint
         if self._with_prefect:
             self._start_prefect()
 

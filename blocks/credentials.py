@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from prefect.blocks.core import Block
-from pydantic import Field, SecretStr
+from pydantic import ConfigDict, Field, SecretStr, field_validator
 
 from prefect_cometapi.client import (
     DEFAULT_BASE_URL,
@@ -14,6 +14,7 @@ from prefect_cometapi.client import (
     DEFAULT_READ_TIMEOUT,
     AsyncCometAPIClient,
     CometAPIClient,
+    check_api_key,
     resolve_api_key,
 )
 
@@ -41,6 +42,9 @@ class CometAPICredentials(Block):
             result = client.generate("a lighthouse at dawn", size="1536x1024", quality="low")
         ```
     """
+
+    # A refused key must not be echoed back in pydantic's error text.
+    model_config = ConfigDict(hide_input_in_errors=True)
 
     _block_type_name = "CometAPI Credentials"
     _block_type_slug = "cometapi-credentials"
@@ -87,6 +91,14 @@ class CometAPICredentials(Block):
         ),
     )
 
+    @field_validator("api_key")
+    @classmethod
+    def _sendable_key(cls, value: SecretStr | None) -> SecretStr | None:
+        """Refuse, when the block is built, a key that cannot go in an HTTP header."""
+        if value is not None:
+            check_api_key(value.get_secret_value().strip())
+        return value
+
     def resolved_api_key(self) -> str:
         """The key in use: this block's, else ``COMETAPI_KEY``.
 
@@ -100,7 +112,9 @@ class CometAPICredentials(Block):
 
     def _client_kwargs(self) -> dict[str, Any]:
         return {
-            "api_key": self.resolved_api_key(),
+            # The block's own key, or None: the client then uses COMETAPI_KEY and checks that
+            # the worker allows this base URL for it.
+            "api_key": self.api_key,
             "base_url": self.base_url,
             "connect_timeout": self.connect_timeout,
             "read_timeout": self.read_timeout,

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
+from prefect_cometapi.allowlist import check_s3_endpoint
 from prefect_cometapi.errors import ValidationError
 from prefect_cometapi.image_params import form_params, validated_names
 from prefect_cometapi.models import GeneratedImage
@@ -282,7 +283,8 @@ class S3Options(BaseModel):
         prefix: A folder for every key.
         key_template: The object key; placeholders as in
             :func:`prefect_cometapi.s3.keys.render_key` plus ``{item}`` (the item id).
-        endpoint_url: An S3-compatible endpoint (MinIO, R2...); empty for AWS.
+        endpoint_url: An S3-compatible endpoint (MinIO, R2...); empty for AWS. Only endpoints
+            the worker lists in ``PREFECT_COMETAPI_ALLOWED_S3_ENDPOINTS`` are accepted.
         aws_credentials_block: Name of a prefect-aws ``AwsCredentials`` block; empty for
             boto3's standard chain (environment, profile, instance role).
         presign_expires: Lifetime of the presigned links in the gallery (seconds); empty for none.
@@ -297,7 +299,11 @@ class S3Options(BaseModel):
         description="Object key template: {prefix} {date} {item} {sha256} {sha8} {ext} {size} "
         "{index} {quality} {slug} ...",
     )
-    endpoint_url: str | None = Field(None, description="S3-compatible endpoint URL (optional).")
+    endpoint_url: str | None = Field(
+        None,
+        description="S3-compatible endpoint URL (optional; the worker must allow it in "
+        "PREFECT_COMETAPI_ALLOWED_S3_ENDPOINTS).",
+    )
     aws_credentials_block: str | None = Field(
         None, description="prefect-aws AwsCredentials block name (optional)."
     )
@@ -308,6 +314,7 @@ class S3Options(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> S3Options:
         validate_bucket_name(self.bucket)
+        check_s3_endpoint(self.endpoint_url, param="s3.endpoint_url")
         probe = GeneratedImage(
             data=b"", format="png", width=1, height=1, sha256="0" * 64, model="m", prompt="p"
         )

@@ -7,14 +7,14 @@ item ids, so a re-run hits the image cache for every finished item.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prefect_cometapi.allowlist import check_base_url
 from prefect_cometapi.blocks import CometAPICredentials
 from prefect_cometapi.errors import ValidationError
 
@@ -32,16 +32,23 @@ def resolve_credentials(
 ) -> CometAPICredentials:
     """The credentials a flow uses.
 
+    The key goes only where the worker allows (see :mod:`prefect_cometapi.allowlist`): a
+    saved block's own base URL, CometAPI's, or a host in ``PREFECT_COMETAPI_ALLOWED_BASE_URLS``.
+    A block given inline (not loaded from the server) and ``base_url`` are run parameters, so
+    they may name only the last two.
+
     Args:
         credentials_block: A ``CometAPICredentials`` block, the name of a saved one, or ``None``
             for ``COMETAPI_KEY`` and the default base URL.
-        base_url: Overrides the block's base URL (e.g. a local emulator or another gateway).
+        base_url: Overrides the block's base URL (an allowed host only).
 
     Returns:
         The block (a copy when ``base_url`` changes it).
 
     Raises:
-        ValidationError: ``param="credentials_block"`` when no block has that name.
+        ValidationError: ``param="credentials_block"`` when no block has that name;
+            ``param="base_url"`` (or ``credentials_block.base_url``) for a host the worker does
+            not allow.
     """
     if isinstance(credentials_block, CometAPICredentials):
         credentials = credentials_block
@@ -56,8 +63,13 @@ def resolve_credentials(
             ) from None
     else:
         credentials = CometAPICredentials()
+    saved = getattr(credentials, "_block_document_id", None) is not None
+    own = [credentials.base_url] if saved else []
+    if not saved:
+        check_base_url(credentials.base_url, param="credentials_block.base_url")
     if base_url:
-        credentials = credentials.model_copy(update={"base_url": base_url.rstrip("/")})
+        allowed = check_base_url(base_url, also=own)
+        credentials = credentials.model_copy(update={"base_url": allowed})
     return credentials
 
 
@@ -149,18 +161,23 @@ class Item:
     variables: dict[str, Any]
 
 
-def parse_items(text: str, name: str) -> list[dict[str, Any]]:
-    """Parse CSV, JSONL or a JSON list of objects.
+def parse_items(text: str, name: str, limit: int = MAX_ITEMS) -> list[dict[str, Any]]:
+    """Parse CSV, JSONL or a JSON list of objects, one row at a time, stopping past ``limit``.
+
+    Rows are counted while they are parsed, so a file of millions of tiny rows is refused after
+    ``limit + 1`` of them, without building the rest.
 
     Args:
         text: The file's text.
         name: Its name or URI (the extension picks the format; otherwise the content does).
+        limit: The most rows accepted.
 
     Returns:
         One dict of variables per row/line.
 
     Raises:
-        ValidationError: ``param="items_file"`` for a malformed file.
+        ValidationError: ``param="items_file"`` for a malformed file; ``param="items"`` when it
+            holds more than ``limit`` rows.
     """
     lower = name.lower().split("?", 1)[0]
     stripped = text.lstrip()
@@ -169,8 +186,31 @@ def parse_items(text: str, name: str) -> list[dict[str, Any]]:
     if lower.endswith(".csv") or not (
         lower.endswith((".jsonl", ".json", ".ndjson")) or stripped[:1] in "[{"
     ):
-        reader = csv.DictReader(io.StringIO(text))
-        rows = []
+        rows = _capped(_csv_rows(text, name), limit)
+    elif lower.endswith(".json") or stripped.startswith("["):
+        rows = _capped(_json_list_rows(stripped, name), limit)
+    else:
+        rows = _capped(_jsonl_rows(text, name), limit)
+    for number, row in enumerate(rows, start=1):
+        if not isinstance(row, dict):
+            raise ValidationError("items_file", f"{name}: item {number} is not a JSON object")
+    return rows
+
+
+def _capped(rows: Iterator[Any], limit: int) -> list[Any]:
+    kept = []
+    for row in rows:
+        if len(kept) == limit:
+            raise ValidationError(
+                "items", f"at most {MAX_ITEMS:,} items per batch; the file has more (stopped)"
+            )
+        kept.append(row)
+    return kept
+
+
+def _csv_rows(text: str, name: str) -> Iterator[dict[str, Any]]:
+    reader = csv.DictReader(_lines(text))
+    try:
         for row in reader:
             if None in row:
                 raise ValidationError(
@@ -180,31 +220,71 @@ def parse_items(text: str, name: str) -> list[dict[str, Any]]:
                 )
             # A short row leaves its last variables missing (not the text "None"), so the
             # template refuses the item unless it gives them a default.
-            rows.append({k: v for k, v in row.items() if v is not None})
-        return rows
-    if lower.endswith(".json") or stripped.startswith("["):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValidationError("items_file", f"{name}: invalid JSON: {exc}") from None
-        if not isinstance(data, list):
-            raise ValidationError("items_file", f"{name}: a JSON file must hold a list of objects")
-        rows = data
+            yield {k: v for k, v in row.items() if v is not None}
+    except csv.Error as exc:
+        raise ValidationError("items_file", f"{name}: line {reader.line_num}: {exc}") from None
+
+
+def _jsonl_rows(text: str, name: str) -> Iterator[Any]:
+    for number, line in enumerate(_lines(text), start=1):
+        if not line.strip():
+            continue
+        yield _json_value(line, name, f"line {number} is not valid JSON")
+
+
+def _lines(text: str) -> Iterator[str]:
+    """The lines of ``text`` with their line ends, one at a time (no copy of the whole text)."""
+    start = 0
+    while start < len(text):
+        end = text.find("\n", start)
+        end = len(text) if end < 0 else end + 1
+        yield text[start:end]
+        start = end
+
+
+def _json_list_rows(text: str, name: str) -> Iterator[Any]:
+    """The elements of a JSON list, decoded one by one."""
+    if not text.startswith("["):
+        raise ValidationError("items_file", f"{name}: a JSON file must hold a list of objects")
+    decoder = json.JSONDecoder()
+    pos = _skip_space(text, 1)
+    if text.startswith("]", pos):
+        end = pos + 1
     else:
-        rows = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
+        while True:
             try:
-                rows.append(json.loads(line))
+                row, pos = decoder.raw_decode(text, pos)
             except json.JSONDecodeError as exc:
+                raise ValidationError("items_file", f"{name}: invalid JSON: {exc}") from None
+            except RecursionError:
+                raise ValidationError("items_file", f"{name}: JSON nested too deeply") from None
+            yield row
+            pos = _skip_space(text, pos)
+            if text.startswith("]", pos):
+                end = pos + 1
+                break
+            if not text.startswith(",", pos):
                 raise ValidationError(
-                    "items_file", f"{name}: line {number} is not valid JSON: {exc.msg}"
-                ) from None
-    for number, row in enumerate(rows, start=1):
-        if not isinstance(row, dict):
-            raise ValidationError("items_file", f"{name}: item {number} is not a JSON object")
-    return rows
+                    "items_file", f"{name}: invalid JSON: expected ',' or ']' at char {pos}"
+                )
+            pos = _skip_space(text, pos + 1)
+    if text[end:].strip():
+        raise ValidationError("items_file", f"{name}: invalid JSON: extra data after the list")
+
+
+def _skip_space(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos] in " \t\r\n":
+        pos += 1
+    return pos
+
+
+def _json_value(text: str, name: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValidationError("items_file", f"{name}: {what}: {exc.msg}") from None
+    except RecursionError:
+        raise ValidationError("items_file", f"{name}: {what}: nested too deeply") from None
 
 
 def _clean_id(value: Any) -> str:
@@ -236,12 +316,13 @@ def build_items(
     for number, row in enumerate(rows, start=1):
         if not isinstance(row, Mapping):
             raise ValidationError("items", f"item {number} must be a mapping of variables", row)
-    if items_file:
-        rows.extend(parse_items(read_text(items_file, endpoint_url, "items_file"), items_file))
-    if not rows:
-        raise ValidationError("items", "give at least one item (items or items_file)")
     if len(rows) > MAX_ITEMS:
         raise ValidationError("items", f"at most {MAX_ITEMS:,} items per batch", len(rows))
+    if items_file:
+        text = read_text(items_file, endpoint_url, "items_file")
+        rows.extend(parse_items(text, items_file, limit=MAX_ITEMS - len(rows)))
+    if not rows:
+        raise ValidationError("items", "give at least one item (items or items_file)")
     seen: set[str] = set()
     result: list[Item] = []
     for index, row in enumerate(rows):

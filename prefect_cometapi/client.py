@@ -34,6 +34,7 @@ from typing import IO, Any, Union
 
 import httpx
 
+from prefect_cometapi.allowlist import check_base_url
 from prefect_cometapi.errors import (
     APIConnectionError,
     APITimeoutError,
@@ -88,10 +89,43 @@ def resolve_api_key(api_key: Any = None) -> str:
     """
     if api_key is not None and hasattr(api_key, "get_secret_value"):
         api_key = api_key.get_secret_value()
+    from_env = not api_key
     key = (api_key or os.environ.get("COMETAPI_KEY") or "").strip()
     if not key:
         raise MissingAPIKeyError()
+    check_api_key(key, "COMETAPI_KEY" if from_env else "api_key")
     return key
+
+
+def check_api_key(key: str, param: str = "api_key") -> None:
+    """Refuse a key that cannot be sent in an HTTP header, without ever showing the key.
+
+    A key pasted with an invisible character (a zero-width space, a non-breaking space), a
+    non-ASCII look-alike or a line break would otherwise fail deep inside the HTTP library with
+    an error whose text holds the whole key.
+
+    Args:
+        key: The key, already stripped of surrounding whitespace.
+        param: What to call it in the error (``api_key`` or ``COMETAPI_KEY``).
+
+    Raises:
+        ValidationError: Naming the position and kind of the first bad character (never the
+            key itself).
+    """
+    for position, char in enumerate(key, start=1):
+        if not 0x21 <= ord(char) <= 0x7E:
+            kind = (
+                "a line break"
+                if char in "\r\n"
+                else "a space"
+                if char.isspace() and ord(char) < 0x80
+                else f"the non-printable or non-ASCII character U+{ord(char):04X}"
+            )
+            raise ValidationError(
+                param,
+                f"the API key has {kind} at position {position} of {len(key)}, which cannot be "
+                "sent in an HTTP header (often a copy-paste artefact); paste the key again",
+            )
 
 
 @dataclass(frozen=True)
@@ -145,7 +179,12 @@ class _ClientCore:
         prices: Mapping[str, ModelPrice] | None,
         read_timeout: float = DEFAULT_READ_TIMEOUT,
     ) -> None:
+        if api_key is not None and hasattr(api_key, "get_secret_value"):
+            api_key = api_key.get_secret_value()
         self._api_key = resolve_api_key(api_key)
+        if not api_key:
+            # The worker's own COMETAPI_KEY goes only to hosts the worker allows.
+            check_base_url(base_url)
         self.read_timeout = read_timeout
         self.base_url = base_url.rstrip("/")
         if max_retries < 0:

@@ -200,6 +200,7 @@ def _report(
 
 
 def _run(args: argparse.Namespace) -> int:
+    from prefect_cometapi.allowlist import allowing
     from prefect_cometapi.blocks import CometAPICredentials
     from prefect_cometapi.flows.batch import batch_generate
     from prefect_cometapi.flows.params import ImageOptions, S3Options, UpscaleOptions
@@ -238,15 +239,23 @@ def _run(args: argparse.Namespace) -> int:
         if not os.environ.get("COMETAPI_KEY"):
             print("error: --live needs the COMETAPI_KEY environment variable", file=sys.stderr)
             return 2
-        credentials = CometAPICredentials()
-        if args.base_url:
-            credentials = credentials.model_copy(update={"base_url": args.base_url})
-        s3 = S3Options(bucket=args.bucket, prefix=args.prefix, endpoint_url=args.endpoint_url)
-        print(f"Live run: {len(items)} images from {credentials.base_url} to s3://{args.bucket}")
-        with _prefect_for_demo() as ui_url:
-            return run(credentials, s3, args.max_cost_usd, ui_url)
+        # The command line is the worker owner's own choice: allow what it names.
+        with allowing([args.base_url or ""], [args.endpoint_url or ""]):
+            credentials = CometAPICredentials()
+            if args.base_url:
+                credentials = credentials.model_copy(update={"base_url": args.base_url})
+            s3 = S3Options(bucket=args.bucket, prefix=args.prefix, endpoint_url=args.endpoint_url)
+            print(
+                f"Live run: {len(items)} images from {credentials.base_url} to s3://{args.bucket}"
+            )
+            with _prefect_for_demo() as ui_url:
+                return run(credentials, s3, args.max_cost_usd, ui_url)
 
-    with _fake_aws_env(), _local_services() as (base_url, endpoint_url):
+    with (
+        _fake_aws_env(),
+        _local_services() as (base_url, endpoint_url),
+        allowing([base_url], [endpoint_url]),
+    ):
         import boto3
 
         boto3.client("s3", endpoint_url=endpoint_url).create_bucket(Bucket=DEMO_BUCKET)

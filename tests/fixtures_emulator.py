@@ -10,10 +10,12 @@ Fixtures:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 
+from prefect_cometapi.allowlist import ALLOWED_BASE_URLS_ENV
 from prefect_cometapi.emulator import Emulator, EmulatorConfig
 
 #: The only bearer token the session's emulator accepts.
@@ -25,6 +27,8 @@ def emulator_server() -> Iterator[Emulator]:
     """The emulator for the whole session (use ``emulator`` in tests to get it reset)."""
     config = EmulatorConfig(api_keys=frozenset({TEST_API_KEY}), light_images=True)
     with Emulator(config, control=True) as emu:
+        # The session owns this emulator: allow it as a worker would (subprocesses inherit it).
+        os.environ[ALLOWED_BASE_URLS_ENV] = emu.base_url
         yield emu
 
 

@@ -16,6 +16,8 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from prefect_cometapi.allowlist import ALLOWED_S3_ENDPOINTS_ENV
+
 # Fake credentials, forced: the tests must never sign anything with a developer's real keys.
 os.environ["AWS_ACCESS_KEY_ID"] = "testing"
 os.environ["AWS_SECRET_ACCESS_KEY"] = "testing"
@@ -59,6 +61,17 @@ class S3Server:
         )
 
 
+def allow_endpoint(endpoint_url: str) -> None:
+    """Add a test S3 server to this process's S3 endpoint allow-list (as a worker would).
+
+    Args:
+        endpoint_url: The server's ``http://127.0.0.1:<port>``.
+    """
+    entries = os.environ.get(ALLOWED_S3_ENDPOINTS_ENV, "").split(",")
+    if endpoint_url not in entries:
+        os.environ[ALLOWED_S3_ENDPOINTS_ENV] = ",".join([*filter(None, entries), endpoint_url])
+
+
 def start_moto_server() -> tuple[Any, str]:
     """Start a ``ThreadedMotoServer`` on a free loopback port.
 
@@ -70,6 +83,7 @@ def start_moto_server() -> tuple[Any, str]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
+    allow_endpoint(f"http://{host}:{port}")
     return server, f"http://{host}:{port}"
 
 

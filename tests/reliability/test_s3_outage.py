@@ -29,7 +29,7 @@ import uuid
 from typing import Any
 
 import pytest
-from fixtures_s3 import S3Server
+from fixtures_s3 import S3Server, allow_endpoint
 from moto.server import ThreadedMotoServer
 from reliability_support import (
     UNDATED_KEY_TEMPLATE,
@@ -92,6 +92,7 @@ class OutageS3:
         server.start()
         self.port = server.get_host_and_port()[1]
         self._server = server
+        allow_endpoint(self.endpoint_url)
 
     def stop(self) -> None:
         """Stop the server; its listening socket is closed (werkzeug closes it on shutdown)."""

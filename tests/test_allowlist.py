@@ -1,0 +1,142 @@
+"""Where the key may go: the worker's allow-lists, and keys that cannot be sent at all."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pydantic
+import pytest
+
+from prefect_cometapi import AsyncCometAPIClient, CometAPIClient, CometAPICredentials
+from prefect_cometapi.allowlist import (
+    ALLOWED_BASE_URLS_ENV,
+    ALLOWED_S3_ENDPOINTS_ENV,
+    allowing,
+    check_base_url,
+    check_s3_endpoint,
+    origin,
+)
+from prefect_cometapi.errors import ValidationError
+from prefect_cometapi.flows import S3Options
+from prefect_cometapi.flows.sources import resolve_credentials
+
+KEY = "sk-allowlist-test-0123456789"
+
+
+def test_origins_are_normalised() -> None:
+    assert origin("HTTPS://API.CometAPI.com/v1") == ("https", "api.cometapi.com", 443)
+    assert origin("http://127.0.0.1:8000/v1/") == ("http", "127.0.0.1", 8000)
+    assert origin("http://example.com.") == ("http", "example.com", 80)
+    for bad in ("ftp://x", "file:///etc/passwd", "//host", "http://:80", "http://h:99999"):
+        with pytest.raises(ValidationError):
+            origin(bad)
+    with pytest.raises(ValidationError, match="user name or password"):
+        origin("https://user:pw@api.cometapi.com/v1")
+
+
+def test_only_cometapi_and_listed_hosts_are_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ALLOWED_BASE_URLS_ENV, "http://127.0.0.1:8000, https://gw.example")
+    assert check_base_url("https://api.cometapi.com/v1/") == "https://api.cometapi.com/v1"
+    assert check_base_url("https://api.cometapi.com:443/v1")
+    assert check_base_url("http://127.0.0.1:8000/v1")
+    assert check_base_url("https://gw.example/openai/v1")
+    for foreign in (
+        "http://127.0.0.1:8001/v1",  # another port
+        "https://127.0.0.1:8000/v1",  # another scheme
+        "https://api.cometapi.com.evil.example/v1",
+        "http://api.cometapi.com/v1",  # plain http to the right host
+        "http://169.254.169.254/latest",
+    ):
+        with pytest.raises(ValidationError, match="not an allowed API host") as info:
+            check_base_url(foreign)
+        assert info.value.param == "base_url"
+    assert check_base_url("https://mine.example/v1", also=["https://mine.example/other"])
+
+
+def test_s3_endpoints_need_the_worker_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ALLOWED_S3_ENDPOINTS_ENV, raising=False)
+    assert check_s3_endpoint(None) is None and check_s3_endpoint("  ") is None
+    with pytest.raises(ValidationError, match="not an allowed S3 endpoint"):
+        check_s3_endpoint("http://169.254.169.254")
+    with pytest.raises(pydantic.ValidationError, match="s3.endpoint_url"):
+        S3Options(bucket="some-bucket", endpoint_url="https://attacker.example")
+    with allowing(s3_endpoints=["https://minio.internal:9000"]):
+        assert S3Options(bucket="b-1", endpoint_url="https://minio.internal:9000").endpoint_url
+    with pytest.raises(ValidationError):
+        check_s3_endpoint("https://minio.internal:9000")
+
+
+def test_the_environment_key_goes_only_to_allowed_hosts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COMETAPI_KEY", KEY)
+    monkeypatch.delenv(ALLOWED_BASE_URLS_ENV, raising=False)
+    for cls in (CometAPIClient, AsyncCometAPIClient):
+        with pytest.raises(ValidationError, match="not an allowed API host") as info:
+            cls(base_url="https://attacker.example/v1")
+        assert KEY not in str(info.value)
+    with pytest.raises(ValidationError):
+        CometAPICredentials(base_url="https://attacker.example/v1").get_client()
+    # A key given with the base URL belongs to whoever gave both.
+    CometAPIClient("sk-own-key", base_url="https://gw.example/v1").close()
+    with allowing(["https://attacker.example"]):
+        CometAPIClient(base_url="https://attacker.example/v1").close()
+
+
+def test_flows_take_base_url_only_from_the_allow_list(
+    monkeypatch: pytest.MonkeyPatch, emulator: Any
+) -> None:
+    monkeypatch.setenv(ALLOWED_BASE_URLS_ENV, emulator.base_url)
+    inline = CometAPICredentials(api_key=KEY, base_url="https://attacker.example/v1")
+    with pytest.raises(ValidationError) as info:
+        resolve_credentials(inline)
+    assert info.value.param == "credentials_block.base_url"
+    with pytest.raises(ValidationError) as info:
+        resolve_credentials(None, "https://attacker.example/v1")
+    assert info.value.param == "base_url"
+    assert resolve_credentials(None, emulator.base_url + "/").base_url == emulator.base_url
+
+
+def test_a_saved_block_may_use_its_own_base_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ALLOWED_BASE_URLS_ENV, raising=False)
+    name = "allowlist-own-gateway"
+    CometAPICredentials(api_key=KEY, base_url="https://gw.example/v1").save(name, overwrite=True)
+    assert resolve_credentials(name).base_url == "https://gw.example/v1"
+    assert resolve_credentials(name, "https://gw.example/v1/").base_url == "https://gw.example/v1"
+    with pytest.raises(ValidationError):
+        resolve_credentials(name, "https://attacker.example/v1")
+
+
+@pytest.mark.parametrize(
+    ("key", "kind"),
+    [
+        (KEY + "\u200b", "U+200B"),  # zero-width space from a copy-paste
+        ("\u00a0" + KEY + "\u00a0x", "U+00A0"),
+        (KEY[:10] + "\u0455" + KEY[11:], "U+0455"),  # Cyrillic look-alike of 's'
+        (KEY + "\r\nX-Injected: 1", "a line break"),
+        (KEY[:10] + " " + KEY[10:], "a space"),
+        (KEY + "\x00", "U+0000"),
+    ],
+    ids=["zero-width", "nbsp", "homoglyph", "crlf", "space", "nul"],
+)
+def test_a_key_that_cannot_be_sent_is_refused_when_built(
+    key: str, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = key.strip()
+    for build in (
+        lambda: CometAPIClient(key, base_url="https://api.cometapi.com/v1"),
+        lambda: AsyncCometAPIClient(key),
+    ):
+        with pytest.raises(ValidationError) as info:
+            build()
+        assert info.value.param == "api_key" and kind in info.value.rule
+        assert KEY[3:] not in str(info.value) and secret not in repr(info.value)
+    with pytest.raises(pydantic.ValidationError) as block_info:
+        CometAPICredentials(api_key=key)
+    # What Prefect shows and stores (ParameterTypeError keeps each error's loc and msg).
+    text = str(block_info.value) + repr(block_info.value.errors(include_input=False))
+    assert kind in text and KEY[3:] not in text
+    if "\x00" in key:
+        return  # an environment variable cannot hold a NUL
+    monkeypatch.setenv("COMETAPI_KEY", key)
+    with pytest.raises(ValidationError) as env_info:
+        CometAPICredentials().get_client()
+    assert env_info.value.param == "COMETAPI_KEY" and KEY[3:] not in str(env_info.value)
