@@ -18,6 +18,8 @@ from prefect_cometapi.client import (
     resolve_api_key,
 )
 
+__all__ = ["CometAPICredentials"]
+
 
 class CometAPICredentials(Block):
     """Credentials and connection settings for CometAPI's OpenAI-compatible Images API.

@@ -24,6 +24,15 @@ from prefect.artifacts import (
 from prefect_cometapi.flows.outcomes import DeliveredImage, ItemOutcome, RunSummary
 from prefect_cometapi.text import slugify
 
+__all__ = [
+    "Progress",
+    "artifact_key",
+    "details_table",
+    "gallery_markdown",
+    "publish",
+    "results_table",
+]
+
 PROGRESS_MIN_INTERVAL_S = 1.0
 _log = logging.getLogger(__name__)
 

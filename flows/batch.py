@@ -24,29 +24,27 @@ How a batch runs:
 
 from __future__ import annotations
 
-import queue
 import time
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Annotated, Any
 
 from prefect import flow, get_run_logger
-from prefect.futures import PrefectFuture
 from prefect.states import Completed
-from prefect.utilities.annotations import quote
 from pydantic import Field
 
 from prefect_cometapi.blocks import CometAPICredentials
 from prefect_cometapi.caching.keys import image_cache_key
 from prefect_cometapi.errors import BatchFailedError, BudgetExceededError, ValidationError
 from prefect_cometapi.flows.artifacts import Progress, publish
-from prefect_cometapi.flows.outcomes import ItemOutcome, RunSummary, describe_error
+from prefect_cometapi.flows.outcomes import ItemOutcome, RunSummary
 from prefect_cometapi.flows.params import (
     ImageOptions,
     S3Options,
     UpscaleOptions,
     check_distinct_keys,
 )
+from prefect_cometapi.flows.requesting import image_result_store
+from prefect_cometapi.flows.running import Concurrency, run_items
 from prefect_cometapi.flows.sources import (
     EXAMPLE_ITEMS,
     EXAMPLE_TEMPLATE,
@@ -56,25 +54,20 @@ from prefect_cometapi.flows.sources import (
     resolve_credentials,
     template_source,
 )
-from prefect_cometapi.flows.steps import api_slots, generate_step, process_item
 from prefect_cometapi.pricing import estimate_cost
 from prefect_cometapi.tasks.prompts import render_template
-from prefect_cometapi.text import excerpt
+
+__all__ = ["FLOW_NAME", "GALLERY_TITLE", "batch_generate"]
 
 FLOW_NAME = "batch-generate"
 GALLERY_TITLE = "Batch results"
 """The heading of the gallery artifact of every batch run."""
-DELIVERY_SHARE = 2
-"""Items in flight = concurrency + concurrency // DELIVERY_SHARE: the extra ones upload (or
-wait for a request slot) while ``concurrency`` requests keep the API busy."""
 MAX_LISTED_ERRORS = 10
 DEFAULT_CHUNK_SIZE = 100
 MAX_CHUNK_SIZE = 10_000
-Concurrency = Annotated[int, Field(ge=1, le=64)]
-"""The ``concurrency`` parameter of the batch flows: items' API requests at once."""
 
 
-def render_prompts(template: str, items: list[Item]) -> list[str]:
+def _render_prompts(template: str, items: list[Item]) -> list[str]:
     """Render every item's prompt; refuse the batch if any item cannot be rendered.
 
     Args:
@@ -106,16 +99,14 @@ def render_prompts(template: str, items: list[Item]) -> list[str]:
 def _is_cached(prompt: str, image: ImageOptions) -> bool:
     """Whether ``generate_image`` already holds this exact request's result (best effort)."""
     try:
-        from prefect.results import get_result_store
-
-        store = get_result_store().update_for_task(generate_step)
+        store = image_result_store()
         key = image_cache_key("generations", {"prompt": prompt, **image.request_kwargs()})
         return bool(store.exists(key))
     except Exception:  # noqa: BLE001 - when in doubt, count it as a cost
         return False
 
 
-def check_budget(
+def _check_budget(
     prompts: list[str], image: ImageOptions, max_cost_usd: float | None
 ) -> float | None:
     """Estimate the batch's cost and refuse it when over budget.
@@ -150,117 +141,6 @@ def check_budget(
     if remaining > max_cost_usd:
         raise BudgetExceededError(remaining, max_cost_usd, len(to_pay), image)
     return remaining
-
-
-def failed_outcome(
-    item: Item, prompt: str, image: ImageOptions, code: str | None, message: str | None
-) -> ItemOutcome:
-    """The record of an item that failed outside ``process_item`` (a crash, a lost chunk).
-
-    Args:
-        item: The item.
-        prompt: Its rendered prompt.
-        image: The request options.
-        code: A short error code (the API's, or one of ours such as ``chunk_failed``).
-        message: What went wrong, readable.
-
-    Returns:
-        A ``failed`` record.
-    """
-    return ItemOutcome(
-        item_id=item.item_id,
-        index=item.index,
-        status="failed",
-        prompt_excerpt=excerpt(prompt),
-        size=image.request_size,
-        quality=image.quality,
-        error_code=code,
-        error=message,
-    )
-
-
-def _collect(future: PrefectFuture[ItemOutcome], item: Item, prompt: str, image: ImageOptions):
-    value: Any = future.result(raise_on_failure=False)
-    if isinstance(value, ItemOutcome):
-        return value
-    error = value if isinstance(value, BaseException) else RuntimeError(str(value))
-    return failed_outcome(item, prompt, image, *describe_error(error))
-
-
-def run_items(
-    batch: list[Item],
-    prompts: list[str],
-    credentials: CometAPICredentials,
-    image: ImageOptions,
-    upscale: UpscaleOptions,
-    s3: S3Options,
-    run_time: datetime,
-    concurrency: int,
-    concurrency_limit: str | None = None,
-    rate_limit: str | None = None,
-) -> Iterator[ItemOutcome]:
-    """Run items end to end in ``process_item`` task runs of the current flow run.
-
-    A sliding window over the flow's thread pool, refilled as each item finishes, with at most
-    ``concurrency`` API requests at a time (see :data:`DELIVERY_SHARE`).
-
-    Args:
-        batch: The items.
-        prompts: Their rendered prompts, in the same order.
-        credentials: The API credentials.
-        image: Request options.
-        upscale: Upscale options.
-        s3: Where the images go.
-        run_time: The time for the keys' date placeholders.
-        concurrency: API requests at once.
-        concurrency_limit: A Prefect global concurrency limit (slots).
-        rate_limit: A Prefect global concurrency limit with slot decay.
-
-    Yields:
-        Each item's record as it finishes (completion order).
-    """
-    finished: queue.SimpleQueue[ItemOutcome] = queue.SimpleQueue()
-    window = concurrency + max(1, concurrency // DELIVERY_SHARE)
-    with api_slots(concurrency) as slots:
-
-        def submit(index: int) -> None:
-            item = batch[index]
-            # quote(): the options are the same for every item and hold no futures, so Prefect
-            # need not walk them for task inputs (about 2 ms of CPU an item, measured).
-            future = process_item.submit(
-                item.item_id,
-                item.index,
-                prompts[index],
-                quote(credentials),
-                quote(image),
-                quote(upscale),
-                quote(s3),
-                run_time,
-                concurrency_limit,
-                rate_limit,
-                slots,
-            )
-            future.add_done_callback(lambda done: finished.put(outcome_of(index, done)))
-
-        def outcome_of(index: int, done: PrefectFuture[ItemOutcome]) -> ItemOutcome:
-            # Read in the thread that finished the item: a result read is a round trip through
-            # Prefect's event loop thread, which would otherwise hold up the loop below that
-            # refills the window (measured: about 10 ms an item on 2 busy cores).
-            try:
-                return _collect(done, batch[index], prompts[index], image)
-            except BaseException as exc:  # noqa: BLE001 - a callback's error would lose the item
-                return failed_outcome(batch[index], prompts[index], image, *describe_error(exc))
-
-        next_index = 0
-        while next_index < min(window, len(batch)):
-            submit(next_index)
-            next_index += 1
-        for _ in range(len(batch)):
-            outcome = finished.get()
-            if next_index < len(batch):
-                submit(next_index)
-                next_index += 1
-            yield outcome
 
 
 @flow(name=FLOW_NAME)
@@ -320,8 +200,8 @@ def batch_generate(
     batch = build_items(items, items_file, id_field, s3.endpoint_url)
     check_distinct_keys(s3, image.n, len(batch) > 1)
     upscale.check_source_size(image.request_size)
-    prompts = render_prompts(source, batch)
-    estimate = check_budget(prompts, image, max_cost_usd)
+    prompts = _render_prompts(source, batch)
+    estimate = _check_budget(prompts, image, max_cost_usd)
     check_concurrency_limits(concurrency_limit, rate_limit)
     logger.info(
         "Batch of %d item(s), concurrency %d, estimated cost %s",

@@ -31,6 +31,8 @@ from prefect_cometapi.s3.keys import render_key
 from prefect_cometapi.s3.upload import UPLOAD_RETRY_DELAYS, S3Object, upload_image
 from prefect_cometapi.tasks.upscale import upscale_image
 
+__all__ = ["deliver_image", "deliver_result"]
+
 MATERIALIZED_BY = "prefect-cometapi"
 MATERIALIZER_ROLE = "asset-materialized-by"
 _ASSET_KEY_FORBIDDEN = set(" \n\r\t\0#?&%\"'<>[]{}|\\^`")
@@ -41,7 +43,7 @@ _upscale_slots = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
 hold more 4K frames in memory without finishing sooner."""
 
 
-def store_image(image: GeneratedImage, key: str, s3: S3Options, item_id: str) -> S3Object:
+def _store_image(image: GeneratedImage, key: str, s3: S3Options, item_id: str) -> S3Object:
     """Upload with ``upload_image`` (idempotent, checksummed), retrying transient failures.
 
     Args:
@@ -77,7 +79,7 @@ def store_image(image: GeneratedImage, key: str, s3: S3Options, item_id: str) ->
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def asset_key_ok(uri: str) -> bool:
+def _asset_key_ok(uri: str) -> bool:
     """Whether Prefect accepts ``uri`` as an asset key (S3 keys allow more characters).
 
     Args:
@@ -89,7 +91,7 @@ def asset_key_ok(uri: str) -> bool:
     return len(uri) <= _MAX_ASSET_KEY and not (set(uri) & _ASSET_KEY_FORBIDDEN)
 
 
-def declare_asset(stored: S3Object, image: GeneratedImage, ok: bool = True) -> None:
+def _declare_asset(stored: S3Object, image: GeneratedImage, ok: bool = True) -> None:
     """Emit the materialization event of an S3 object (what ``@materialize`` emits).
 
     Args:
@@ -97,7 +99,7 @@ def declare_asset(stored: S3Object, image: GeneratedImage, ok: bool = True) -> N
         image: The image it holds.
         ok: ``False`` to record a failed materialization.
     """
-    if not asset_key_ok(stored.uri):
+    if not _asset_key_ok(stored.uri):
         return
     emit_event(
         event=f"prefect.asset.materialization.{'succeeded' if ok else 'failed'}",
@@ -149,8 +151,8 @@ def deliver_image(
                 image, **upscale.task_kwargs()
             )
     key = render_key(s3.key_template, image, prefix=s3.prefix, now=run_time, item=item_id)
-    stored = store_image(image, key, s3, item_id)
-    declare_asset(stored, image)
+    stored = _store_image(image, key, s3, item_id)
+    _declare_asset(stored, image)
     verb = "already in S3" if stored.existed else "uploaded"
     get_run_logger().info("%s %s (%s, %d bytes)", verb, stored.uri, image.size, stored.size)
     return DeliveredImage(

@@ -2,29 +2,13 @@
 
 Deployment entrypoint of the chunks: ``flows/fanout.py:batch_generate_chunk``.
 
-``batch_generate(chunk_deployment="batch-generate-chunk/fleet-chunk", chunk_size=100)`` renders
-and checks every prompt and the budget itself, then starts one run of the chunk deployment per
-``chunk_size`` items with :func:`prefect.deployments.run_deployment`, linked to the parent run as
-subflow runs. Whichever worker of the pool is free takes a chunk; each chunk processes its items
-with the same code as an in-process batch (:func:`~.batch.run_items`, ``process_item``) and
-returns a :class:`~.outcomes.RunSummary` of small records (no image bytes). The parent adds them
-up: its progress artifact advances as chunks finish, and its gallery, table and totals cover the
-whole batch.
-
-What the chunks need from the pool:
-
-* **Shared result storage** (``PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK``, e.g.
-  ``s3-bucket/cometapi-results``, or one ``PREFECT_LOCAL_STORAGE_PATH`` for workers on one
-  machine): the chunk's summary is persisted there for the parent to read, and the image cache
-  lives there, so an image made on one worker is a cache hit on every other.
-* **The API key from a block**: chunks get the ``credentials_block`` *name* (never the key) and
-  load it on their worker; with no name they use the worker's ``COMETAPI_KEY``.
-* **A pool concurrency limit above the parent deployment's**: a parent holds a slot of the pool
-  while it waits for its chunks, so parents alone must never fill the pool.
-
-Chunk runs are created with an idempotency key made of the parent run's id and the chunk's
-number: a retried parent finds its chunks instead of paying for them again (and the image cache
-covers any chunk that has to run again).
+``batch_generate(chunk_deployment=..., chunk_size=...)`` renders and checks every prompt and the
+budget itself, then :func:`run_chunks` starts one run of the chunk deployment per ``chunk_size``
+items (:func:`prefect.deployments.run_deployment`, linked as subflow runs, each with an
+idempotency key). Each chunk runs :func:`batch_generate_chunk`, which processes its items like an
+in-process batch (:func:`~.running.run_items`) and returns a :class:`~.outcomes.RunSummary` of
+small records that the parent adds up. What the pool needs (shared result storage, the
+credentials block, its concurrency limit) is in the README, "Running on many workers".
 """
 
 from __future__ import annotations
@@ -42,10 +26,19 @@ from pydantic import BaseModel, ConfigDict, Field
 from prefect_cometapi.blocks import CometAPICredentials
 from prefect_cometapi.errors import ValidationError
 from prefect_cometapi.flows.artifacts import Progress
-from prefect_cometapi.flows.batch import Concurrency, failed_outcome, run_items
 from prefect_cometapi.flows.outcomes import ItemOutcome, RunSummary
 from prefect_cometapi.flows.params import ImageOptions, S3Options, UpscaleOptions
+from prefect_cometapi.flows.running import Concurrency, failed_outcome, run_items
 from prefect_cometapi.flows.sources import Item, resolve_credentials
+
+__all__ = [
+    "CHUNK_FLOW_NAME",
+    "ChunkItem",
+    "batch_generate_chunk",
+    "check_chunk_deployment",
+    "chunk_parameters",
+    "run_chunks",
+]
 
 CHUNK_FLOW_NAME = "batch-generate-chunk"
 POLL_S = 2.0
@@ -205,7 +198,7 @@ def check_chunk_deployment(name: str) -> None:
         ) from None
 
 
-def chunk_outcomes(
+def _chunk_outcomes(
     flow_run: Any, batch: list[Item], prompts: list[str], indexes: list[int], image: ImageOptions
 ) -> list[ItemOutcome]:
     """The records of a finished chunk run; its items count as failed if it did not complete.
@@ -317,6 +310,6 @@ def run_chunks(
                     indexes = pending.pop(run.id)
                     if not run.state.is_completed():
                         logger.warning("Chunk run %s ended %s", run.name, run.state.type.value)
-                    yield from chunk_outcomes(run, batch, prompts, indexes, image)
+                    yield from _chunk_outcomes(run, batch, prompts, indexes, image)
             if pending:
                 time.sleep(POLL_S)

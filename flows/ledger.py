@@ -26,6 +26,7 @@ from pydantic import BaseModel
 from prefect_cometapi.caching.keys import image_cache_key
 from prefect_cometapi.flows.outcomes import DeliveredImage
 from prefect_cometapi.flows.params import ImageOptions, S3Options, UpscaleOptions
+from prefect_cometapi.flows.requesting import image_result_store
 from prefect_cometapi.s3.upload import presign
 
 __all__ = [
@@ -92,11 +93,7 @@ def delivery_key(
 
 def _store() -> Any:
     """The result store of the image task, without its locks or in-memory cache."""
-    from prefect.results import get_result_store
-
-    from prefect_cometapi.flows.steps import generate_step
-
-    store = get_result_store().update_for_task(generate_step)
+    store = image_result_store()
     return store.model_copy(update={"lock_manager": None, "cache_result_in_memory": False})
 
 

@@ -8,6 +8,8 @@ from pydantic import BaseModel, Field
 
 from prefect_cometapi.errors import APIStatusError, redact
 
+__all__ = ["DeliveredImage", "ItemOutcome", "RunSummary", "describe_error"]
+
 
 def describe_error(exc: BaseException) -> tuple[str, str]:
     """A short code and the readable reason of a failure (the API's own message when it sent one).

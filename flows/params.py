@@ -7,7 +7,6 @@ fails the run before any request is sent.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
@@ -15,15 +14,29 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 from prefect_cometapi.allowlist import check_s3_endpoint
 from prefect_cometapi.errors import ValidationError
 from prefect_cometapi.image_params import form_params, validated_names
-from prefect_cometapi.models import GeneratedImage
 from prefect_cometapi.s3.keys import (
     DEFAULT_ITEM_KEY_TEMPLATE,
-    render_key,
+    check_key_template,
     template_fields,
     validate_bucket_name,
 )
 from prefect_cometapi.upscaling import plan_upscale
 from prefect_cometapi.validation import DEFAULT_MODEL, parse_size, validate_options
+
+__all__ = [
+    "IMAGE_FORM",
+    "Background",
+    "ImageOptions",
+    "Moderation",
+    "OutputFormat",
+    "Quality",
+    "S3Options",
+    "SizePreset",
+    "UpscaleMode",
+    "UpscaleOptions",
+    "UpscaleTarget",
+    "check_distinct_keys",
+]
 
 SizePreset = Literal[
     "auto",
@@ -315,16 +328,7 @@ class S3Options(BaseModel):
     def _check(self) -> S3Options:
         validate_bucket_name(self.bucket)
         check_s3_endpoint(self.endpoint_url, param="s3.endpoint_url")
-        probe = GeneratedImage(
-            data=b"", format="png", width=1, height=1, sha256="0" * 64, model="m", prompt="p"
-        )
-        render_key(
-            self.key_template,
-            probe,
-            prefix=self.prefix,
-            now=datetime(2000, 1, 1, tzinfo=timezone.utc),
-            item="item",
-        )
+        check_key_template(self.key_template, prefix=self.prefix, names=("item",))
         return self
 
 

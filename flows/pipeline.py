@@ -23,16 +23,19 @@ from prefect_cometapi.flows.params import (
     UpscaleOptions,
     check_distinct_keys,
 )
+from prefect_cometapi.flows.requesting import edit_step, generate_step, run_request
 from prefect_cometapi.flows.sources import resolve_credentials, template_source
-from prefect_cometapi.flows.steps import edit_step, generate_step, outcome_for, run_request
+from prefect_cometapi.flows.steps import outcome_for
 from prefect_cometapi.tasks.prompts import render_prompt
 from prefect_cometapi.text import slugify
+
+__all__ = ["edit_and_upload", "generate_and_upload"]
 
 ITEM_ID_CHARS = 40
 """Length of the item id made from a prompt."""
 
 
-def default_item_id(prompt: str) -> str:
+def _default_item_id(prompt: str) -> str:
     """An item id for a single-prompt run: a short slug of the prompt.
 
     Args:
@@ -60,7 +63,7 @@ def _single_run(
     logger = get_run_logger()
     check_distinct_keys(s3, image.n, many_items=False)
     upscale.check_source_size(image.request_size)
-    item = item_id or default_item_id(prompt)
+    item = item_id or _default_item_id(prompt)
     run_time = datetime.now(timezone.utc)
     progress = Progress(flow_name, image.n)
     result, cached, error = run_request(request, prompt=prompt, **request_kwargs)

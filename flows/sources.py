@@ -18,6 +18,18 @@ from prefect_cometapi.allowlist import check_base_url
 from prefect_cometapi.blocks import CometAPICredentials
 from prefect_cometapi.errors import ValidationError
 
+__all__ = [
+    "EXAMPLE_ITEMS",
+    "EXAMPLE_TEMPLATE",
+    "Item",
+    "build_items",
+    "check_concurrency_limits",
+    "parse_items",
+    "read_text",
+    "resolve_credentials",
+    "template_source",
+]
+
 EXAMPLES_DIR = Path(__file__).with_name("examples")
 """The checked-in example template and products (shipped with the package)."""
 EXAMPLE_TEMPLATE = EXAMPLES_DIR / "product_banner.j2"

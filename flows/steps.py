@@ -24,11 +24,10 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.states import Failed, State
+from prefect.states import Failed
 from prefect.utilities.annotations import quote
 
 from prefect_cometapi.blocks import CometAPICredentials
@@ -38,17 +37,13 @@ from prefect_cometapi.flows.ledger import delivery_key, find_delivered, record_d
 from prefect_cometapi.flows.outcomes import DeliveredImage, ItemOutcome, describe_error
 from prefect_cometapi.flows.params import ImageOptions, S3Options, UpscaleOptions
 from prefect_cometapi.flows.previews import with_previews
+from prefect_cometapi.flows.requesting import generate_step, run_request
 from prefect_cometapi.limits import request_slot
 from prefect_cometapi.models import ImageResult
 from prefect_cometapi.s3.client import shared_s3_client
-from prefect_cometapi.tasks.images import edit_image, generate_image
 from prefect_cometapi.text import excerpt
 
-#: The image tasks as the flows use them: identical cache keys (the policy ignores task options)
-#: but the persisted result is not also kept in Prefect's in-memory LRU cache of 1,000 records,
-#: which would otherwise hold every image of a batch.
-generate_step = generate_image.with_options(cache_result_in_memory=False, tags=set())
-edit_step = edit_image.with_options(cache_result_in_memory=False, tags=set())
+__all__ = ["api_slots", "outcome_for", "process_item"]
 
 _api_slots: dict[str, threading.BoundedSemaphore] = {}
 
@@ -69,13 +64,13 @@ def _find_malloc_trim() -> Callable[[int], int] | None:
 _malloc_trim = _find_malloc_trim()
 
 
-def release_freed_memory() -> None:
+def _release_freed_memory() -> None:
     """Hand the memory freed by an upscale back to the OS (glibc only; a no-op elsewhere).
 
     Each of the batch's threads gets its own glibc malloc arena, and an arena keeps what a 4K
     frame's buffers freed instead of returning it, so without this the process's RSS grows with
-    the batch until every arena has held a few frames (measured: 317 MB at N=20, 442 MB at
-    N=200; ``bench/memory.py``), although no image is referenced any more.
+    the batch until every arena has held a few frames (``bench/memory.py`` measures it),
+    although no image is referenced any more.
     """
     if _malloc_trim is not None:
         _malloc_trim(0)
@@ -103,25 +98,6 @@ def api_slots(size: int) -> Iterator[str]:
         yield token
     finally:
         _api_slots.pop(token, None)
-
-
-def run_request(step: Any, **kwargs: Any) -> tuple[ImageResult | None, bool, BaseException | None]:
-    """Call an image task and tell a fresh result, a cached one and a failure apart.
-
-    Args:
-        step: :data:`generate_step` or :data:`edit_step`.
-        **kwargs: The task's arguments.
-
-    Returns:
-        ``(result, cached, error)``.
-    """
-    state: State[ImageResult] = step(return_state=True, **kwargs)
-    if state.is_failed() or state.is_crashed() or state.is_cancelled():
-        error = state.result(raise_on_failure=False)
-        if not isinstance(error, BaseException):
-            error = RuntimeError(state.message or "the image request failed")
-        return None, False, error
-    return state.result(), state.name == "Cached", None
 
 
 def outcome_for(
@@ -247,6 +223,6 @@ def process_item(
         else:
             record_delivery(ledger_key, delivered)
         if upscale.enabled:
-            release_freed_memory()
+            _release_freed_memory()
     outcome = outcome_for(item_id, index, prompt, image, result, cached, delivered, error, started)
     return outcome if error is None else Failed(message=outcome.error, data=outcome)

@@ -12,6 +12,8 @@ import sys
 from collections.abc import Callable, Sequence
 from types import FrameType
 
+__all__ = ["SUBCOMMANDS", "AddArguments", "Run", "build_parser", "main"]
+
 AddArguments = Callable[[argparse.ArgumentParser], None]
 Run = Callable[[argparse.Namespace], int]
 

@@ -56,6 +56,22 @@ from prefect_cometapi.validation import (
     validate_params,
 )
 
+__all__ = [
+    "BACKOFF_BASE_S",
+    "BACKOFF_MAX_S",
+    "DEFAULT_BASE_URL",
+    "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_MAX_RETRIES",
+    "DEFAULT_READ_TIMEOUT",
+    "DOWNLOAD_ATTEMPTS",
+    "MAX_DOWNLOAD_BYTES",
+    "MAX_RETRY_AFTER_S",
+    "AsyncCometAPIClient",
+    "CometAPIClient",
+    "ImageInput",
+    "resolve_api_key",
+]
+
 logger = logging.getLogger("prefect_cometapi.client")
 
 DEFAULT_BASE_URL = "https://api.cometapi.com/v1"
@@ -508,8 +524,8 @@ def _redact_obj(obj: Any, secret: str) -> Any:
 
 @functools.lru_cache(maxsize=1)
 def _ssl_context() -> ssl.SSLContext:
-    # One TLS context for every client of the process: building one loads the CA bundle, about
-    # 20 ms of CPU, which a task that makes a client per request would otherwise pay each time.
+    # One TLS context for every client of the process: building one loads the CA bundle, which a
+    # task that makes a client per request would otherwise pay each time.
     return httpx.create_ssl_context()
 
 

@@ -21,6 +21,16 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+__all__ = [
+    "DEMO_BUCKET",
+    "DEMO_KEY",
+    "OFFLINE_VARIANT",
+    "UI_URL",
+    "add_demo_arguments",
+    "add_demo_parser",
+    "run_demo",
+]
+
 DEMO_BUCKET = "prefect-cometapi-demo"
 DEMO_KEY = "sk-demo-emulator-key"
 UI_URL = "http://127.0.0.1:4200"

@@ -33,10 +33,7 @@ No message ever contains the API key: messages are built from the response only,
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from prefect_cometapi.flows.outcomes import RunSummary
+from typing import Any
 
 __all__ = [
     "APIConnectionError",
@@ -407,7 +404,12 @@ class BatchFailedError(CometAPIError):
         summary: The run's summary (what was delivered and why the rest failed).
     """
 
-    def __init__(self, summary: RunSummary) -> None:
+    def __init__(self, summary: Any) -> None:
+        """Describe the failed batch.
+
+        Args:
+            summary: The run's ``RunSummary`` (its ``failures`` and ``headline()`` are used).
+        """
         self.summary = summary
         reasons = "; ".join(
             f"{item}: {why}" for item, why in list(summary.failures.items())[:MAX_LISTED_FAILURES]

@@ -6,6 +6,18 @@ import hashlib
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+__all__ = [
+    "CONTENT_TYPES",
+    "Background",
+    "GeneratedImage",
+    "ImageFormat",
+    "ImageResult",
+    "InputFidelity",
+    "Moderation",
+    "Quality",
+    "Usage",
+]
+
 ImageFormat = Literal["png", "jpeg", "webp"]
 Quality = Literal["low", "medium", "high", "auto"]
 Background = Literal["transparent", "opaque", "auto"]

@@ -3,7 +3,7 @@
 Cost of a request = text input tokens x text price + image input tokens x image-input price +
 output tokens x image-output price (prices in USD per million tokens). The actual ``usage`` the
 API returns is what is billed; :func:`estimate_output_tokens` is only for pre-flight budgets (and
-for the emulator's ``usage``). Sources: ``shared/API-FACTS.md`` §4.
+for the emulator's ``usage``).
 """
 
 from __future__ import annotations
@@ -13,6 +13,18 @@ from dataclasses import dataclass
 
 from prefect_cometapi.models import Usage
 from prefect_cometapi.validation import base_model, is_flexible_size_model, parse_size
+
+__all__ = [
+    "AUTO_QUALITY_ESTIMATE",
+    "AUTO_SIZE_ESTIMATE",
+    "DEFAULT_PRICES",
+    "ModelPrice",
+    "cost_usd",
+    "estimate_cost",
+    "estimate_output_tokens",
+    "estimate_text_tokens",
+    "price_for",
+]
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The Images API's rules, checked before any request is sent (and by the emulator, as the API).
 
 Every function raises :class:`~prefect_cometapi.errors.ValidationError` naming the parameter and
-the rule. Sources: ``shared/API-FACTS.md`` §1-2.
+the rule.
 """
 
 from __future__ import annotations

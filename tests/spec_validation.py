@@ -6,7 +6,7 @@ leftovers handled here:
 * ``nullable: true`` is turned into "or null" (the spec means it; 2020-12 ignores the keyword).
 * ``ImagesResponse.size`` lists only ``1024x1024``/``1024x1536``/``1536x1024`` although the same
   spec lets gpt-image-2 take any valid ``WxH``; unless ``strict_size=True`` it is checked as a
-  ``WxH`` string (API-FACTS.md §1: "treat as free string").
+  ``WxH`` string (the size is a free string for that model).
 
 Usage::
 

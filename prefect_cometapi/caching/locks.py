@@ -1,12 +1,12 @@
 """Lock managers for the image cache: lock files created atomically, and a retry-safe wrapper.
 
 Prefect's ``FileSystemLockManager`` creates a lock file and writes its holder in a second step;
-another thread reading in between sees an empty file and fails (seen with two concurrent runs of
-the same request). This manager writes the lock's content to a temporary file first and
-publishes it with ``os.link``, which fails if the lock exists: a lock file is never half
-written. It also records the owner's host and process id, so a lock left behind by a killed
-process (SIGKILL mid-run) is recognised as stale and taken over instead of blocking the re-run
-forever. It implements Prefect's public ``LockManager`` protocol.
+another thread reading in between sees an empty file and fails. This manager writes the lock's
+content to a temporary file first and publishes it with ``os.link``, which fails if the lock
+exists: a lock file is never half written. It also records the owner's host and process id,
+so a lock left behind by a killed process (SIGKILL mid-run) is recognised as stale and taken
+over instead of blocking the re-run forever. It implements Prefect's public
+``LockManager`` protocol.
 
 :class:`RetrySafeLockManager` wraps any other lock manager (``prefect-redis``'s, for workers on
 several machines) so that Prefect's second release of a lock never aborts a commit.

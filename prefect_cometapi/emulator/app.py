@@ -23,6 +23,8 @@ from prefect_cometapi.emulator.faults import error_response
 from prefect_cometapi.emulator.images import handle_image_request
 from prefect_cometapi.emulator.state import EmulatorState
 
+__all__ = ["create_app"]
+
 
 class _DropNoiseFilter(logging.Filter):
     """Hide uvicorn's complaint about the responses the "drop" fault leaves incomplete."""

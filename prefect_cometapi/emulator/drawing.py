@@ -26,6 +26,17 @@ from statistics import NormalDist
 
 from PIL import Image, ImageChops, ImageDraw, ImageFont
 
+__all__ = [
+    "GRAIN_SIGMA",
+    "TEXTURE_AMPLITUDE",
+    "add_grain",
+    "encode",
+    "fast_png",
+    "grain_tile",
+    "render_edit",
+    "render_generation",
+]
+
 _MAX_PROMPT_DRAWN = 600
 GRAIN_SIGMA = 7.0
 """Standard deviation of the per-channel grain (0-255 scale)."""

@@ -13,6 +13,20 @@ from typing import Any
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
+__all__ = [
+    "FAULTS",
+    "FAULT_HEADER",
+    "LATE_FAULTS",
+    "DropResponse",
+    "auth_error",
+    "error_body",
+    "error_response",
+    "fault_from_prompt",
+    "fault_response",
+    "new_request_id",
+    "normalize_fault",
+]
+
 #: Every fault the emulator can inject.
 FAULTS = frozenset(
     {

@@ -40,6 +40,15 @@ from prefect_cometapi.validation import (
     validate_params,
 )
 
+__all__ = [
+    "DEFAULT_MODELS",
+    "EDIT_IMAGE_TOKENS",
+    "EDIT_IMAGE_TOKENS_LEGACY",
+    "IMAGE_FIELDS",
+    "KNOWN_MODELS",
+    "handle_image_request",
+]
+
 logger = logging.getLogger(__name__)
 
 #: Model names the emulator serves; anything else is a 404 ``model_not_found``.

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from email.message import Message
 
+__all__ = ["MultipartError", "Part", "boundary_of", "parse_multipart"]
+
 
 class MultipartError(ValueError):
     """The body is not valid multipart/form-data."""

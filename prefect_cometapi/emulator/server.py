@@ -12,6 +12,8 @@ import uvicorn
 from prefect_cometapi.emulator.app import create_app
 from prefect_cometapi.emulator.state import EmulatorConfig, EmulatorState, RequestRecord
 
+__all__ = ["Emulator"]
+
 
 class Emulator:
     """A CometAPI (OpenAI Images API) emulator served on a local port.

@@ -21,6 +21,8 @@ __all__ = [
     "DEFAULT_KEY_TEMPLATE",
     "KEY_PLACEHOLDERS",
     "MAX_KEY_BYTES",
+    "check_key_template",
+    "key_values",
     "normalize_prefix",
     "render_key",
     "template_fields",
@@ -44,6 +46,13 @@ KEY_PLACEHOLDERS: tuple[str, ...] = tuple(
 """Placeholders :func:`render_key` knows, besides the caller's own ``**extra`` names."""
 
 _EXTENSIONS = {"jpeg": "jpg"}
+_SAMPLE_VALUES: dict[str, Any] = {
+    **{name: name for name in KEY_PLACEHOLDERS},
+    "date": "2000-01-01", "year": "2000", "month": "01", "day": "01",
+    "sha256": "0" * 64, "sha8": "0" * 8, "ext": "png", "format": "png", "size": "1x1",
+    "width": 1, "height": 1, "index": 0,
+}  # fmt: skip
+"""A value of the right type for each built-in placeholder (:func:`check_key_template`)."""
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]*[a-z0-9]$")
 _IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
@@ -204,11 +213,21 @@ def render_key(
             template or a key that escapes the prefix (absolute, ``..``, backslash, empty
             segment, control characters, over 1024 bytes); ``param="prefix"`` for a bad prefix.
     """
-    if not isinstance(template, str) or not template.strip():
-        raise ValidationError("key_template", "the key template is empty", template)
-    norm_prefix = normalize_prefix(prefix)
+    return _render(template, key_values(image, now), prefix, extra)
+
+
+def key_values(image: GeneratedImage, now: datetime | None = None) -> dict[str, Any]:
+    """The values of the built-in placeholders for one image.
+
+    Args:
+        image: The image being stored.
+        now: The time used for the date placeholders (default: now, UTC).
+
+    Returns:
+        ``{placeholder: value}`` for every name in :data:`KEY_PLACEHOLDERS` but ``prefix``.
+    """
     moment = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
-    values: dict[str, Any] = {
+    return {
         "date": moment.strftime("%Y-%m-%d"),
         "year": moment.strftime("%Y"),
         "month": moment.strftime("%m"),
@@ -225,6 +244,31 @@ def render_key(
         "quality": str((image.params or {}).get("quality") or "auto"),
         "slug": slugify(image.prompt or "", SLUG_CHARS),
     }
+
+
+def check_key_template(template: str, *, prefix: str = "", names: tuple[str, ...] = ()) -> None:
+    """Check a key template before any image exists, with the rules of :func:`render_key`.
+
+    The template is rendered with a value of the right type for each placeholder (numbers for
+    ``{width}``, ``{height}`` and ``{index}``, so format specs such as ``{index:03d}`` are
+    checked too) and the result must be a valid key inside the prefix.
+
+    Args:
+        template: The key template.
+        prefix: The prefix it will be rendered with.
+        names: The caller's own placeholder names (e.g. ``("item",)`` for the flows).
+
+    Raises:
+        ValidationError: As :func:`render_key`.
+    """
+    _render(template, _SAMPLE_VALUES, prefix, {name: name for name in names})
+
+
+def _render(template: str, values: dict[str, Any], prefix: str, extra: dict[str, Any]) -> str:
+    if not isinstance(template, str) or not template.strip():
+        raise ValidationError("key_template", "the key template is empty", template)
+    norm_prefix = normalize_prefix(prefix)
+    values = dict(values)
     for name, value in extra.items():
         if name == "prefix":
             raise ValidationError("key_vars", "'prefix' is set with the prefix parameter", name)

@@ -35,7 +35,7 @@ from reliability_support import (
 )
 
 from prefect_cometapi.flows import batch_generate
-from prefect_cometapi.flows.batch import DELIVERY_SHARE
+from prefect_cometapi.flows.running import DELIVERY_SHARE
 
 N_ITEMS = 40
 CONCURRENCY = 4

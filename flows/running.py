@@ -1,0 +1,143 @@
+"""Running a batch's items in ``process_item`` task runs of the current flow run.
+
+:func:`run_items` keeps a sliding window of items in flight over the flow's thread pool,
+refilled as each item finishes, so a slow item never holds up a whole wave; the batch flow and
+each chunk of a fanned-out batch use it alike.
+"""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Annotated, Any
+
+from prefect.futures import PrefectFuture
+from prefect.utilities.annotations import quote
+from pydantic import Field
+
+from prefect_cometapi.blocks import CometAPICredentials
+from prefect_cometapi.flows.outcomes import ItemOutcome, describe_error
+from prefect_cometapi.flows.params import ImageOptions, S3Options, UpscaleOptions
+from prefect_cometapi.flows.sources import Item
+from prefect_cometapi.flows.steps import api_slots, process_item
+from prefect_cometapi.text import excerpt
+
+__all__ = ["DELIVERY_SHARE", "Concurrency", "failed_outcome", "run_items"]
+
+DELIVERY_SHARE = 2
+"""Items in flight = concurrency + concurrency // DELIVERY_SHARE: the extra ones upload (or
+wait for a request slot) while ``concurrency`` requests keep the API busy."""
+Concurrency = Annotated[int, Field(ge=1, le=64)]
+"""The ``concurrency`` parameter of the batch flows: items' API requests at once."""
+
+
+def failed_outcome(
+    item: Item, prompt: str, image: ImageOptions, code: str | None, message: str | None
+) -> ItemOutcome:
+    """The record of an item that failed outside ``process_item`` (a crash, a lost chunk).
+
+    Args:
+        item: The item.
+        prompt: Its rendered prompt.
+        image: The request options.
+        code: A short error code (the API's, or one of ours such as ``chunk_failed``).
+        message: What went wrong, readable.
+
+    Returns:
+        A ``failed`` record.
+    """
+    return ItemOutcome(
+        item_id=item.item_id,
+        index=item.index,
+        status="failed",
+        prompt_excerpt=excerpt(prompt),
+        size=image.request_size,
+        quality=image.quality,
+        error_code=code,
+        error=message,
+    )
+
+
+def _collect(future: PrefectFuture[ItemOutcome], item: Item, prompt: str, image: ImageOptions):
+    value: Any = future.result(raise_on_failure=False)
+    if isinstance(value, ItemOutcome):
+        return value
+    error = value if isinstance(value, BaseException) else RuntimeError(str(value))
+    return failed_outcome(item, prompt, image, *describe_error(error))
+
+
+def run_items(
+    batch: list[Item],
+    prompts: list[str],
+    credentials: CometAPICredentials,
+    image: ImageOptions,
+    upscale: UpscaleOptions,
+    s3: S3Options,
+    run_time: datetime,
+    concurrency: int,
+    concurrency_limit: str | None = None,
+    rate_limit: str | None = None,
+) -> Iterator[ItemOutcome]:
+    """Run items end to end in ``process_item`` task runs of the current flow run.
+
+    A sliding window over the flow's thread pool, refilled as each item finishes, with at most
+    ``concurrency`` API requests at a time (see :data:`DELIVERY_SHARE`).
+
+    Args:
+        batch: The items.
+        prompts: Their rendered prompts, in the same order.
+        credentials: The API credentials.
+        image: Request options.
+        upscale: Upscale options.
+        s3: Where the images go.
+        run_time: The time for the keys' date placeholders.
+        concurrency: API requests at once.
+        concurrency_limit: A Prefect global concurrency limit (slots).
+        rate_limit: A Prefect global concurrency limit with slot decay.
+
+    Yields:
+        Each item's record as it finishes (completion order).
+    """
+    finished: queue.SimpleQueue[ItemOutcome] = queue.SimpleQueue()
+    window = concurrency + max(1, concurrency // DELIVERY_SHARE)
+    with api_slots(concurrency) as slots:
+
+        def submit(index: int) -> None:
+            item = batch[index]
+            # quote(): the options are the same for every item and hold no futures, so Prefect
+            # need not walk them for task inputs.
+            future = process_item.submit(
+                item.item_id,
+                item.index,
+                prompts[index],
+                quote(credentials),
+                quote(image),
+                quote(upscale),
+                quote(s3),
+                run_time,
+                concurrency_limit,
+                rate_limit,
+                slots,
+            )
+            future.add_done_callback(lambda done: finished.put(outcome_of(index, done)))
+
+        def outcome_of(index: int, done: PrefectFuture[ItemOutcome]) -> ItemOutcome:
+            # Read in the thread that finished the item: a result read is a round trip through
+            # Prefect's event loop thread, which would otherwise hold up the loop below that
+            # refills the window.
+            try:
+                return _collect(done, batch[index], prompts[index], image)
+            except BaseException as exc:  # noqa: BLE001 - a callback's error would lose the item
+                return failed_outcome(batch[index], prompts[index], image, *describe_error(exc))
+
+        next_index = 0
+        while next_index < min(window, len(batch)):
+            submit(next_index)
+            next_index += 1
+        for _ in range(len(batch)):
+            outcome = finished.get()
+            if next_index < len(batch):
+                submit(next_index)
+                next_index += 1
+            yield outcome
