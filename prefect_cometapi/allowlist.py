@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 from prefect_cometapi.errors import ValidationError
 
 __all__ = [
+    "DEFAULT_BASE_URL",
     "ALLOWED_BASE_URLS_ENV",
     "ALLOWED_S3_ENDPOINTS_ENV",
     "Origin",
@@ -38,6 +39,8 @@ __all__ = [
     "origin",
 ]
 
+DEFAULT_BASE_URL = "https://api.cometapi.com/v1"
+"""CometAPI's own API base URL: the clients' default, always allowed."""
 ALLOWED_BASE_URLS_ENV = "PREFECT_COMETAPI_ALLOWED_BASE_URLS"
 ALLOWED_S3_ENDPOINTS_ENV = "PREFECT_COMETAPI_ALLOWED_S3_ENDPOINTS"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -116,8 +119,6 @@ def check_base_url(url: str, *, param: str = "base_url", also: Iterable[str] = (
     Raises:
         ValidationError: ``param`` names a host that is not allowed (the key was not sent).
     """
-    from prefect_cometapi.client import DEFAULT_BASE_URL
-
     wanted = origin(url, param)
     allowed = {origin(DEFAULT_BASE_URL)} | allowed_origins(ALLOWED_BASE_URLS_ENV)
     allowed |= {origin(extra) for extra in also if extra}

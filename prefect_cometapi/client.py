@@ -34,7 +34,7 @@ from typing import IO, Any, Union
 
 import httpx
 
-from prefect_cometapi.allowlist import check_base_url
+from prefect_cometapi.allowlist import DEFAULT_BASE_URL, check_base_url
 from prefect_cometapi.errors import (
     APIConnectionError,
     APITimeoutError,
@@ -74,7 +74,6 @@ __all__ = [
 
 logger = logging.getLogger("prefect_cometapi.client")
 
-DEFAULT_BASE_URL = "https://api.cometapi.com/v1"
 #: Image generation at high quality and 4K can take minutes: the read timeout must not cut it.
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_READ_TIMEOUT = 600.0
