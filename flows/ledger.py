@@ -5,9 +5,10 @@ sizes of its images, no bytes) next to the image cache, under a key made of ever
 decides what lands where: the image request (its cache key), the upscale options, the bucket,
 endpoint, prefix and key template, the item id and the run date when the template uses it.
 
-A re-run of the same item first reads that record and asks S3 (``HEAD`` with
+A re-run of the same batch checks every item first (:func:`check_deliveries`, a few at a time
+ahead of the batch's window): it reads the record and asks S3 (``HEAD`` with
 ``ChecksumMode=ENABLED``) whether each object is still there with the recorded SHA-256. If so
-the item is done: no image task run, no cached image read or decoded, no upscale, no upload.
+the item is done without a task run: no cached image read or decoded, no upscale, no upload.
 Anything else (no record, an object gone or changed, S3 unreachable) falls back to the full
 path, where the image cache still keeps the request from being paid again.
 """
@@ -18,6 +19,9 @@ import base64
 import hashlib
 import json
 import string
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,13 +31,16 @@ from prefect_cometapi.caching.keys import image_cache_key
 from prefect_cometapi.flows.outcomes import DeliveredImage
 from prefect_cometapi.flows.params import ImageOptions, S3Options, UpscaleOptions
 from prefect_cometapi.flows.requesting import image_result_store
+from prefect_cometapi.s3.client import shared_s3_client
 from prefect_cometapi.s3.upload import presign
 
 __all__ = [
     "DELIVERY_EXPIRATION",
     "DeliveryRecord",
+    "check_deliveries",
     "delivery_key",
     "find_delivered",
+    "ledger_store",
     "record_delivery",
 ]
 
@@ -91,33 +98,43 @@ def delivery_key(
     return f"cometapi-delivery-{hashlib.sha256(blob).hexdigest()}"
 
 
-def _store() -> Any:
-    """The result store of the image task, without its locks or in-memory cache."""
+def ledger_store() -> Any:
+    """Where delivery records live: the image task's result store (so with the image cache,
+    shared storage included), without its locks or in-memory cache.
+
+    Call it inside a flow or task run (it follows the run's result settings).
+
+    Returns:
+        A Prefect ``ResultStore``.
+    """
     store = image_result_store()
     return store.model_copy(update={"lock_manager": None, "cache_result_in_memory": False})
 
 
-def record_delivery(key: str, delivered: list[DeliveredImage]) -> None:
+def record_delivery(key: str, delivered: list[DeliveredImage], store: Any = None) -> None:
     """Write an item's delivery record (best effort: a failure only costs a re-check later).
 
     Args:
         key: From :func:`delivery_key`.
         delivered: What was stored.
+        store: The store (default :func:`ledger_store`).
     """
     from prefect.types._datetime import now
 
     record = DeliveryRecord(images=[d.model_copy(update={"url": None}) for d in delivered])
     try:
-        _store().write(record, key=key, expiration=now("UTC") + DELIVERY_EXPIRATION)
+        (store or ledger_store()).write(
+            record, key=key, expiration=now("UTC") + DELIVERY_EXPIRATION
+        )
     except Exception as exc:  # noqa: BLE001 - the delivery itself succeeded
         _debug(f"could not write delivery record {key}: {type(exc).__name__}: {exc}")
 
 
-def _read_record(key: str) -> DeliveryRecord | None:
+def _read_record(key: str, store: Any) -> DeliveryRecord | None:
     from prefect.types._datetime import now
 
     try:
-        stored = _store().read(key)
+        stored = store.read(key)
     except Exception:  # noqa: BLE001 - no record (or unreadable): not delivered as far as we know
         return None
     expiration = stored.metadata.expiration
@@ -139,19 +156,22 @@ def _holds(head: dict[str, Any], image: DeliveredImage) -> bool:
     return bool(checksum) and checksum == expected
 
 
-def find_delivered(key: str, s3: S3Options, s3_client: Any) -> list[DeliveredImage] | None:
+def find_delivered(
+    key: str, s3: S3Options, s3_client: Any, store: Any = None
+) -> list[DeliveredImage] | None:
     """The item's images if its last delivery is still in S3, checked by SHA-256.
 
     Args:
         key: From :func:`delivery_key`.
         s3: Where the images go (for the presigned links' lifetime).
         s3_client: A boto3 S3 client.
+        store: The store (default :func:`ledger_store`).
 
     Returns:
         The images (``existed=True``, fresh presigned links when asked for), or ``None`` when
         there is no record or any object is missing, different or cannot be checked.
     """
-    record = _read_record(key)
+    record = _read_record(key, store or ledger_store())
     if record is None:
         return None
     found: list[DeliveredImage] = []
@@ -167,6 +187,35 @@ def find_delivered(key: str, s3: S3Options, s3_client: Any) -> list[DeliveredIma
             url = presign(s3_client, image.bucket, image.key, s3.presign_expires)
         found.append(image.model_copy(update={"url": url, "existed": True}))
     return found
+
+
+@contextmanager
+def check_deliveries(
+    keys: list[str], s3: S3Options, workers: int
+) -> Iterator[list[Future[list[DeliveredImage] | None]]]:
+    """Check many items' deliveries at once, in a small thread pool, in order.
+
+    Call it inside a flow run. The checks start at once and run ahead of whoever consumes
+    them (a record read and a ``HEAD`` each); futures still pending on exit are cancelled.
+
+    Args:
+        keys: Each item's :func:`delivery_key`.
+        s3: Where the images go.
+        workers: Threads (the ``HEAD`` requests in flight at once).
+
+    Yields:
+        One future per key: :func:`find_delivered`'s answer.
+    """
+    store = ledger_store()
+    client = shared_s3_client(s3.endpoint_url, s3.aws_credentials_block)
+    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="cometapi-ledger")
+    futures = [pool.submit(find_delivered, key, s3, client, store) for key in keys]
+    try:
+        yield futures
+    finally:
+        for future in futures:
+            future.cancel()
+        pool.shutdown(wait=True)
 
 
 def _debug(message: str) -> None:

@@ -8,19 +8,22 @@ each chunk of a fanned-out batch use it alike.
 from __future__ import annotations
 
 import queue
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated, Any
 
+from prefect import get_run_logger
 from prefect.futures import PrefectFuture
 from prefect.utilities.annotations import quote
 from pydantic import Field
 
 from prefect_cometapi.blocks import CometAPICredentials
+from prefect_cometapi.flows.ledger import check_deliveries, delivery_key
 from prefect_cometapi.flows.outcomes import ItemOutcome, describe_error
 from prefect_cometapi.flows.params import ImageOptions, S3Options, UpscaleOptions
 from prefect_cometapi.flows.sources import Item
-from prefect_cometapi.flows.steps import api_slots, process_item
+from prefect_cometapi.flows.steps import api_slots, outcome_for, process_item
 from prefect_cometapi.text import excerpt
 
 __all__ = ["DELIVERY_SHARE", "Concurrency", "failed_outcome", "run_items"]
@@ -28,6 +31,9 @@ __all__ = ["DELIVERY_SHARE", "Concurrency", "failed_outcome", "run_items"]
 DELIVERY_SHARE = 2
 """Items in flight = concurrency + concurrency // DELIVERY_SHARE: the extra ones upload (or
 wait for a request slot) while ``concurrency`` requests keep the API busy."""
+LEDGER_CHECKS = 16
+"""Delivery checks (a record read and an S3 ``HEAD`` each) in flight at once, ahead of the
+window: items already in S3 are done without a task run (see :mod:`.ledger`)."""
 Concurrency = Annotated[int, Field(ge=1, le=64)]
 """The ``concurrency`` parameter of the batch flows: items' API requests at once."""
 
@@ -82,7 +88,9 @@ def run_items(
     """Run items end to end in ``process_item`` task runs of the current flow run.
 
     A sliding window over the flow's thread pool, refilled as each item finishes, with at most
-    ``concurrency`` API requests at a time (see :data:`DELIVERY_SHARE`).
+    ``concurrency`` API requests at a time (see :data:`DELIVERY_SHARE`). An item whose objects
+    are already in S3 from an earlier run (the delivery ledger, checked ahead of the window) is
+    reported at once, with no task run: nothing is requested, read, upscaled or uploaded.
 
     Args:
         batch: The items.
@@ -99,9 +107,14 @@ def run_items(
     Yields:
         Each item's record as it finishes (completion order).
     """
-    finished: queue.SimpleQueue[ItemOutcome] = queue.SimpleQueue()
+    finished: queue.SimpleQueue[tuple[bool, ItemOutcome]] = queue.SimpleQueue()
     window = concurrency + max(1, concurrency // DELIVERY_SHARE)
-    with api_slots(concurrency) as slots:
+    keys = [
+        delivery_key(prompts[i], image, upscale, s3, item.item_id, run_time)
+        for i, item in enumerate(batch)
+    ]
+    logger = get_run_logger()
+    with api_slots(concurrency) as slots, check_deliveries(keys, s3, LEDGER_CHECKS) as checks:
 
         def submit(index: int) -> None:
             item = batch[index]
@@ -120,7 +133,7 @@ def run_items(
                 rate_limit,
                 slots,
             )
-            future.add_done_callback(lambda done: finished.put(outcome_of(index, done)))
+            future.add_done_callback(lambda done: finished.put((True, outcome_of(index, done))))
 
         def outcome_of(index: int, done: PrefectFuture[ItemOutcome]) -> ItemOutcome:
             # Read in the thread that finished the item: a result read is a round trip through
@@ -132,12 +145,34 @@ def run_items(
                 return failed_outcome(batch[index], prompts[index], image, *describe_error(exc))
 
         next_index = 0
-        while next_index < min(window, len(batch)):
-            submit(next_index)
-            next_index += 1
-        for _ in range(len(batch)):
-            outcome = finished.get()
-            if next_index < len(batch):
-                submit(next_index)
+        in_flight = 0
+
+        def fill() -> None:
+            # Items already in S3 are done here, without a task run; the others take the window.
+            nonlocal next_index, in_flight
+            while next_index < len(batch) and in_flight < window:
+                index, started = next_index, time.monotonic()
                 next_index += 1
+                found = checks[index].result()
+                if found is None:
+                    submit(index)
+                    in_flight += 1
+                    continue
+                item = batch[index]
+                logger.info(
+                    "Item %s already delivered, SHA-256 checked in S3: %s; nothing requested, "
+                    "upscaled or uploaded",
+                    item.item_id,
+                    ", ".join(d.uri for d in found),
+                )
+                finished.put(
+                    (False, outcome_for(item.item_id, item.index, prompts[index], image, None,
+                                        True, found, None, started, already_delivered=True))
+                )  # fmt: skip
+
+        fill()
+        for _ in range(len(batch)):
+            ran, outcome = finished.get()
+            in_flight -= ran
+            fill()
             yield outcome

@@ -1,8 +1,7 @@
 """The per-item unit of work: generate -> (upscale) -> upload, returning a small record.
 
-An item whose images are already in S3 from an earlier run (the delivery ledger's record, and
-each object's SHA-256 checked with a ``HEAD``; see :mod:`.ledger`) is done at once: no image
-task run, no cached image read, no upscale, no upload, one task run in all.
+After a delivery, the item's record goes to the delivery ledger (:mod:`.ledger`), so that a
+re-run finds it already in S3 and runs nothing for it (:func:`.batch.run_items`).
 
 Each image's bytes live only while its item is being processed: the generation is persisted by
 ``generate_image`` (and not kept in Prefect's in-memory result cache), the upscale is handed to
@@ -25,7 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 
-from prefect import get_run_logger, task
+from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed
 from prefect.utilities.annotations import quote
@@ -33,14 +32,13 @@ from prefect.utilities.annotations import quote
 from prefect_cometapi.blocks import CometAPICredentials
 from prefect_cometapi.caching.policy import persist_when_paid
 from prefect_cometapi.flows.delivery import deliver_result
-from prefect_cometapi.flows.ledger import delivery_key, find_delivered, record_delivery
+from prefect_cometapi.flows.ledger import delivery_key, record_delivery
 from prefect_cometapi.flows.outcomes import DeliveredImage, ItemOutcome, describe_error
 from prefect_cometapi.flows.params import ImageOptions, S3Options, UpscaleOptions
 from prefect_cometapi.flows.previews import with_previews
 from prefect_cometapi.flows.requesting import generate_step, run_request
 from prefect_cometapi.limits import request_slot
 from prefect_cometapi.models import ImageResult
-from prefect_cometapi.s3.client import shared_s3_client
 from prefect_cometapi.text import excerpt
 
 __all__ = ["api_slots", "outcome_for", "process_item"]
@@ -188,16 +186,6 @@ def process_item(
     """
     started = time.monotonic()
     ledger_key = delivery_key(prompt, image, upscale, s3, item_id, run_time)
-    client = shared_s3_client(s3.endpoint_url, s3.aws_credentials_block)
-    found = find_delivered(ledger_key, s3, client)
-    if found is not None:
-        get_run_logger().info(
-            "Item %s already delivered, SHA-256 checked in S3: %s; nothing requested, "
-            "upscaled or uploaded",
-            item_id,
-            ", ".join(d.uri for d in found),
-        )
-        return outcome_for(item_id, index, prompt, image, None, True, found, None, started, True)
     # The slot is held around the HTTP exchange only (inside the image task), not the task run.
     # The paid image is persisted when the request task ends, not when this task does: a failed
     # upload or a killed process must not lose it (a re-run would pay again).

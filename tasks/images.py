@@ -21,6 +21,7 @@ from prefect.runtime import task_run as runtime_task_run
 
 from prefect_cometapi.blocks import CometAPICredentials
 from prefect_cometapi.caching.policy import image_cache_policy
+from prefect_cometapi.caching.serializer import IMAGE_RESULT_SERIALIZER
 from prefect_cometapi.errors import retry_on_transient
 from prefect_cometapi.image_params import image_request
 from prefect_cometapi.inputs import EditSource, resolve_inputs
@@ -75,6 +76,7 @@ _TASK_OPTIONS: dict[str, Any] = {
     "cache_policy": image_cache_policy(),
     "cache_expiration": CACHE_EXPIRATION,
     "persist_result": True,
+    "result_serializer": IMAGE_RESULT_SERIALIZER,
 }
 
 
