@@ -96,18 +96,22 @@ def _render_prompts(template: str, items: list[Item]) -> list[str]:
     return prompts
 
 
-def _is_cached(prompt: str, image: ImageOptions) -> bool:
+def _is_cached(prompt: str, image: ImageOptions, credentials: Any = None) -> bool:
     """Whether ``generate_image`` already holds this exact request's result (best effort)."""
     try:
         store = image_result_store()
-        key = image_cache_key("generations", {"prompt": prompt, **image.request_kwargs()})
+        params = {"prompt": prompt, "credentials": credentials, **image.request_kwargs()}
+        key = image_cache_key("generations", params)
         return bool(store.exists(key))
     except Exception:  # noqa: BLE001 - when in doubt, count it as a cost
         return False
 
 
 def _check_budget(
-    prompts: list[str], image: ImageOptions, max_cost_usd: float | None
+    prompts: list[str],
+    image: ImageOptions,
+    max_cost_usd: float | None,
+    credentials: CometAPICredentials | None = None,
 ) -> float | None:
     """Estimate the batch's cost and refuse it when over budget.
 
@@ -115,6 +119,8 @@ def _check_budget(
         prompts: The rendered prompts.
         image: The request options.
         max_cost_usd: The budget; ``None`` for no limit.
+        credentials: The credentials the requests use (their service is part of the cache
+            key); ``None`` for the default.
 
     Returns:
         The estimate in USD (``None`` when the model's price is unknown).
@@ -136,7 +142,11 @@ def _check_budget(
     estimate = round(sum(c for c in per_item if c is not None), 6)
     if max_cost_usd is None or estimate <= max_cost_usd:
         return estimate
-    to_pay = [(p, c) for p, c in zip(prompts, per_item, strict=True) if not _is_cached(p, image)]
+    to_pay = [
+        (p, c)
+        for p, c in zip(prompts, per_item, strict=True)
+        if not _is_cached(p, image, credentials)
+    ]
     remaining = round(sum(c for _, c in to_pay if c is not None), 6)
     if remaining > max_cost_usd:
         raise BudgetExceededError(remaining, max_cost_usd, len(to_pay), image)
@@ -201,7 +211,7 @@ def batch_generate(
     check_distinct_keys(s3, image.n, len(batch) > 1)
     upscale.check_source_size(image.request_size)
     prompts = _render_prompts(source, batch)
-    estimate = _check_budget(prompts, image, max_cost_usd)
+    estimate = _check_budget(prompts, image, max_cost_usd, credentials)
     check_concurrency_limits(concurrency_limit, rate_limit)
     logger.info(
         "Batch of %d item(s), concurrency %d, estimated cost %s",

@@ -277,8 +277,8 @@ def _run(args: argparse.Namespace) -> int:
         s3 = S3Options(
             bucket=DEMO_BUCKET, prefix=args.prefix, endpoint_url=endpoint_url, presign_expires=None
         )
-        # The image cache is not keyed on the API's address: a variant of its own keeps the
-        # emulator's drawings from ever being served to a --live run of the same products.
+        # The image cache is keyed on the API's address already; a variant of its own also
+        # keeps the emulator's drawings apart from any older cache entries of these products.
         parameters["image"] = parameters["image"].model_copy(update={"variant": OFFLINE_VARIANT})
         with _prefect_for_demo() as ui_url:
             print(

@@ -124,3 +124,27 @@ def test_cache_key_is_unchanged_by_the_schema() -> None:
         "cometapi-edits-d70fb39a5888e6c5118051ccc816b5a999680e373c41fd65f58d3761d3c9b4ae"
     )
     assert "user" not in cache_key_names() and "variant" in cache_key_names()
+
+
+def test_cache_key_includes_the_service_that_makes_the_image() -> None:
+    from prefect_cometapi import CometAPICredentials
+
+    def key(base_url: str | None) -> str:
+        credentials = (
+            None
+            if base_url is None
+            else CometAPICredentials(api_key="sk-test-not-used", base_url=base_url)
+        )
+        return image_cache_key("generations", {"prompt": "a fox", "credentials": credentials})
+
+    real = key(None)
+    assert real == key("https://api.cometapi.com/v1") == key("HTTPS://API.cometapi.com:443/v1/")
+    emulator = key("http://127.0.0.1:8000/v1")
+    assert emulator == key("http://127.0.0.1:8000/other/v1")  # scheme, host and port decide
+    others = {
+        key("http://127.0.0.1:8001/v1"),
+        key("http://localhost:8000/v1"),
+        key("https://127.0.0.1:8000/v1"),
+        key("https://gateway.example/v1"),
+    }
+    assert len(others | {real, emulator}) == 6

@@ -6,6 +6,8 @@ import hashlib
 import json
 from typing import Any
 
+from prefect_cometapi.allowlist import origin
+from prefect_cometapi.errors import ValidationError
 from prefect_cometapi.image_params import cache_key_names
 
 __all__ = ["CACHE_KEY_VERSION", "image_cache_key"]
@@ -21,10 +23,16 @@ def image_cache_key(
 ) -> str:
     """The one cache-key function for image requests.
 
+    The service that makes the image is part of the key: the scheme, host and port of the
+    ``credentials``' base URL (an emulator's or a test server's images are never served to a
+    run against the real API). CometAPI's own base URL adds nothing, so keys of real requests
+    are the same as before the service was part of them.
+
     Args:
         endpoint: ``"generations"`` or ``"edits"``.
-        params: Task inputs; only the prompt and the parameters marked ``cache_key`` in
-            :data:`~prefect_cometapi.image_params.IMAGE_PARAMS` are used.
+        params: Task inputs; the prompt, the parameters marked ``cache_key`` in
+            :data:`~prefect_cometapi.image_params.IMAGE_PARAMS` and the base URL of
+            ``credentials`` (a block, or ``None`` for the default) are used.
         image_sha256: The sha256 of every input image, in order (edits).
         mask_sha256: The sha256 of the mask (edits).
 
@@ -39,5 +47,24 @@ def image_cache_key(
         "images": list(image_sha256 or []),
         "mask": mask_sha256,
     }
+    service = _service(params.get("credentials"))
+    if service is not None:
+        material["service"] = service
     blob = json.dumps(material, sort_keys=True, default=str).encode()
     return f"cometapi-{endpoint}-{hashlib.sha256(blob).hexdigest()}"
+
+
+def _service(credentials: Any) -> str | None:
+    """``scheme://host:port`` of the credentials' base URL; ``None`` for CometAPI's own."""
+    from prefect_cometapi.client import DEFAULT_BASE_URL
+
+    base_url = getattr(credentials, "base_url", None)
+    if not isinstance(base_url, str):
+        return None
+    try:
+        scheme, host, port = origin(base_url)
+    except ValidationError:
+        return base_url.strip().lower()
+    if (scheme, host, port) == origin(DEFAULT_BASE_URL):
+        return None
+    return f"{scheme}://{host}:{port}"

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from prefect_cometapi import CometAPICredentials
+from prefect_cometapi.allowlist import ALLOWED_BASE_URLS_ENV
 from prefect_cometapi.emulator import RequestRecord
 from prefect_cometapi.flows import ImageOptions, ItemOutcome, RunSummary, S3Options
 
@@ -271,12 +274,15 @@ def rendered_prompts(tag: str, count: int) -> list[str]:
     return [render_template(batch_template(tag), item) for item in batch_items(count)]
 
 
-def cached_prompts(prompts: Iterable[str], image: ImageOptions) -> set[str]:
+def cached_prompts(
+    prompts: Iterable[str], image: ImageOptions, base_url: str | None = None
+) -> set[str]:
     """The prompts whose generation is in the image cache (persisted result present).
 
     Args:
         prompts: Prompts to look up.
         image: The request options they were sent with.
+        base_url: The API they were sent to (the session's emulator by default).
 
     Returns:
         The cached ones.
@@ -287,10 +293,16 @@ def cached_prompts(prompts: Iterable[str], image: ImageOptions) -> set[str]:
     from prefect_cometapi.flows.steps import generate_step
 
     store = get_result_store().update_for_task(generate_step)
+    service = CometAPICredentials(
+        api_key="sk-not-used", base_url=base_url or os.environ[ALLOWED_BASE_URLS_ENV]
+    )
     return {
         prompt
         for prompt in prompts
         if store.exists(
-            image_cache_key("generations", {"prompt": prompt, **image.request_kwargs()})
+            image_cache_key(
+                "generations",
+                {"prompt": prompt, "credentials": service, **image.request_kwargs()},
+            )
         )
     }
