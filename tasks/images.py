@@ -20,7 +20,7 @@ from prefect import get_run_logger, task
 from prefect.runtime import task_run as runtime_task_run
 
 from prefect_cometapi.blocks import CometAPICredentials
-from prefect_cometapi.caching.policy import image_cache_policy
+from prefect_cometapi.caching.policy import fetched_inputs, image_cache_policy
 from prefect_cometapi.caching.serializer import IMAGE_RESULT_SERIALIZER
 from prefect_cometapi.errors import retry_on_transient
 from prefect_cometapi.image_params import image_request
@@ -177,7 +177,9 @@ def edit_image(
     """
     started = time.monotonic()
     params.pop("variant")
-    image_bytes, mask_bytes = resolve_inputs(images, mask, s3_endpoint_url)
+    # The bytes the cache key was computed from, when it was: fetched once, hashed and sent.
+    fetched = fetched_inputs(runtime_task_run.id)
+    image_bytes, mask_bytes = fetched or resolve_inputs(images, mask, s3_endpoint_url)
     with (
         _credentials(credentials).get_client() as client,
         api_budget(concurrency_limit, rate_limit),

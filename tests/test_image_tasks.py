@@ -113,6 +113,42 @@ def test_edit_cache_follows_input_bytes(emulator, api_key, tmp_path: Path) -> No
     assert len(emulator.requests) == 2
 
 
+class ChangingBody:
+    """An HTTPFileServer answer whose body changes after the first download."""
+
+    def __init__(self, first: bytes, then: bytes) -> None:
+        self.bodies = [first, then]
+        self.served = 0
+
+    def __iter__(self):
+        body = self.bodies[min(self.served, 1)]
+        self.served += 1
+        return iter((200, body, {}))
+
+
+def test_edit_inputs_are_fetched_once_and_the_hashed_bytes_are_sent(
+    emulator, api_key, http_file_server
+) -> None:
+    import hashlib
+
+    first, then = _png(color="green"), _png(color="orange")
+    answer = ChangingBody(first, then)
+    path = f"/changing-{uuid.uuid4().hex[:8]}.png"
+    http_file_server.routes[path] = answer
+    prompt = _prompt("make it autumn")
+    creds = _creds(emulator, api_key)
+
+    @flow
+    def edit_flow(source):
+        return edit_image(prompt, source, credentials=creds, size="1024x1024", quality="low")
+
+    result = edit_flow(http_file_server.url(path))
+    assert answer.served == 1, "the input was downloaded for the key and again for the request"
+    sent = emulator.requests[-1].files["image"][0]["sha256"]
+    assert sent == hashlib.sha256(first).hexdigest() != hashlib.sha256(then).hexdigest()
+    assert result.params["image_sha256"] == [sent]
+
+
 def test_refresh_cache_pays_again(emulator, api_key) -> None:
     prompt = _prompt("a barn")
     creds = _creds(emulator, api_key)

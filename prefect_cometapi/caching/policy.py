@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,6 +33,7 @@ from prefect_cometapi.inputs import resolve_inputs
 __all__ = [
     "KEY_STORAGE_ENV",
     "ImageRequestCachePolicy",
+    "fetched_inputs",
     "image_cache_policy",
     "persist_when_paid",
 ]
@@ -39,11 +42,45 @@ KEY_STORAGE_ENV = "PREFECT_COMETAPI_CACHE_KEY_STORAGE"
 """Where cache records live: a path or a storage block slug; empty: with the results."""
 
 
+_FETCHED_KEEP = 4
+"""Task runs whose fetched edit inputs are kept for the task body (cache hits never take them)."""
+_fetched: OrderedDict[Any, tuple[list[bytes], bytes | None]] = OrderedDict()
+_fetched_lock = threading.Lock()
+
+
+def _remember(task_run_id: Any, inputs: tuple[list[bytes], bytes | None]) -> None:
+    with _fetched_lock:
+        _fetched[task_run_id] = inputs
+        _fetched.move_to_end(task_run_id)
+        while len(_fetched) > _FETCHED_KEEP:
+            _fetched.popitem(last=False)
+
+
+def fetched_inputs(task_run_id: Any) -> tuple[list[bytes], bytes | None] | None:
+    """The edit inputs the cache key of this task run was computed from, if still held.
+
+    ``edit_image`` sends exactly these bytes, so what is hashed for the key is what is sent:
+    a URL or S3 object that changes between the two reads cannot slip other bytes under the
+    key. Kept for the last few task runs of the process (and for every attempt of one run).
+
+    Args:
+        task_run_id: The task run's id.
+
+    Returns:
+        ``(image bytes, mask bytes)``, or ``None`` when no key was computed for this run here.
+    """
+    if not task_run_id:
+        return None
+    with _fetched_lock:
+        return _fetched.get(str(task_run_id))
+
+
 class ImageRequestCachePolicy(CachePolicy):
     """A Prefect cache policy for ``generate_image`` and ``edit_image``.
 
-    Edits hash the bytes of their input images; an input that cannot be read gives no key (so
-    the task runs and raises the readable error itself).
+    Edits hash the bytes of their input images, fetched once: the task sends the same bytes
+    (:func:`fetched_inputs`). An input that cannot be read gives no key (so the task runs and
+    raises the readable error itself).
     """
 
     def compute_key(
@@ -72,6 +109,9 @@ class ImageRequestCachePolicy(CachePolicy):
             )
         except Exception:  # noqa: BLE001 - the task itself reports the error
             return None
+        task_run = getattr(task_ctx, "task_run", None)
+        if task_run is not None:
+            _remember(str(task_run.id), (images, mask))
         return image_cache_key(
             "edits",
             inputs,
