@@ -6,7 +6,7 @@ import hashlib
 import json
 from typing import Any
 
-from prefect_cometapi.allowlist import origin
+from prefect_cometapi.allowlist import DEFAULT_BASE_URL, origin
 from prefect_cometapi.errors import ValidationError
 from prefect_cometapi.image_params import cache_key_names
 
@@ -56,8 +56,6 @@ def image_cache_key(
 
 def _service(credentials: Any) -> str | None:
     """``scheme://host:port`` of the credentials' base URL; ``None`` for CometAPI's own."""
-    from prefect_cometapi.client import DEFAULT_BASE_URL
-
     base_url = getattr(credentials, "base_url", None)
     if not isinstance(base_url, str):
         return None
