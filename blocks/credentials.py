@@ -17,6 +17,7 @@ from prefect_cometapi.client import (
     check_api_key,
     resolve_api_key,
 )
+from prefect_cometapi.form_fields import OptionalSecret
 
 __all__ = ["CometAPICredentials"]
 
@@ -57,7 +58,7 @@ class CometAPICredentials(Block):
         "OpenAI-compatible Images API."
     )
 
-    api_key: SecretStr | None = Field(
+    api_key: OptionalSecret = Field(
         default=None,
         title="API Key",
         description=(

@@ -26,19 +26,21 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timezone
-from typing import Annotated, Any
+from typing import Annotated
 
 from prefect import flow, get_run_logger
 from prefect.states import Completed
 from pydantic import Field
 
-from prefect_cometapi.blocks import CometAPICredentials
 from prefect_cometapi.caching.keys import image_cache_key
 from prefect_cometapi.errors import BatchFailedError, BudgetExceededError, ValidationError
 from prefect_cometapi.flows.artifacts import Progress, publish
 from prefect_cometapi.flows.outcomes import ItemOutcome, RunSummary
 from prefect_cometapi.flows.params import (
+    CredentialsBlock,
     ImageOptions,
+    OptionalItems,
+    OptionalUSD,
     S3Options,
     UpscaleOptions,
     check_distinct_keys,
@@ -54,6 +56,7 @@ from prefect_cometapi.flows.sources import (
     resolve_credentials,
     template_source,
 )
+from prefect_cometapi.form_fields import OptionalText
 from prefect_cometapi.pricing import estimate_cost
 from prefect_cometapi.tasks.prompts import render_template
 
@@ -156,20 +159,20 @@ def _check_budget(
 @flow(name=FLOW_NAME)
 def batch_generate(
     s3: S3Options,
-    template: str | None = None,
-    items: list[dict[str, Any]] | None = None,
-    items_file: str | None = None,
+    template: OptionalText = None,
+    items: OptionalItems = None,
+    items_file: OptionalText = None,
     id_field: str = "id",
     image: ImageOptions = ImageOptions(),  # noqa: B008 - frozen pydantic model
     upscale: UpscaleOptions = UpscaleOptions(),  # noqa: B008
     concurrency: Concurrency = 8,
-    max_cost_usd: Annotated[float | None, Field(ge=0)] = None,
+    max_cost_usd: OptionalUSD = None,
     all_or_nothing: bool = False,
-    credentials_block: CometAPICredentials | str | None = None,
-    base_url: str | None = None,
-    concurrency_limit: str | None = None,
-    rate_limit: str | None = None,
-    chunk_deployment: str | None = None,
+    credentials_block: CredentialsBlock = None,
+    base_url: OptionalText = None,
+    concurrency_limit: OptionalText = None,
+    rate_limit: OptionalText = None,
+    chunk_deployment: OptionalText = None,
     chunk_size: Annotated[int, Field(ge=1, le=MAX_CHUNK_SIZE)] = DEFAULT_CHUNK_SIZE,
 ) -> RunSummary:
     """Generate one image set per item from a template, concurrently, and upload them to S3.

@@ -30,6 +30,7 @@ from prefect_cometapi.flows.outcomes import ItemOutcome, RunSummary
 from prefect_cometapi.flows.params import ImageOptions, S3Options, UpscaleOptions
 from prefect_cometapi.flows.running import Concurrency, failed_outcome, run_items
 from prefect_cometapi.flows.sources import Item, resolve_credentials
+from prefect_cometapi.form_fields import OptionalDateTime, OptionalText
 
 __all__ = [
     "CHUNK_FLOW_NAME",
@@ -69,11 +70,11 @@ def batch_generate_chunk(
     image: ImageOptions = ImageOptions(),  # noqa: B008 - frozen pydantic model
     upscale: UpscaleOptions = UpscaleOptions(),  # noqa: B008
     concurrency: Concurrency = 8,
-    credentials_block: str | None = None,
-    base_url: str | None = None,
-    concurrency_limit: str | None = None,
-    rate_limit: str | None = None,
-    run_time: datetime | None = None,
+    credentials_block: OptionalText = None,
+    base_url: OptionalText = None,
+    concurrency_limit: OptionalText = None,
+    rate_limit: OptionalText = None,
+    run_time: OptionalDateTime = None,
 ) -> RunSummary:
     """Process one chunk of a fanned-out batch and return its items' small records.
 

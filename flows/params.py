@@ -7,12 +7,22 @@ fails the run before any request is sent.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    create_model,
+    model_validator,
+)
 
 from prefect_cometapi.allowlist import check_s3_endpoint
+from prefect_cometapi.blocks import CometAPICredentials
 from prefect_cometapi.errors import ValidationError
+from prefect_cometapi.form_fields import OptionalText, empty_to_none, optional
 from prefect_cometapi.image_params import form_params, validated_names
 from prefect_cometapi.s3.keys import (
     DEFAULT_ITEM_KEY_TEMPLATE,
@@ -65,6 +75,34 @@ Moderation = Literal["auto", "low"]
 UpscaleMode = Literal["fit", "cover", "stretch"]
 UpscaleFormat = Literal["same", "png", "jpeg", "webp"]
 
+Compression = optional(
+    Annotated[int, Field(ge=0, le=100)], {"type": "integer", "minimum": 0, "maximum": 100}
+)
+"""JPEG/WebP compression 0-100; empty (``None``) for the API's default."""
+LongEdge = optional(
+    Annotated[int, Field(ge=16, le=7680)], {"type": "integer", "minimum": 16, "maximum": 7680}
+)
+"""An upscale's longer side in pixels; empty (``None``) to use the target instead."""
+PresignSeconds = optional(
+    Annotated[int, Field(ge=1, le=604800)], {"type": "integer", "minimum": 1, "maximum": 604800}
+)
+"""Lifetime of presigned links in seconds; empty (``None``) for no links."""
+
+CredentialsBlock = Annotated[
+    CometAPICredentials | str | None,
+    BeforeValidator(empty_to_none),
+    WithJsonSchema({"type": "string"}),
+]
+"""The flows' ``credentials_block``: a saved CometAPI Credentials block's name in the form (the
+deployments fill in ``cometapi``), the block itself from code, or empty for the worker's
+``COMETAPI_KEY``."""
+InputFidelity = optional(Literal["high", "low"], {"type": "string", "enum": ["high", "low"]})
+"""An edit's input fidelity; empty (``None``) for the model's default."""
+OptionalItems = optional(list[dict[str, Any]], {"type": "array", "items": {"type": "object"}})
+"""A batch's variable sets; empty (``None``) when they come from a file."""
+OptionalUSD = optional(Annotated[float, Field(ge=0)], {"type": "number", "minimum": 0})
+"""An amount in USD; empty (``None``) for no limit."""
+
 DEFAULT_PREFIX = "cometapi/"
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
@@ -91,14 +129,14 @@ def _wxh(value: str | None, param: str) -> str | None:
 IMAGE_FORM: dict[str, tuple[Any, Any]] = {
     "size": (SizePreset, Field("1024x1024", description="Size preset of the generated image.")),
     "custom_size": (
-        str | None,
+        OptionalText,
         Field(None, description="Custom WxH (e.g. 1792x1024); overrides the preset when set."),
     ),
     "quality": (Quality, Field("medium", description="Rendering quality (low is cheapest).")),
     "output_format": (OutputFormat, Field("png", description="Image format the API returns.")),
     "output_compression": (
-        int | None,
-        Field(None, ge=0, le=100, description="Compression 0-100 for jpeg/webp (empty for png)."),
+        Compression,
+        Field(None, description="Compression 0-100 for jpeg/webp (empty for png)."),
     ),
     "background": (Background, Field("auto", description="transparent needs png or webp.")),
     "moderation": (Moderation, Field("auto", description="Content moderation strictness.")),
@@ -201,10 +239,8 @@ class UpscaleOptions(BaseModel):
         "same aspect (e.g. 1536x864 for 16:9) to keep the whole picture; otherwise mode cover "
         "crops it.",
     )
-    custom_size: str | None = Field(None, description="Custom WxH target; overrides target.")
-    long_edge: int | None = Field(
-        None, ge=16, le=7680, description="Longer side in pixels; overrides both sizes."
-    )
+    custom_size: OptionalText = Field(None, description="Custom WxH target; overrides target.")
+    long_edge: LongEdge = Field(None, description="Longer side in pixels; overrides both sizes.")
     mode: UpscaleMode = Field(
         "cover",
         description="cover: exactly the target, centre-cropped if the aspect differs; fit: only "
@@ -312,16 +348,16 @@ class S3Options(BaseModel):
         description="Object key template: {prefix} {date} {item} {sha256} {sha8} {ext} {size} "
         "{index} {quality} {slug} ...",
     )
-    endpoint_url: str | None = Field(
+    endpoint_url: OptionalText = Field(
         None,
         description="S3-compatible endpoint URL (optional; the worker must allow it in "
         "PREFECT_COMETAPI_ALLOWED_S3_ENDPOINTS).",
     )
-    aws_credentials_block: str | None = Field(
+    aws_credentials_block: OptionalText = Field(
         None, description="prefect-aws AwsCredentials block name (optional)."
     )
-    presign_expires: int | None = Field(
-        3600, ge=1, le=604800, description="Presigned link lifetime in seconds (empty: none)."
+    presign_expires: PresignSeconds = Field(
+        3600, description="Presigned link lifetime in seconds (empty: none)."
     )
 
     @model_validator(mode="after")

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Any
 
 from prefect import flow, get_run_logger
 
-from prefect_cometapi.blocks import CometAPICredentials
 from prefect_cometapi.flows.artifacts import Progress, publish
 from prefect_cometapi.flows.delivery import deliver_image
 from prefect_cometapi.flows.outcomes import RunSummary
 from prefect_cometapi.flows.params import (
+    CredentialsBlock,
     ImageOptions,
+    InputFidelity,
     S3Options,
     UpscaleOptions,
     check_distinct_keys,
@@ -26,6 +27,7 @@ from prefect_cometapi.flows.params import (
 from prefect_cometapi.flows.requesting import edit_step, generate_step, run_request
 from prefect_cometapi.flows.sources import resolve_credentials, template_source
 from prefect_cometapi.flows.steps import outcome_for
+from prefect_cometapi.form_fields import OptionalObject, OptionalText
 from prefect_cometapi.tasks.prompts import render_prompt
 from prefect_cometapi.text import slugify
 
@@ -93,14 +95,14 @@ def _single_run(
 def generate_and_upload(
     prompt: str,
     s3: S3Options,
-    variables: dict[str, Any] | None = None,
+    variables: OptionalObject = None,
     image: ImageOptions = ImageOptions(),  # noqa: B008 - frozen pydantic model
     upscale: UpscaleOptions = UpscaleOptions(),  # noqa: B008
-    credentials_block: CometAPICredentials | str | None = None,
-    base_url: str | None = None,
-    item_id: str | None = None,
-    concurrency_limit: str | None = None,
-    rate_limit: str | None = None,
+    credentials_block: CredentialsBlock = None,
+    base_url: OptionalText = None,
+    item_id: OptionalText = None,
+    concurrency_limit: OptionalText = None,
+    rate_limit: OptionalText = None,
 ) -> RunSummary:
     """Render a prompt, generate images, optionally upscale them, and upload them to S3.
 
@@ -147,16 +149,16 @@ def edit_and_upload(
     prompt: str,
     images: list[str],
     s3: S3Options,
-    mask: str | None = None,
-    variables: dict[str, Any] | None = None,
+    mask: OptionalText = None,
+    variables: OptionalObject = None,
     image: ImageOptions = ImageOptions(size="auto"),  # noqa: B008 - frozen pydantic model
-    input_fidelity: Literal["high", "low"] | None = None,
+    input_fidelity: InputFidelity = None,
     upscale: UpscaleOptions = UpscaleOptions(),  # noqa: B008
-    credentials_block: CometAPICredentials | str | None = None,
-    base_url: str | None = None,
-    item_id: str | None = None,
-    concurrency_limit: str | None = None,
-    rate_limit: str | None = None,
+    credentials_block: CredentialsBlock = None,
+    base_url: OptionalText = None,
+    item_id: OptionalText = None,
+    concurrency_limit: OptionalText = None,
+    rate_limit: OptionalText = None,
 ) -> RunSummary:
     """Edit or combine source images with a prompt (and a mask), optionally upscale, upload.
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 from typing import Any
 
 import httpx
@@ -29,10 +30,12 @@ from prefect_cometapi.flows import (
     RunSummary,
     S3Options,
     UpscaleOptions,
+    batch_generate,
     edit_and_upload,
     generate_and_upload,
 )
 from prefect_cometapi.flows.artifacts import artifact_key
+from prefect_cometapi.flows.fanout import batch_generate_chunk
 from prefect_cometapi.pricing import estimate_output_tokens
 
 
@@ -265,3 +268,33 @@ def test_parameter_schema_has_typed_fields() -> None:
     assert "3840x2160" in upscale["target"]["enum"]
     assert schema["properties"]["prompt"]["description"]
     assert "bucket" in schema["definitions"]["S3Options"]["required"]
+
+
+@pytest.mark.parametrize(
+    "flow_fn", [generate_and_upload, edit_and_upload, batch_generate, batch_generate_chunk]
+)
+def test_forms_have_no_none_switches(flow_fn: Any) -> None:
+    # `T | None` becomes anyOf [T, null], which the UI shows as a switch to 'type "None"';
+    # optional fields are plain fields whose empty value means None.
+    schema = flow_fn.parameters.model_dump()
+    text = json.dumps(schema)
+    assert "anyOf" not in text and '"type": "null"' not in text
+    assert schema["properties"]["credentials_block"]["type"] == "string"
+
+
+def test_optional_fields_left_empty_in_a_form_mean_none() -> None:
+    upscale = UpscaleOptions(custom_size="", long_edge="")
+    assert upscale.custom_size is None and upscale.long_edge is None and not upscale.enabled
+    s3 = S3Options(bucket="forms-bucket", endpoint_url=" ", presign_expires="")
+    assert s3.endpoint_url is None and s3.presign_expires is None
+    assert (
+        ImageOptions(custom_size="", output_compression="").request_kwargs()["output_compression"]
+        is None
+    )
+
+
+def test_the_credentials_block_form_has_a_password_field_for_the_key() -> None:
+    field = CometAPICredentials.model_json_schema()["properties"]["api_key"]
+    assert field["type"] == "string" and field["format"] == "password" and field["writeOnly"]
+    assert "anyOf" not in field
+    assert CometAPICredentials(api_key="").api_key is None
