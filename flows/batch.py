@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timezone
-from typing import Annotated
+from typing import Annotated, Any
 
 from prefect import flow, get_run_logger
 from prefect.states import Completed
 from pydantic import Field
 
+from prefect_cometapi.blocks import CometAPICredentials
 from prefect_cometapi.caching.keys import image_cache_key
 from prefect_cometapi.errors import BatchFailedError, BudgetExceededError, ValidationError
 from prefect_cometapi.flows.artifacts import Progress, publish
