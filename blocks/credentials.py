@@ -7,13 +7,12 @@ from typing import Any
 from prefect.blocks.core import Block
 from pydantic import ConfigDict, Field, SecretStr, field_validator
 
-from prefect_cometapi.client import (
-    DEFAULT_BASE_URL,
+from prefect_cometapi.allowlist import DEFAULT_BASE_URL
+from prefect_cometapi.client import AsyncCometAPIClient, CometAPIClient
+from prefect_cometapi.exchange import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_RETRIES,
     DEFAULT_READ_TIMEOUT,
-    AsyncCometAPIClient,
-    CometAPIClient,
     check_api_key,
     resolve_api_key,
 )

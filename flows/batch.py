@@ -59,7 +59,7 @@ from prefect_cometapi.flows.sources import (
 )
 from prefect_cometapi.form_fields import OptionalText
 from prefect_cometapi.pricing import estimate_cost
-from prefect_cometapi.tasks.prompts import render_template
+from prefect_cometapi.templates import render_template
 
 __all__ = ["FLOW_NAME", "GALLERY_TITLE", "batch_generate"]
 

@@ -2,7 +2,8 @@
 
 The tasks live in :mod:`.images`, :mod:`.prompts`, :mod:`.upscale` and :mod:`.s3`; the plain
 machinery under them in :mod:`prefect_cometapi.caching`, :mod:`prefect_cometapi.inputs`,
-:mod:`prefect_cometapi.s3` and :mod:`prefect_cometapi.upscaling`. The names below are
+:mod:`prefect_cometapi.s3`, :mod:`prefect_cometapi.templates` and
+:mod:`prefect_cometapi.upscaling`. The names below are
 re-exported here for flows that import everything from one place.
 """
 
@@ -11,9 +12,10 @@ from prefect_cometapi.errors import retry_on_transient
 from prefect_cometapi.inputs import load_image_bytes, load_text
 from prefect_cometapi.s3 import S3Object, make_s3_client, upload_image
 from prefect_cometapi.tasks.images import edit_image, generate_image
-from prefect_cometapi.tasks.prompts import render_prompt, render_template
+from prefect_cometapi.tasks.prompts import render_prompt
 from prefect_cometapi.tasks.s3 import upload_to_s3
 from prefect_cometapi.tasks.upscale import MAX_UPSCALE_PIXELS, upscale_image
+from prefect_cometapi.templates import render_template
 
 __all__ = [
     "MAX_UPSCALE_PIXELS",

@@ -269,7 +269,7 @@ def rendered_prompts(tag: str, count: int) -> list[str]:
     Returns:
         The prompts.
     """
-    from prefect_cometapi.tasks.prompts import render_template
+    from prefect_cometapi.templates import render_template
 
     return [render_template(batch_template(tag), item) for item in batch_items(count)]
 

@@ -58,7 +58,7 @@ from reliability_support import (
 
 from prefect_cometapi import CometAPICredentials
 from prefect_cometapi.flows import RunSummary, batch_generate
-from prefect_cometapi.tasks.prompts import render_template
+from prefect_cometapi.templates import render_template
 
 #: Long random keys: a substring search for them cannot hit anything by chance.
 KEY_SAVED = f"sk-nosecret-{uuid.uuid4().hex}{uuid.uuid4().hex}"

@@ -13,7 +13,7 @@ Python internals; this module also keeps it from exhausting the worker:
   stops after :data:`MAX_RENDER_SECONDS`.
 
 Each refusal is a :class:`jinja2.sandbox.SecurityError` whose message completes "the template
-tried ..."; :func:`prefect_cometapi.tasks.prompts.render_template` turns it into a
+tried ..."; :func:`prefect_cometapi.templates.render_template` turns it into a
 ``ValidationError`` naming the template.
 """
 
