@@ -27,38 +27,18 @@ import httpx
 
 from prefect_cometapi.allowlist import DEFAULT_BASE_URL
 from prefect_cometapi.exchange import (
-    BACKOFF_BASE_S,
-    BACKOFF_MAX_S,
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_RETRIES,
     DEFAULT_READ_TIMEOUT,
-    DOWNLOAD_ATTEMPTS,
-    MAX_DOWNLOAD_BYTES,
-    MAX_RETRY_AFTER_S,
     ClientCore,
     ImageInput,
     PreparedRequest,
-    resolve_api_key,
 )
 from prefect_cometapi.image_params import image_request
 from prefect_cometapi.models import ImageResult
 from prefect_cometapi.pricing import ModelPrice
 
-__all__ = [
-    "BACKOFF_BASE_S",
-    "BACKOFF_MAX_S",
-    "DEFAULT_BASE_URL",
-    "DEFAULT_CONNECT_TIMEOUT",
-    "DEFAULT_MAX_RETRIES",
-    "DEFAULT_READ_TIMEOUT",
-    "DOWNLOAD_ATTEMPTS",
-    "MAX_DOWNLOAD_BYTES",
-    "MAX_RETRY_AFTER_S",
-    "AsyncCometAPIClient",
-    "CometAPIClient",
-    "ImageInput",
-    "resolve_api_key",
-]
+__all__ = ["AsyncCometAPIClient", "CometAPIClient"]
 
 
 @functools.lru_cache(maxsize=1)
