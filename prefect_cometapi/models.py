@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
+
+from prefect_cometapi.json_form import DumpMode, JSONForm
 
 __all__ = [
     "CONTENT_TYPES",
@@ -35,7 +38,7 @@ def _int(value: Any) -> int:
 
 
 @dataclass(frozen=True)
-class Usage:
+class Usage(JSONForm):
     """Token usage the API reported for one request (all images of it together).
 
     Attributes:
@@ -84,9 +87,30 @@ class Usage:
             raw=dict(usage),
         )
 
+    def _dump(self, mode: DumpMode, include_data: bool) -> dict[str, Any]:
+        return {
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "total_tokens": self.total_tokens,
+            "text_input_tokens": self.text_input_tokens,
+            "image_input_tokens": self.image_input_tokens,
+            "raw": dict(self.raw),
+        }
+
+    @classmethod
+    def _load(cls, data: dict[str, Any]) -> Usage:
+        return cls(
+            input_tokens=int(data.get("input_tokens", 0)),
+            output_tokens=int(data.get("output_tokens", 0)),
+            total_tokens=int(data.get("total_tokens", 0)),
+            text_input_tokens=int(data.get("text_input_tokens", 0)),
+            image_input_tokens=int(data.get("image_input_tokens", 0)),
+            raw=dict(data.get("raw") or {}),
+        )
+
 
 @dataclass(frozen=True)
-class GeneratedImage:
+class GeneratedImage(JSONForm):
     """One image and everything known about it, carried from task to task.
 
     Attributes:
@@ -151,9 +175,58 @@ class GeneratedImage:
             source_sha256=self.source_sha256 or self.sha256,
         )
 
+    def _dump(self, mode: DumpMode, include_data: bool, with_usage: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "format": self.format,
+            "content_type": self.content_type,
+            "width": self.width,
+            "height": self.height,
+            "size": self.size,
+            "bytes": len(self.data),
+            "sha256": self.sha256,
+            "model": self.model,
+            "prompt": self.prompt,
+            "params": dict(self.params),
+            "index": self.index,
+            "cost_usd": self.cost_usd,
+            "revised_prompt": self.revised_prompt,
+            "source_sha256": self.source_sha256,
+        }
+        if with_usage:
+            out["usage"] = self.usage._dump(mode, False) if self.usage else None
+        if include_data:
+            out["data"] = base64.b64encode(self.data).decode() if mode == "json" else self.data
+        return out
+
+    @classmethod
+    def _load(cls, data: dict[str, Any], usage: Usage | None = None) -> GeneratedImage:
+        if "data" not in data:
+            raise ValueError(
+                "this GeneratedImage was dumped without its bytes (use include_data=True)"
+            )
+        raw = data["data"]
+        blob = raw if isinstance(raw, bytes) else base64.b64decode(raw, validate=True)
+        if "usage" in data:
+            usage = Usage.model_validate(data["usage"]) if data["usage"] is not None else None
+        return cls(
+            data=blob,
+            format=data["format"],
+            width=int(data["width"]),
+            height=int(data["height"]),
+            sha256=data["sha256"],
+            model=data["model"],
+            prompt=data.get("prompt", ""),
+            params=dict(data.get("params") or {}),
+            index=int(data.get("index", 0)),
+            usage=usage,
+            cost_usd=data.get("cost_usd"),
+            revised_prompt=data.get("revised_prompt"),
+            source_sha256=data.get("source_sha256"),
+        )
+
 
 @dataclass(frozen=True)
-class ImageResult:
+class ImageResult(JSONForm):
     """The answer to one generations or edits request.
 
     Attributes:
@@ -175,3 +248,33 @@ class ImageResult:
     created: int | None = None
     request_id: str | None = None
     attempts: int = 1
+
+    def _dump(self, mode: DumpMode, include_data: bool) -> dict[str, Any]:
+        # The request's usage is written once, not once per image (each image shares it).
+        shared = all(image.usage == self.usage for image in self.images)
+        return {
+            "model": self.model,
+            "request_id": self.request_id,
+            "created": self.created,
+            "attempts": self.attempts,
+            "usage": self.usage._dump(mode, False) if self.usage else None,
+            "cost_usd": self.cost_usd,
+            "params": dict(self.params),
+            "images": [
+                image._dump(mode, include_data, with_usage=not shared) for image in self.images
+            ],
+        }
+
+    @classmethod
+    def _load(cls, data: dict[str, Any]) -> ImageResult:
+        usage = Usage.model_validate(data["usage"]) if data.get("usage") is not None else None
+        return cls(
+            images=[GeneratedImage._load(image, usage) for image in data["images"]],
+            model=data["model"],
+            params=dict(data.get("params") or {}),
+            usage=usage,
+            cost_usd=data.get("cost_usd"),
+            created=data.get("created"),
+            request_id=data.get("request_id"),
+            attempts=int(data.get("attempts", 1)),
+        )
