@@ -138,3 +138,37 @@ class CometAPICredentials(Block):
             An :class:`~prefect_cometapi.client.AsyncCometAPIClient`.
         """
         return AsyncCometAPIClient(**self._client_kwargs())
+
+
+CredentialsLike = CometAPICredentials | str | None
+"""What the tasks take as credentials: a block, a saved block's name, or ``None``."""
+
+
+def resolve_credentials(credentials: CredentialsLike) -> CometAPICredentials:
+    """A credentials block from a block, a saved block's name or nothing.
+
+    Args:
+        credentials: The block, its name, or ``None``.
+
+    Returns:
+        The block (``None`` gives one that reads ``COMETAPI_KEY`` and the default base URL).
+    """
+    if credentials is None:
+        return CometAPICredentials()
+    if isinstance(credentials, str):
+        return CometAPICredentials.load(credentials)
+    return credentials
+
+
+async def aresolve_credentials(credentials: CredentialsLike) -> CometAPICredentials:
+    """:func:`resolve_credentials` for async code (loads a named block without blocking).
+
+    Args:
+        credentials: The block, its name, or ``None``.
+
+    Returns:
+        The block.
+    """
+    if isinstance(credentials, str):
+        return await CometAPICredentials.aload(credentials)
+    return resolve_credentials(credentials)

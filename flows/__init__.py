@@ -10,6 +10,7 @@ Deployment entrypoints (paths relative to the repository root):
 
 from prefect_cometapi.errors import BatchFailedError, BudgetExceededError
 from prefect_cometapi.flows.batch import batch_generate
+from prefect_cometapi.flows.costs import cost_summary
 from prefect_cometapi.flows.fanout import ChunkItem, batch_generate_chunk
 from prefect_cometapi.flows.outcomes import DeliveredImage, ItemOutcome, RunSummary
 from prefect_cometapi.flows.params import ImageOptions, S3Options, UpscaleOptions
@@ -31,6 +32,7 @@ __all__ = [
     "UpscaleOptions",
     "batch_generate",
     "batch_generate_chunk",
+    "cost_summary",
     "edit_and_upload",
     "generate_and_upload",
     "process_item",

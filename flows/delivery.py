@@ -20,9 +20,9 @@ import time
 from datetime import datetime
 
 from prefect import get_run_logger
-from prefect.events import emit_event
 
 from prefect_cometapi.errors import is_retryable
+from prefect_cometapi.events import declare_asset
 from prefect_cometapi.flows.outcomes import DeliveredImage
 from prefect_cometapi.flows.params import S3Options, UpscaleOptions
 from prefect_cometapi.models import GeneratedImage, ImageResult
@@ -32,11 +32,6 @@ from prefect_cometapi.s3.upload import UPLOAD_RETRY_DELAYS, S3Object, upload_ima
 from prefect_cometapi.tasks.upscale import upscale_image
 
 __all__ = ["deliver_image", "deliver_result"]
-
-MATERIALIZED_BY = "prefect-cometapi"
-MATERIALIZER_ROLE = "asset-materialized-by"
-_ASSET_KEY_FORBIDDEN = set(" \n\r\t\0#?&%\"'<>[]{}|\\^`")
-_MAX_ASSET_KEY = 512
 
 _upscale_slots = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
 """Upscales at once in this process: one per core. Resizing is CPU-bound, so more would only
@@ -79,53 +74,6 @@ def _store_image(image: GeneratedImage, key: str, s3: S3Options, item_id: str) -
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _asset_key_ok(uri: str) -> bool:
-    """Whether Prefect accepts ``uri`` as an asset key (S3 keys allow more characters).
-
-    Args:
-        uri: ``s3://bucket/key``.
-
-    Returns:
-        ``True`` when it can be declared as an asset.
-    """
-    return len(uri) <= _MAX_ASSET_KEY and not (set(uri) & _ASSET_KEY_FORBIDDEN)
-
-
-def _declare_asset(stored: S3Object, image: GeneratedImage, ok: bool = True) -> None:
-    """Emit the materialization event of an S3 object (what ``@materialize`` emits).
-
-    Args:
-        stored: The stored object.
-        image: The image it holds.
-        ok: ``False`` to record a failed materialization.
-    """
-    if not _asset_key_ok(stored.uri):
-        return
-    emit_event(
-        event=f"prefect.asset.materialization.{'succeeded' if ok else 'failed'}",
-        resource={
-            "prefect.resource.id": stored.uri,
-            "prefect.resource.name": stored.key,
-            "prefect.asset.description": f"{image.size} {image.format} image by {image.model}",
-        },
-        related=[
-            {
-                "prefect.resource.id": MATERIALIZED_BY,
-                "prefect.resource.role": "asset-materialized-by",
-            }
-        ],
-        payload={
-            "sha256": stored.sha256,
-            "bytes": stored.size,
-            "size": image.size,
-            "format": image.format,
-            "model": image.model,
-            "content_type": stored.content_type,
-            "existed": stored.existed,
-        },
-    )
-
-
 def deliver_image(
     image: GeneratedImage,
     item_id: str,
@@ -152,7 +100,7 @@ def deliver_image(
             )
     key = render_key(s3.key_template, image, prefix=s3.prefix, now=run_time, item=item_id)
     stored = _store_image(image, key, s3, item_id)
-    _declare_asset(stored, image)
+    declare_asset(stored, image)
     verb = "already in S3" if stored.existed else "uploaded"
     get_run_logger().info("%s %s (%s, %d bytes)", verb, stored.uri, image.size, stored.size)
     return DeliveredImage(

@@ -446,7 +446,8 @@ def retry_on_transient(task: Any, task_run: Any, state: Any) -> bool:
         transient S3 and input failures; ``False`` for everything else (bad request, content
         policy, auth, permission, not found, quota, validation, a missing bucket...).
     """
-    exc = getattr(state, "data", None)
+    data = getattr(state, "data", None)
+    exc = getattr(data, "result", data)  # a persisted failure holds its exception in a record
     if not isinstance(exc, BaseException):
         try:
             exc = state.result(raise_on_failure=False)

@@ -8,11 +8,11 @@ global concurrency slot and/or a rate-limit token.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, ExitStack, asynccontextmanager, contextmanager
 from contextvars import ContextVar
 
-__all__ = ["api_budget", "request_slot"]
+__all__ = ["aapi_budget", "api_budget", "request_slot"]
 
 _request_slot: ContextVar[threading.Semaphore | None] = ContextVar(
     "cometapi_request_slot", default=None
@@ -63,4 +63,30 @@ def api_budget(concurrency_limit: str | None, rate_limit: str | None) -> Iterato
             from prefect.concurrency.sync import concurrency
 
             stack.enter_context(concurrency(concurrency_limit, occupy=1, strict=True))
+        yield
+
+
+@asynccontextmanager
+async def aapi_budget(concurrency_limit: str | None, rate_limit: str | None) -> AsyncIterator[None]:
+    """:func:`api_budget` for the async tasks: the limits are awaited and never block a thread.
+
+    The process-local :func:`request_slot` (a thread semaphore, for the batch flows' threads)
+    does not apply.
+
+    Args:
+        concurrency_limit: Name of a global concurrency limit (slots); ``None`` for none.
+        rate_limit: Name of a global concurrency limit with slot decay (a rate); ``None``.
+
+    Yields:
+        While the slots are held. The limits must exist (``prefect gcl create``).
+    """
+    async with AsyncExitStack() as stack:
+        if rate_limit:
+            from prefect.concurrency.asyncio import rate_limit as take_rate
+
+            await take_rate(rate_limit, strict=True)
+        if concurrency_limit:
+            from prefect.concurrency.asyncio import concurrency
+
+            await stack.enter_async_context(concurrency(concurrency_limit, occupy=1, strict=True))
         yield

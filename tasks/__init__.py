@@ -2,16 +2,17 @@
 
 The tasks live in :mod:`.images`, :mod:`.prompts`, :mod:`.upscale` and :mod:`.s3`; the plain
 machinery under them in :mod:`prefect_cometapi.caching`, :mod:`prefect_cometapi.inputs`,
-:mod:`prefect_cometapi.s3`, :mod:`prefect_cometapi.templates` and
-:mod:`prefect_cometapi.upscaling`. The names below are
+:mod:`prefect_cometapi.s3` and :mod:`prefect_cometapi.upscaling`. The names below are
 re-exported here for flows that import everything from one place.
 """
 
+from prefect_cometapi.blocks.credentials import CredentialsLike
 from prefect_cometapi.caching import image_cache_key, image_cache_policy, persist_when_paid
 from prefect_cometapi.errors import retry_on_transient
-from prefect_cometapi.inputs import load_image_bytes, load_text
+from prefect_cometapi.inputs import ImageLike, load_image_bytes, load_text
 from prefect_cometapi.s3 import S3Object, make_s3_client, upload_image
-from prefect_cometapi.tasks.images import edit_image, generate_image
+from prefect_cometapi.tasks.async_twins import arender_prompt, aupload_to_s3, aupscale_image
+from prefect_cometapi.tasks.images import aedit_image, agenerate_image, edit_image, generate_image
 from prefect_cometapi.tasks.prompts import render_prompt
 from prefect_cometapi.tasks.s3 import upload_to_s3
 from prefect_cometapi.tasks.upscale import MAX_UPSCALE_PIXELS, upscale_image
@@ -19,7 +20,14 @@ from prefect_cometapi.templates import render_template
 
 __all__ = [
     "MAX_UPSCALE_PIXELS",
+    "CredentialsLike",
+    "ImageLike",
     "S3Object",
+    "aedit_image",
+    "agenerate_image",
+    "arender_prompt",
+    "aupload_to_s3",
+    "aupscale_image",
     "edit_image",
     "generate_image",
     "image_cache_key",

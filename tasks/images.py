@@ -1,4 +1,12 @@
-"""The image tasks: ``generate_image`` and ``edit_image``.
+"""The image tasks: ``generate_image`` and ``edit_image``, and their async twins.
+
+Named as in prefect-aws (``upload_to_bucket`` / ``aupload_to_bucket``): ``agenerate_image`` and
+``aedit_image`` take the same arguments (all declared once in
+:mod:`prefect_cometapi.image_params`) and are awaited in ``async def`` flows, or gathered; they
+use the async HTTP client (no thread per request). Both twins of a task share one cache policy,
+so a sync and an async call of the same request share one cache entry, and everything around
+the request (:mod:`prefect_cometapi.tasks.image_core`): the attempt budget, the serializer
+check, persistence, logs, events and the cost ledger.
 
 Attempt budget (one number to remember): each task attempt lets the client try
 ``credentials.max_retries + 1`` times (default 3) with short backoff, honouring Retry-After; the
@@ -12,83 +20,54 @@ the block's ``max_retries``.
 
 from __future__ import annotations
 
-import time
-from datetime import timedelta
+import asyncio
 from typing import Any
 
-from prefect import get_run_logger, task
+from prefect import task
 from prefect.runtime import task_run as runtime_task_run
 
-from prefect_cometapi.blocks import CometAPICredentials
-from prefect_cometapi.caching.policy import fetched_inputs, image_cache_policy
-from prefect_cometapi.caching.serializer import IMAGE_RESULT_SERIALIZER
-from prefect_cometapi.errors import retry_on_transient
+from prefect_cometapi.blocks.credentials import (
+    CredentialsLike,
+    aresolve_credentials,
+    resolve_credentials,
+)
+from prefect_cometapi.caching.policy import fetched_inputs
 from prefect_cometapi.image_params import image_request
 from prefect_cometapi.inputs import EditSource, resolve_inputs
-from prefect_cometapi.limits import api_budget
+from prefect_cometapi.limits import aapi_budget, api_budget
 from prefect_cometapi.models import ImageResult
-from prefect_cometapi.text import excerpt, slugify
+from prefect_cometapi.tasks.image_core import (
+    CACHE_EXPIRATION,
+    TASK_OPTIONS,
+    TASK_RETRIES,
+    TASK_RETRY_DELAYS,
+    ImageCall,
+    run_name,
+)
 
-__all__ = ["CACHE_EXPIRATION", "TASK_RETRIES", "edit_image", "generate_image"]
+__all__ = [
+    "CACHE_EXPIRATION",
+    "TASK_RETRIES",
+    "TASK_RETRY_DELAYS",
+    "aedit_image",
+    "agenerate_image",
+    "edit_image",
+    "generate_image",
+]
 
-TASK_RETRIES = 2
-TASK_RETRY_DELAYS = [30, 120]
-CACHE_EXPIRATION = timedelta(days=30)
-TAGS = ["cometapi"]
-RUN_NAME_SLUG_CHARS = 32
-
-
-def _run_name(kind: str) -> Any:
-    def name() -> str:
-        params = runtime_task_run.parameters
-        slug = slugify(str(params.get("prompt", "")), RUN_NAME_SLUG_CHARS)
-        return f"{kind}-{params.get('size', 'auto')}-{slug}"
-
-    return name
-
-
-def _log_summary(kind: str, result: ImageResult, seconds: float) -> None:
-    first = result.images[0]
-    usage = result.usage
-    tokens = f"{usage.input_tokens} in / {usage.output_tokens} out" if usage else "n/a"
-    cost = f"${result.cost_usd:.4f}" if result.cost_usd is not None else "n/a"
-    get_run_logger().info(
-        "%s %d image(s) %s quality=%s tokens=%s cost=%s in %.2f s (attempts=%d): %r",
-        kind,
-        len(result.images),
-        first.size,
-        result.params.get("quality") or "auto",
-        tokens,
-        cost,
-        seconds,
-        result.attempts,
-        excerpt(first.prompt),
-    )
+ImageSource = EditSource
 
 
-#: What both image tasks share: tags, the attempt budget and the cache.
-_TASK_OPTIONS: dict[str, Any] = {
-    "tags": TAGS,
-    "retries": TASK_RETRIES,
-    "retry_delay_seconds": TASK_RETRY_DELAYS,
-    "retry_jitter_factor": 0.5,
-    "retry_condition_fn": retry_on_transient,
-    "cache_policy": image_cache_policy(),
-    "cache_expiration": CACHE_EXPIRATION,
-    "persist_result": True,
-    "result_serializer": IMAGE_RESULT_SERIALIZER,
-}
+def _needs_io(images: Any, mask: Any) -> bool:
+    many = images if isinstance(images, (list, tuple)) else [images]
+    return any(isinstance(s, str) or hasattr(s, "__fspath__") for s in [*many, mask])
 
 
-def _credentials(credentials: CometAPICredentials | None) -> CometAPICredentials:
-    return credentials if credentials is not None else CometAPICredentials()
-
-
-@task(name="generate-image", task_run_name=_run_name("generate-image"), **_TASK_OPTIONS)
+@task(name="generate-image", task_run_name=run_name("generate-image"), **TASK_OPTIONS)
 @image_request("generations", task=True)
 def generate_image(
     prompt: str,
-    credentials: CometAPICredentials | None = None,
+    credentials: CredentialsLike = None,
     *,
     concurrency_limit: str | None = None,
     rate_limit: str | None = None,
@@ -99,14 +78,15 @@ def generate_image(
     The result is persisted and cached for 30 days on what determines the image (model, prompt,
     size, quality, format, compression, background, moderation, ``n`` and ``variant``), so a
     re-run pays nothing; concurrent identical calls wait for one another instead of paying
-    twice. Change ``variant`` to ask for a new image on purpose, or run with
+    twice. The result is persisted as soon as this task ends, also inside another task of yours
+    that fails later. Change ``variant`` to ask for a new image on purpose, or run with
     ``generate_image.with_options(refresh_cache=True)``. Retries follow the module's attempt
     budget: at most ``(max_retries + 1) x 3`` HTTP attempts, only for transient failures.
 
     Args:
         prompt: What to draw (at most 32,000 characters).
-        credentials: A ``CometAPICredentials`` block; the ``COMETAPI_KEY`` environment variable
-            and the default base URL when omitted.
+        credentials: A ``CometAPICredentials`` block or a saved block's name; the
+            ``COMETAPI_KEY`` environment variable and the default base URL when omitted.
         {params}
         concurrency_limit: Name of a Prefect global concurrency limit to hold a slot of during
             the API call (shared by every worker).
@@ -118,36 +98,80 @@ def generate_image(
     Example:
         ```python
         from prefect import flow
-        from prefect_cometapi import CometAPICredentials
         from prefect_cometapi.tasks import generate_image
 
         @flow
         def banner():
-            credentials = CometAPICredentials.load("BLOCK_NAME")
-            return generate_image("a lighthouse at dawn", credentials, size="1536x1024")
+            return generate_image("a lighthouse at dawn", "BLOCK_NAME", size="1536x1024")
         ```
     """
-    started = time.monotonic()
+    call = ImageCall("generations", {"prompt": prompt, **params})
     params.pop("variant")
-    with (
-        _credentials(credentials).get_client() as client,
-        api_budget(concurrency_limit, rate_limit),
-    ):
-        result = client.generate(prompt, **params)
-    _log_summary("generated", result, time.monotonic() - started)
-    return result
+    try:
+        with (
+            resolve_credentials(credentials).get_client() as client,
+            api_budget(concurrency_limit, rate_limit),
+        ):
+            result = client.generate(prompt, **params)
+    except Exception as exc:
+        call.failed(exc)
+        raise
+    return call.succeeded(result)
 
 
-ImageSource = EditSource
+@task(name="generate-image", task_run_name=run_name("generate-image"), **TASK_OPTIONS)
+@image_request("generations", task=True)
+async def agenerate_image(
+    prompt: str,
+    credentials: CredentialsLike = None,
+    *,
+    concurrency_limit: str | None = None,
+    rate_limit: str | None = None,
+    **params: Any,
+) -> ImageResult:
+    """The async twin of :func:`generate_image`: same arguments, cache, retries and events.
+
+    Args:
+        prompt: What to draw (at most 32,000 characters).
+        credentials: A ``CometAPICredentials`` block or a saved block's name; the
+            ``COMETAPI_KEY`` environment variable and the default base URL when omitted.
+        {params}
+        concurrency_limit: Name of a Prefect global concurrency limit (slots).
+        rate_limit: Name of a Prefect global concurrency limit with slot decay, used as a rate.
+
+    Returns:
+        The images (bytes, format, size, sha256) with the request's usage and cost.
+
+    Example:
+        ```python
+        import asyncio
+        from prefect import flow
+        from prefect_cometapi.tasks import agenerate_image
+
+        @flow
+        async def banners(prompts: list[str]):
+            return await asyncio.gather(*(agenerate_image(p, "BLOCK_NAME") for p in prompts))
+        ```
+    """
+    call = ImageCall("generations", {"prompt": prompt, **params})
+    params.pop("variant")
+    try:
+        creds = await aresolve_credentials(credentials)
+        async with creds.get_async_client() as client, aapi_budget(concurrency_limit, rate_limit):
+            result = await client.generate(prompt, **params)
+    except Exception as exc:
+        call.failed(exc)
+        raise
+    return call.succeeded(result)
 
 
-@task(name="edit-image", task_run_name=_run_name("edit-image"), **_TASK_OPTIONS)
+@task(name="edit-image", task_run_name=run_name("edit-image"), **TASK_OPTIONS)
 @image_request("edits", task=True)
 def edit_image(
     prompt: str,
     images: ImageSource | list[ImageSource],
     mask: ImageSource | None = None,
-    credentials: CometAPICredentials | None = None,
+    credentials: CredentialsLike = None,
     *,
     s3_endpoint_url: str | None = None,
     concurrency_limit: str | None = None,
@@ -163,10 +187,12 @@ def edit_image(
     Args:
         prompt: What to change or make.
         images: One input or a list of up to 16: bytes, a local path, an ``https://`` URL, an
-            ``s3://bucket/key`` URI or a ``GeneratedImage`` (PNG/WebP/JPEG under 50 MB each).
+            ``s3://bucket/key`` URI, a ``GeneratedImage`` or an ``ImageResult`` holding one
+            image (PNG/WebP/JPEG under 50 MB each).
         mask: Optional PNG with alpha, the size of the first image (transparent = edit here),
             from the same kinds of source.
-        credentials: A ``CometAPICredentials`` block; ``COMETAPI_KEY`` when omitted.
+        credentials: A ``CometAPICredentials`` block or a saved block's name;
+            ``COMETAPI_KEY`` when omitted.
         {params}
         s3_endpoint_url: Endpoint for ``s3://`` inputs on S3-compatible stores.
         concurrency_limit: Name of a Prefect global concurrency limit (slots).
@@ -175,15 +201,71 @@ def edit_image(
     Returns:
         The images with the request's usage and cost.
     """
-    started = time.monotonic()
+    call = ImageCall("edits", {"prompt": prompt, **params})
     params.pop("variant")
-    # The bytes the cache key was computed from, when it was: fetched once, hashed and sent.
-    fetched = fetched_inputs(runtime_task_run.id)
-    image_bytes, mask_bytes = fetched or resolve_inputs(images, mask, s3_endpoint_url)
-    with (
-        _credentials(credentials).get_client() as client,
-        api_budget(concurrency_limit, rate_limit),
-    ):
-        result = client.edit(prompt, image_bytes, mask=mask_bytes, **params)
-    _log_summary("edited", result, time.monotonic() - started)
-    return result
+    try:
+        # The bytes the cache key was computed from, when it was: fetched once, hashed and sent.
+        fetched = fetched_inputs(runtime_task_run.id)
+        image_bytes, mask_bytes = fetched or resolve_inputs(images, mask, s3_endpoint_url)
+        with (
+            resolve_credentials(credentials).get_client() as client,
+            api_budget(concurrency_limit, rate_limit),
+        ):
+            result = client.edit(prompt, image_bytes, mask=mask_bytes, **params)
+    except Exception as exc:
+        call.failed(exc)
+        raise
+    return call.succeeded(result)
+
+
+@task(name="edit-image", task_run_name=run_name("edit-image"), **TASK_OPTIONS)
+@image_request("edits", task=True)
+async def aedit_image(
+    prompt: str,
+    images: ImageSource | list[ImageSource],
+    mask: ImageSource | None = None,
+    credentials: CredentialsLike = None,
+    *,
+    s3_endpoint_url: str | None = None,
+    concurrency_limit: str | None = None,
+    rate_limit: str | None = None,
+    **params: Any,
+) -> ImageResult:
+    """The async twin of :func:`edit_image`: same arguments, cache, retries and events.
+
+    Inputs given as paths, URLs or ``s3://`` URIs are read in a worker thread; the request
+    itself uses the async client.
+
+    Args:
+        prompt: What to change or make.
+        images: One input or a list of up to 16 (as for :func:`edit_image`).
+        mask: Optional PNG with alpha, the size of the first image.
+        credentials: A ``CometAPICredentials`` block or a saved block's name;
+            ``COMETAPI_KEY`` when omitted.
+        {params}
+        s3_endpoint_url: Endpoint for ``s3://`` inputs on S3-compatible stores.
+        concurrency_limit: Name of a Prefect global concurrency limit (slots).
+        rate_limit: Name of a Prefect global concurrency limit with slot decay.
+
+    Returns:
+        The images with the request's usage and cost.
+    """
+    call = ImageCall("edits", {"prompt": prompt, **params})
+    params.pop("variant")
+    try:
+        fetched = fetched_inputs(runtime_task_run.id)
+        if fetched:
+            image_bytes, mask_bytes = fetched
+        elif _needs_io(images, mask):
+            image_bytes, mask_bytes = await asyncio.to_thread(
+                resolve_inputs, images, mask, s3_endpoint_url
+            )
+        else:
+            image_bytes, mask_bytes = resolve_inputs(images, mask, s3_endpoint_url)
+        creds = await aresolve_credentials(credentials)
+        async with creds.get_async_client() as client, aapi_budget(concurrency_limit, rate_limit):
+            result = await client.edit(prompt, image_bytes, mask=mask_bytes, **params)
+    except Exception as exc:
+        call.failed(exc)
+        raise
+    return call.succeeded(result)

@@ -14,8 +14,10 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
+from prefect_cometapi.costs import record_upload
 from prefect_cometapi.errors import ValidationError, retry_on_transient
-from prefect_cometapi.models import GeneratedImage
+from prefect_cometapi.events import declare_asset
+from prefect_cometapi.inputs import ImageLike, as_generated_image
 from prefect_cometapi.s3.client import make_s3_client
 from prefect_cometapi.s3.keys import DEFAULT_KEY_TEMPLATE, render_key, validate_bucket_name
 from prefect_cometapi.s3.upload import (
@@ -39,7 +41,7 @@ UPLOAD_TASK_RETRIES = len(UPLOAD_RETRY_DELAYS)
     cache_policy=NO_CACHE,  # idempotency comes from S3 itself (same sha256 at the key)
 )
 def upload_to_s3(
-    image: GeneratedImage,
+    image: ImageLike,
     bucket: str,
     key_template: str = DEFAULT_KEY_TEMPLATE,
     prefix: str = "",
@@ -52,10 +54,14 @@ def upload_to_s3(
 
     The bucket name and the key are checked before anything is sent. Re-running with the same
     image writes the same key (the default template holds the UTC date and the sha256) and does
-    not upload again.
+    not upload again. The object is declared as the Prefect asset ``s3://bucket/key`` (the
+    ``prefect.asset.materialization.succeeded`` event the packaged flows emit) and recorded in
+    the enclosing ``cost_summary`` block, if any.
 
     Args:
-        image: The image (from ``generate_image``, ``edit_image`` or ``upscale_image``).
+        image: The image: a ``GeneratedImage`` (from ``generate_image``, ``edit_image`` or
+            ``upscale_image``), an ``ImageResult`` holding one image, bytes, a local path, an
+            ``https://`` URL or an ``s3://`` URI (read with ``endpoint_url``).
         bucket: The bucket name (it must exist).
         key_template: The key template; placeholders as in
             :func:`~prefect_cometapi.s3.keys.render_key`.
@@ -72,6 +78,7 @@ def upload_to_s3(
     """
     validate_bucket_name(bucket)
     check_presign_expires(presign_expires)
+    image = as_generated_image(image, "image", endpoint_url=endpoint_url)
     key_vars = dict(key_vars or {})
     for reserved in ("prefix", "now"):
         if reserved in key_vars:
@@ -81,6 +88,8 @@ def upload_to_s3(
     key = render_key(key_template, image, prefix=prefix, **key_vars)
     s3_client = make_s3_client(endpoint_url=endpoint_url, aws_credentials=aws_credentials)
     result = upload_image(image, bucket, key, s3_client=s3_client, presign_expires=presign_expires)
+    declare_asset(result, image)
+    record_upload(result, image)
     try:
         logger = get_run_logger()
     except Exception:  # noqa: BLE001 - called via .fn outside a run

@@ -12,13 +12,14 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from prefect_cometapi.inputs import ImageLike, as_generated_image
 from prefect_cometapi.models import GeneratedImage
 from prefect_cometapi.upscaling import MAX_UPSCALE_PIXELS, upscale
 
 __all__ = ["MAX_UPSCALE_PIXELS", "upscale_image"]
 
 
-def _upscale_image(image: GeneratedImage, **options: Any) -> GeneratedImage:
+def _upscale_image(image: ImageLike, **options: Any) -> GeneratedImage:
     """Prefect task: upscale an image to a size, a long edge or by a factor.
 
     No retries: resizing is deterministic, so a failure would fail again. Every parameter is
@@ -28,12 +29,14 @@ def _upscale_image(image: GeneratedImage, **options: Any) -> GeneratedImage:
     ``png_compress_level``.
 
     Args:
-        image: The image to upscale.
+        image: The image to upscale: a ``GeneratedImage``, an ``ImageResult`` holding one
+            image, bytes, a local path, an ``https://`` URL or an ``s3://`` URI.
         **options: As for :func:`prefect_cometapi.upscaling.upscale`.
 
     Returns:
         The upscaled :class:`~prefect_cometapi.models.GeneratedImage`.
     """
+    image = as_generated_image(image, "image")
     result = upscale(image, **options)
     get_run_logger().info(
         "Upscaled %s %s -> %s %s (%d bytes)",
@@ -46,5 +49,11 @@ def _upscale_image(image: GeneratedImage, **options: Any) -> GeneratedImage:
     return result
 
 
-_upscale_image.__signature__ = inspect.signature(upscale)  # type: ignore[attr-defined]
+_SIGNATURE = inspect.signature(upscale)
+_upscale_image.__signature__ = _SIGNATURE.replace(  # type: ignore[attr-defined]
+    parameters=[
+        _SIGNATURE.parameters["image"].replace(annotation="ImageLike"),
+        *list(_SIGNATURE.parameters.values())[1:],
+    ]
+)
 upscale_image = task(name="upscale-image", cache_policy=NO_CACHE)(_upscale_image)

@@ -56,6 +56,10 @@ def image_cache_key(
 
 def _service(credentials: Any) -> str | None:
     """``scheme://host:port`` of the credentials' base URL; ``None`` for CometAPI's own."""
+    if isinstance(credentials, str):  # a saved block's name: its base URL decides
+        from prefect_cometapi.blocks.credentials import resolve_credentials
+
+        credentials = resolve_credentials(credentials)
     base_url = getattr(credentials, "base_url", None)
     if not isinstance(base_url, str):
         return None

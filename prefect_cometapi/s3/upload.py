@@ -11,13 +11,14 @@ import base64
 import hashlib
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from prefect.logging import get_run_logger
 
 from prefect_cometapi.errors import ValidationError
+from prefect_cometapi.json_form import DumpMode, JSONForm
 from prefect_cometapi.models import GeneratedImage
 from prefect_cometapi.s3.failures import classify, s3_error
 from prefect_cometapi.s3.keys import validate_bucket_name, validate_key
@@ -48,7 +49,7 @@ own retries): the ``upload_to_s3`` task's retries and the flows' delivery use th
 
 
 @dataclass(frozen=True)
-class S3Object:
+class S3Object(JSONForm):
     """Where an image landed.
 
     Attributes:
@@ -78,6 +79,13 @@ class S3Object:
     multipart: bool = False
     version_id: str | None = None
     endpoint_url: str | None = None
+
+    def _dump(self, mode: DumpMode, include_data: bool) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def _load(cls, data: dict[str, Any]) -> S3Object:
+        return cls(**data)
 
 
 def _b64_sha256(data: bytes) -> str:

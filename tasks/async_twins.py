@@ -1,0 +1,57 @@
+"""Async twins of the tasks that do not call the Images API: upscale, upload, render.
+
+Named as in prefect-aws (``aupload_to_bucket`` beside ``upload_to_bucket``). Each runs the sync
+task's own function in a worker thread (Pillow and boto3 block; the context, so the run's
+logger and ledger, goes with it), with the sync task's name, options and signature, so the
+twins cannot drift. ``agenerate_image`` and ``aedit_image`` (in
+:mod:`prefect_cometapi.tasks.images`) use the async HTTP client instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from typing import Any
+
+from prefect import Task, task
+
+from prefect_cometapi.tasks.prompts import render_prompt
+from prefect_cometapi.tasks.s3 import upload_to_s3
+from prefect_cometapi.tasks.upscale import upscale_image
+
+__all__ = ["arender_prompt", "aupload_to_s3", "aupscale_image"]
+
+_OPTIONS = (
+    "name", "tags", "retries", "retry_delay_seconds", "retry_jitter_factor",
+    "retry_condition_fn", "cache_policy", "persist_result",
+)  # fmt: skip
+
+
+def async_twin(sync_task: Task[..., Any]) -> Task[..., Any]:
+    """An async task that runs ``sync_task``'s function in a worker thread, with its options.
+
+    Args:
+        sync_task: The sync task.
+
+    Returns:
+        The async task, named ``a<function name>``.
+    """
+    fn = sync_task.fn
+
+    @functools.wraps(fn)
+    async def twin(*args: Any, **kwargs: Any) -> Any:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    twin.__name__ = twin.__qualname__ = f"a{fn.__name__}"
+    twin.__doc__ = (
+        f"The async twin of ``{fn.__name__}``: the same arguments, options and result, "
+        "awaitable in async flows (the work runs in a worker thread).\n\n" + (fn.__doc__ or "")
+    )
+    options = {name: getattr(sync_task, name) for name in _OPTIONS}
+    retry_delays = options.pop("retry_delay_seconds")
+    return task(twin, retry_delay_seconds=retry_delays, **options)
+
+
+aupscale_image = async_twin(upscale_image)
+aupload_to_s3 = async_twin(upload_to_s3)
+arender_prompt = async_twin(render_prompt)
