@@ -21,6 +21,7 @@ The whole tree (``retryable`` marks the errors :func:`is_retryable` accepts)::
     ├── APIConnectionError: no answer at all ............................. retryable
     │   └── APITimeoutError: no answer in time ........................... retryable
     ├── InputFetchError: an input file could not be fetched, for now ...... retryable
+    ├── SpendLimitError: the fleet's spend limit has no budget for a request (nothing sent)
     ├── S3UploadError: an S3 request failed ........ retryable when transient (5xx, throttling)
     │   ├── S3BucketNotFoundError: ``NoSuchBucket``
     │   └── S3AccessDeniedError: denied, or no credentials
@@ -55,6 +56,7 @@ __all__ = [
     "S3AccessDeniedError",
     "S3BucketNotFoundError",
     "S3UploadError",
+    "SpendLimitError",
     "ServerError",
     "TransientStatusError",
     "UnexpectedResponseError",
@@ -295,6 +297,26 @@ class InputFetchError(CometAPIError):
         self.source = source
         self.status_code = status_code
         super().__init__(message)
+
+
+class SpendLimitError(CometAPIError):
+    """A spend limit refused a request before it was sent.
+
+    Either the request's estimated cost is more than the limit can ever hold, or the limit had
+    no budget left and the task was told not to wait (``spend_limit_wait=False``).
+
+    Attributes:
+        limit: The spend limit's name.
+        estimated_usd: The request's estimated cost.
+    """
+
+    def __init__(self, limit: str, estimated_usd: float, reason: str) -> None:
+        self.limit = limit
+        self.estimated_usd = estimated_usd
+        super().__init__(
+            f"Spend limit {limit!r} refused a request estimated at ${estimated_usd:.4f}: "
+            f"{reason}. No request was sent."
+        )
 
 
 class S3UploadError(CometAPIError):

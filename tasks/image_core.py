@@ -49,6 +49,7 @@ from prefect_cometapi.errors import (
 )
 from prefect_cometapi.events import emit_image_event, emit_spend
 from prefect_cometapi.models import GeneratedImage, ImageResult, Usage
+from prefect_cometapi.spend import estimate_request_usd
 from prefect_cometapi.text import excerpt, slugify
 
 __all__ = [
@@ -176,6 +177,17 @@ class ImageCall:
         self.model = str(params.get("model"))
         self.started = time.monotonic()
         check_result_serializer()
+
+    def estimated_usd(self, input_images: int = 0) -> float:
+        """The request's estimated cost (what a spend limit takes before sending).
+
+        Args:
+            input_images: Number of input images (edits).
+
+        Returns:
+            USD.
+        """
+        return estimate_request_usd(self.params, input_images)
 
     @property
     def seconds(self) -> float:

@@ -36,6 +36,7 @@ from prefect_cometapi.image_params import image_request
 from prefect_cometapi.inputs import EditSource, resolve_inputs
 from prefect_cometapi.limits import aapi_budget, api_budget
 from prefect_cometapi.models import ImageResult
+from prefect_cometapi.spend import aacquire_spend, acquire_spend
 from prefect_cometapi.tasks.image_core import (
     CACHE_EXPIRATION,
     TASK_OPTIONS,
@@ -71,6 +72,8 @@ def generate_image(
     *,
     concurrency_limit: str | None = None,
     rate_limit: str | None = None,
+    spend_limit: str | None = None,
+    spend_limit_wait: bool = True,
     **params: Any,
 ) -> ImageResult:
     """Generate images from a prompt (``POST /images/generations``), cached and retried.
@@ -91,6 +94,10 @@ def generate_image(
         concurrency_limit: Name of a Prefect global concurrency limit to hold a slot of during
             the API call (shared by every worker).
         rate_limit: Name of a Prefect global concurrency limit with slot decay, used as a rate.
+        spend_limit: Name of a spend limit (:mod:`prefect_cometapi.spend`): the request's
+            estimated cost is taken from it before sending.
+        spend_limit_wait: Over the spend limit, wait for budget (default) or raise
+            ``SpendLimitError`` without sending.
 
     Returns:
         The images (bytes, format, size, sha256) with the request's usage and cost.
@@ -110,6 +117,7 @@ def generate_image(
     try:
         with (
             resolve_credentials(credentials).get_client() as client,
+            acquire_spend(spend_limit, call.estimated_usd(), spend_limit_wait),
             api_budget(concurrency_limit, rate_limit),
         ):
             result = client.generate(prompt, **params)
@@ -127,6 +135,8 @@ async def agenerate_image(
     *,
     concurrency_limit: str | None = None,
     rate_limit: str | None = None,
+    spend_limit: str | None = None,
+    spend_limit_wait: bool = True,
     **params: Any,
 ) -> ImageResult:
     """The async twin of :func:`generate_image`: same arguments, cache, retries and events.
@@ -138,6 +148,10 @@ async def agenerate_image(
         {params}
         concurrency_limit: Name of a Prefect global concurrency limit (slots).
         rate_limit: Name of a Prefect global concurrency limit with slot decay, used as a rate.
+        spend_limit: Name of a spend limit (:mod:`prefect_cometapi.spend`): the request's
+            estimated cost is taken from it before sending.
+        spend_limit_wait: Over the spend limit, wait for budget (default) or raise
+            ``SpendLimitError`` without sending.
 
     Returns:
         The images (bytes, format, size, sha256) with the request's usage and cost.
@@ -157,7 +171,11 @@ async def agenerate_image(
     params.pop("variant")
     try:
         creds = await aresolve_credentials(credentials)
-        async with creds.get_async_client() as client, aapi_budget(concurrency_limit, rate_limit):
+        async with (
+            creds.get_async_client() as client,
+            aacquire_spend(spend_limit, call.estimated_usd(), spend_limit_wait),
+            aapi_budget(concurrency_limit, rate_limit),
+        ):
             result = await client.generate(prompt, **params)
     except Exception as exc:
         call.failed(exc)
@@ -176,6 +194,8 @@ def edit_image(
     s3_endpoint_url: str | None = None,
     concurrency_limit: str | None = None,
     rate_limit: str | None = None,
+    spend_limit: str | None = None,
+    spend_limit_wait: bool = True,
     **params: Any,
 ) -> ImageResult:
     """Edit or combine images (``POST /images/edits``), cached and retried like
@@ -197,6 +217,8 @@ def edit_image(
         s3_endpoint_url: Endpoint for ``s3://`` inputs on S3-compatible stores.
         concurrency_limit: Name of a Prefect global concurrency limit (slots).
         rate_limit: Name of a Prefect global concurrency limit with slot decay.
+        spend_limit: Name of a spend limit (:mod:`prefect_cometapi.spend`).
+        spend_limit_wait: Over the spend limit, wait (default) or raise ``SpendLimitError``.
 
     Returns:
         The images with the request's usage and cost.
@@ -209,6 +231,7 @@ def edit_image(
         image_bytes, mask_bytes = fetched or resolve_inputs(images, mask, s3_endpoint_url)
         with (
             resolve_credentials(credentials).get_client() as client,
+            acquire_spend(spend_limit, call.estimated_usd(len(image_bytes)), spend_limit_wait),
             api_budget(concurrency_limit, rate_limit),
         ):
             result = client.edit(prompt, image_bytes, mask=mask_bytes, **params)
@@ -229,6 +252,8 @@ async def aedit_image(
     s3_endpoint_url: str | None = None,
     concurrency_limit: str | None = None,
     rate_limit: str | None = None,
+    spend_limit: str | None = None,
+    spend_limit_wait: bool = True,
     **params: Any,
 ) -> ImageResult:
     """The async twin of :func:`edit_image`: same arguments, cache, retries and events.
@@ -246,6 +271,8 @@ async def aedit_image(
         s3_endpoint_url: Endpoint for ``s3://`` inputs on S3-compatible stores.
         concurrency_limit: Name of a Prefect global concurrency limit (slots).
         rate_limit: Name of a Prefect global concurrency limit with slot decay.
+        spend_limit: Name of a spend limit (:mod:`prefect_cometapi.spend`).
+        spend_limit_wait: Over the spend limit, wait (default) or raise ``SpendLimitError``.
 
     Returns:
         The images with the request's usage and cost.
@@ -263,7 +290,11 @@ async def aedit_image(
         else:
             image_bytes, mask_bytes = resolve_inputs(images, mask, s3_endpoint_url)
         creds = await aresolve_credentials(credentials)
-        async with creds.get_async_client() as client, aapi_budget(concurrency_limit, rate_limit):
+        async with (
+            creds.get_async_client() as client,
+            aacquire_spend(spend_limit, call.estimated_usd(len(image_bytes)), spend_limit_wait),
+            aapi_budget(concurrency_limit, rate_limit),
+        ):
             result = await client.edit(prompt, image_bytes, mask=mask_bytes, **params)
     except Exception as exc:
         call.failed(exc)
