@@ -16,7 +16,7 @@ from prefect_cometapi.tasks import (
 )
 
 GATHERED = 32
-LATENCY_S = 2.0
+LATENCY_S = 4.0
 
 
 def _creds(emulator, api_key: str) -> CometAPICredentials:
