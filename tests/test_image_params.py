@@ -97,10 +97,12 @@ def test_tasks_take_every_parameter_of_their_endpoint_in_schema_order() -> None:
     generate = list(inspect.signature(generate_image.fn).parameters)
     edit = list(inspect.signature(edit_image.fn).parameters)
     assert generate[:2] == ["prompt", "credentials"]
-    assert generate[2:-2] == [p.name for p in params_for("generations")]
-    assert generate[-2:] == ["concurrency_limit", "rate_limit"]
+    limits = ["concurrency_limit", "rate_limit", "spend_limit", "spend_limit_wait"]
+    assert generate[2:-4] == [p.name for p in params_for("generations")]
+    assert generate[-4:] == limits
     assert edit[:4] == ["prompt", "images", "mask", "credentials"]
-    assert edit[4:-3] == [p.name for p in params_for("edits")]
+    assert edit[4:-5] == [p.name for p in params_for("edits")]
+    assert edit[-5:] == ["s3_endpoint_url", *limits]
 
 
 def test_form_offers_the_schema_parameters_it_should() -> None:
@@ -115,7 +117,7 @@ def test_cache_key_is_unchanged_by_the_schema() -> None:
     params = {
         "model": "gpt-image-2", "prompt": "a fox", "n": 2, "size": "1024x1024",
         "quality": "low", "output_format": "png", "background": "auto", "moderation": "auto",
-        "variant": 3, "user": "u1", "credentials": "x",
+        "variant": 3, "user": "u1", "credentials": None,
     }  # fmt: skip
     assert image_cache_key("generations", params) == (
         "cometapi-generations-cf2c324e59cea554f79b881f7022db342ecf5300ff833dab62aef69de95c968f"
