@@ -173,6 +173,7 @@ def batch_generate(
     base_url: OptionalText = None,
     concurrency_limit: OptionalText = None,
     rate_limit: OptionalText = None,
+    spend_limit: OptionalText = None,
     chunk_deployment: OptionalText = None,
     chunk_size: Annotated[int, Field(ge=1, le=MAX_CHUNK_SIZE)] = DEFAULT_CHUNK_SIZE,
 ) -> RunSummary:
@@ -196,6 +197,9 @@ def batch_generate(
         base_url: Override the API base URL (e.g. another gateway or a local emulator).
         concurrency_limit: A Prefect global concurrency limit (slots) shared by all workers.
         rate_limit: A Prefect global concurrency limit with slot decay, used as a rate limit.
+        spend_limit: A spend limit shared by all workers: a global concurrency limit with slot
+            decay whose slots are tenths of a cent (prefect_cometapi.spend.create_spend_limit);
+            each request waits for its estimated cost to fit in the budget.
         chunk_deployment: A batch-generate-chunk deployment (e.g.
             "batch-generate-chunk/fleet-chunk"): batches of more than chunk_size items are split
             into runs of it that the pool's workers share. Empty: everything runs here.
@@ -216,7 +220,7 @@ def batch_generate(
     upscale.check_source_size(image.request_size)
     prompts = _render_prompts(source, batch)
     estimate = _check_budget(prompts, image, max_cost_usd, credentials)
-    check_concurrency_limits(concurrency_limit, rate_limit)
+    check_concurrency_limits(concurrency_limit, rate_limit, spend_limit)
     logger.info(
         "Batch of %d item(s), concurrency %d, estimated cost %s",
         len(batch),
@@ -241,6 +245,7 @@ def batch_generate(
             base_url=base_url,
             concurrency_limit=concurrency_limit,
             rate_limit=rate_limit,
+            spend_limit=spend_limit,
             run_time=run_time,
         )
         check_chunk_deployment(chunk_deployment)
@@ -248,7 +253,7 @@ def batch_generate(
     else:
         finishing = run_items(
             batch, prompts, credentials, image, upscale, s3, run_time, concurrency,
-            concurrency_limit, rate_limit,
+            concurrency_limit, rate_limit, spend_limit,
         )  # fmt: skip
     progress = Progress(FLOW_NAME, len(batch))
     outcomes: list[ItemOutcome] = []

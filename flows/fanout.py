@@ -75,6 +75,7 @@ def batch_generate_chunk(
     concurrency_limit: OptionalText = None,
     rate_limit: OptionalText = None,
     run_time: OptionalDateTime = None,
+    spend_limit: OptionalText = None,
 ) -> RunSummary:
     """Process one chunk of a fanned-out batch and return its items' small records.
 
@@ -93,6 +94,7 @@ def batch_generate_chunk(
         concurrency_limit: A Prefect global concurrency limit (slots) shared by all workers.
         rate_limit: A Prefect global concurrency limit with slot decay, used as a rate limit.
         run_time: The parent's start time, for the date placeholders of the S3 keys.
+        spend_limit: A spend limit shared by all workers (see ``batch_generate``).
 
     Returns:
         The chunk's summary (its ``outcomes`` are what the parent adds up).
@@ -115,6 +117,7 @@ def batch_generate_chunk(
         concurrency,
         concurrency_limit,
         rate_limit,
+        spend_limit,
     ):
         outcomes.append(outcome)
         progress.advance(failed=outcome.status == "failed")
@@ -134,6 +137,7 @@ def chunk_parameters(
     concurrency_limit: str | None,
     rate_limit: str | None,
     run_time: datetime,
+    spend_limit: str | None = None,
 ) -> dict[str, Any]:
     """The parameters every chunk of a batch shares (JSON, as a deployment run takes them).
 
@@ -147,6 +151,7 @@ def chunk_parameters(
         concurrency_limit: Global concurrency limit name.
         rate_limit: Rate limit name.
         run_time: The parent's start time.
+        spend_limit: Spend limit name.
 
     Returns:
         Parameters for :func:`batch_generate_chunk` without ``items``.
@@ -171,6 +176,7 @@ def chunk_parameters(
         "base_url": base_url or None,
         "concurrency_limit": concurrency_limit or None,
         "rate_limit": rate_limit or None,
+        "spend_limit": spend_limit or None,
         "run_time": run_time.isoformat(),
     }
 

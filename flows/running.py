@@ -84,6 +84,7 @@ def run_items(
     concurrency: int,
     concurrency_limit: str | None = None,
     rate_limit: str | None = None,
+    spend_limit: str | None = None,
 ) -> Iterator[ItemOutcome]:
     """Run items end to end in ``process_item`` task runs of the current flow run.
 
@@ -103,6 +104,7 @@ def run_items(
         concurrency: API requests at once.
         concurrency_limit: A Prefect global concurrency limit (slots).
         rate_limit: A Prefect global concurrency limit with slot decay.
+        spend_limit: A spend limit (:mod:`prefect_cometapi.spend`).
 
     Yields:
         Each item's record as it finishes (completion order).
@@ -132,6 +134,7 @@ def run_items(
                 concurrency_limit,
                 rate_limit,
                 slots,
+                spend_limit,
             )
             future.add_done_callback(lambda done: finished.put((True, outcome_of(index, done))))
 

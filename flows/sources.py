@@ -85,7 +85,9 @@ def resolve_credentials(
     return credentials
 
 
-def check_concurrency_limits(concurrency_limit: str | None, rate_limit: str | None) -> None:
+def check_concurrency_limits(
+    concurrency_limit: str | None, rate_limit: str | None, spend_limit: str | None = None
+) -> None:
     """Refuse a run whose named global concurrency limits do not exist on the Prefect server.
 
     Prefect refuses to acquire slots of a missing limit, so without this check every item of a
@@ -94,12 +96,17 @@ def check_concurrency_limits(concurrency_limit: str | None, rate_limit: str | No
     Args:
         concurrency_limit: The ``concurrency_limit`` parameter (a limit's name), or ``None``.
         rate_limit: The ``rate_limit`` parameter (a limit with slot decay), or ``None``.
+        spend_limit: The ``spend_limit`` parameter (a spend limit, with slot decay), or ``None``.
 
     Raises:
         ValidationError: ``param`` is the parameter naming a missing limit, or a ``rate_limit``
             without slot decay.
     """
-    named = [("concurrency_limit", concurrency_limit), ("rate_limit", rate_limit)]
+    named = [
+        ("concurrency_limit", concurrency_limit),
+        ("rate_limit", rate_limit),
+        ("spend_limit", spend_limit),
+    ]
     named = [(param, name) for param, name in named if name]
     if not named:
         return
@@ -115,10 +122,10 @@ def check_concurrency_limits(concurrency_limit: str | None, rate_limit: str | No
                     param,
                     f"no Prefect global concurrency limit is named {name!r}; create it first "
                     f"(prefect gcl create {name} --limit N"
-                    + (" --slot-decay-per-second R" if param == "rate_limit" else "")
+                    + (" --slot-decay-per-second R" if param != "concurrency_limit" else "")
                     + ") or leave the parameter empty",
                 ) from None
-            if param == "rate_limit" and not limit.slot_decay_per_second:
+            if param != "concurrency_limit" and not limit.slot_decay_per_second:
                 raise ValidationError(
                     param,
                     f"the global concurrency limit {name!r} has no slot decay, so it cannot be "

@@ -162,6 +162,7 @@ def process_item(
     concurrency_limit: str | None = None,
     rate_limit: str | None = None,
     api_slots: str | None = None,
+    spend_limit: str | None = None,
 ) -> ItemOutcome:
     """Generate, upscale and upload one batch item; return its small record.
 
@@ -180,6 +181,8 @@ def process_item(
         concurrency_limit: A Prefect global concurrency limit to hold during the API call.
         rate_limit: A Prefect global concurrency limit with slot decay, used as a rate.
         api_slots: Token of the batch's request semaphore (see :func:`api_slots`).
+        spend_limit: A spend limit (:mod:`prefect_cometapi.spend`) to take each request's
+            estimated cost from.
 
     Returns:
         The item's record (also as the data of a Failed state when the item failed).
@@ -196,6 +199,7 @@ def process_item(
             credentials=quote(credentials),  # not walked for task inputs: see batch.run_items
             concurrency_limit=concurrency_limit,
             rate_limit=rate_limit,
+            spend_limit=spend_limit,
             **image.request_kwargs(),
         )
     delivered: list[DeliveredImage] = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Collection
 from typing import Any
 
@@ -37,6 +38,7 @@ from prefect_cometapi.flows import (
 )
 from prefect_cometapi.flows.artifacts import artifact_key
 from prefect_cometapi.pricing import estimate_cost
+from prefect_cometapi.spend import create_spend_limit
 
 FLOW = "batch-generate"
 TEMPLATE = "A banner for {{ name }} in {{ colour }} ({{ salt }}) {{ note | default('') }}"
@@ -512,3 +514,31 @@ def test_a_rerun_skips_the_upscale_and_the_upload_of_items_already_in_s3(
     assert sorted(sent) == ["HeadObject"] * 4 + ["PutObject"]
     _, dims, _ = s3_image(s3_client, gone.uri)
     assert dims == (2048, 1280)
+
+
+def test_a_spend_limit_paces_the_batch_and_must_exist(
+    emulator: Any, credentials: CometAPICredentials, s3_options: S3Options
+) -> None:
+    params: dict[str, Any] = {
+        "s3": s3_options,
+        "template": TEMPLATE,
+        "image": SMALL,
+        "concurrency": 4,
+        "credentials_block": credentials,
+    }
+    with pytest.raises(ValidationError, match="spend_limit"):
+        batch_generate(**params, items=make_items(2, tag()), spend_limit=f"missing-{tag()}")
+    assert emulator.requests == []
+
+    name = f"cometapi-spend-{tag()}"
+    one = estimate_cost("gpt-image-2", "x" * 60, SMALL.request_size, SMALL.quality) or 0.0
+    # A burst of about two requests, then one more every second: 4 items take over a second.
+    settings = create_spend_limit(name, dollars=one * 60, window_s=60, burst_usd=one * 2.5)
+    started = time.monotonic()
+    summary = batch_generate(**params, items=make_items(4, tag()), spend_limit=name)
+    assert summary.delivered == 4 and emulator.billed_requests == 4
+    starts = sorted(r.started_at for r in emulator.requests)
+    assert starts[-1] - starts[0] >= 1.0, starts
+    assert time.monotonic() - started >= 1.0
+    with get_client(sync_client=True) as client:
+        assert client.read_global_concurrency_limit_by_name(name).limit == settings.limit
