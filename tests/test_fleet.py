@@ -97,7 +97,8 @@ def _artifacts(project: DeployedProject, flow_run_id: Any) -> dict[str, Any]:
         found = client.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
         )
-    return {artifact.key.rsplit("-", 1)[-1]: artifact for artifact in found}
+    # Only keyed artifacts are ours (every artifact the flows publish has a key).
+    return {artifact.key.rsplit("-", 1)[-1]: artifact for artifact in found if artifact.key}
 
 
 def _start(project: DeployedProject, parameters: dict[str, Any], **options: Any) -> Any:
