@@ -216,9 +216,11 @@ def batch_generate(
         items_file = str(EXAMPLE_ITEMS)
     source = template_source(template or str(EXAMPLE_TEMPLATE), s3.endpoint_url)
     batch = build_items(items, items_file, id_field, s3.endpoint_url)
-    check_distinct_keys(s3, image.n, len(batch) > 1)
     upscale.check_source_size(image.request_size)
     prompts = _render_prompts(source, batch)
+    check_distinct_keys(
+        s3, image, [(item.item_id, p) for item, p in zip(batch, prompts, strict=True)]
+    )
     estimate = _check_budget(prompts, image, max_cost_usd, credentials)
     check_concurrency_limits(concurrency_limit, rate_limit, spend_limit)
     logger.info(

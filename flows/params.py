@@ -7,6 +7,9 @@ fails the run before any request is sent.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
+from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -24,10 +27,11 @@ from prefect_cometapi.blocks import CometAPICredentials
 from prefect_cometapi.errors import ValidationError
 from prefect_cometapi.form_fields import OptionalText, empty_to_none, optional
 from prefect_cometapi.image_params import form_params, validated_names
+from prefect_cometapi.models import GeneratedImage
 from prefect_cometapi.s3.keys import (
     DEFAULT_ITEM_KEY_TEMPLATE,
     check_key_template,
-    template_fields,
+    render_key,
     validate_bucket_name,
 )
 from prefect_cometapi.upscaling import plan_upscale
@@ -368,29 +372,43 @@ class S3Options(BaseModel):
         return self
 
 
-def check_distinct_keys(s3: S3Options, n: int, many_items: bool) -> None:
-    """Refuse a key template under which two images of one run would share a key.
+def check_distinct_keys(
+    s3: S3Options, image: ImageOptions, items: Sequence[tuple[str, str]]
+) -> None:
+    """Refuse a run in which two images would be stored under the same key.
+
+    Every item's keys are rendered before the first request, with what is known now (the item
+    id, its prompt, the image index, the options) and, for ``{sha256}``/``{sha8}``, a stand-in
+    unique to each image; keys that coincide mean one image would overwrite another.
 
     Args:
         s3: The S3 options.
-        n: Images per request.
-        many_items: Whether the run has more than one item.
+        image: The request options (``n`` images per item).
+        items: ``(item id, prompt)`` of every item of the run.
 
     Raises:
-        ValidationError: ``param="key_template"`` naming the placeholder to add.
+        ValidationError: ``param="key_template"`` listing the items whose keys collide.
     """
-    names = template_fields(s3.key_template)
-    if names & {"sha256", "sha8"}:
-        return
-    if many_items and "item" not in names:
+    width, height = parse_size(image.request_size) or (1024, 1024)
+    now = datetime.now(timezone.utc)
+    owners: dict[str, list[str]] = {}
+    for item_id, prompt in items:
+        for index in range(image.n):
+            stand_in = hashlib.sha256(f"{item_id}\0{index}".encode()).hexdigest()
+            probe = GeneratedImage(
+                data=b"", format=image.output_format, width=width, height=height,
+                sha256=stand_in, model=image.model, prompt=prompt, index=index,
+                params={"quality": image.quality},
+            )  # fmt: skip
+            key = render_key(s3.key_template, probe, prefix=s3.prefix, now=now, item=item_id)
+            owners.setdefault(key, []).append(item_id if image.n == 1 else f"{item_id}[{index}]")
+    clashes = [(key, names) for key, names in owners.items() if len(names) > 1]
+    if clashes:
+        shown = "; ".join(f"{', '.join(names[:5])} -> {key}" for key, names in clashes[:5])
+        more = f" (and {len(clashes) - 5} more keys)" if len(clashes) > 5 else ""
         raise ValidationError(
             "key_template",
-            "items would overwrite each other: add {item} or {sha8}",
-            s3.key_template,
-        )
-    if n > 1 and "index" not in names:
-        raise ValidationError(
-            "key_template",
-            "the n images of a request would overwrite each other: add {index} or {sha8}",
+            f"images would overwrite each other under the same key: {shown}{more}; add {{item}}"
+            ", {index} or {sha8}",
             s3.key_template,
         )

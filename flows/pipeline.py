@@ -63,9 +63,9 @@ def _single_run(
     """Request, deliver each image, publish artifacts; raise the request's error if it failed."""
     started = time.monotonic()
     logger = get_run_logger()
-    check_distinct_keys(s3, image.n, many_items=False)
-    upscale.check_source_size(image.request_size)
     item = item_id or _default_item_id(prompt)
+    check_distinct_keys(s3, image, [(item, prompt)])
+    upscale.check_source_size(image.request_size)
     run_time = datetime.now(timezone.utc)
     progress = Progress(flow_name, image.n)
     result, cached, error = run_request(request, prompt=prompt, **request_kwargs)

@@ -362,6 +362,17 @@ def test_escaping_templates_are_refused_before_any_request(
     assert counter.ops == []
 
 
+@pytest.mark.parametrize(
+    "template", ["{item:.1}/{sha8}.{ext}", "{index:03d}-{sha8}.{ext}", "{slug!r}-{sha8}.{ext}",
+                 "{sha8:>4}.{ext}", "{sha256!s:.2}.{ext}"],
+)  # fmt: skip
+def test_key_templates_refuse_format_specs_and_conversions(template: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        render_key(template, make_image(), item="a")
+    assert info.value.param == "key_template"
+    assert "format specs and conversions are not allowed" in info.value.rule
+
+
 def test_render_key_placeholders_and_prefix() -> None:
     image = make_image(width=64, height=48)
     when = datetime(2026, 3, 4, 23, 30, tzinfo=timezone.utc)
@@ -370,13 +381,13 @@ def test_render_key_placeholders_and_prefix() -> None:
         == f"banners/2026-03-04/{image.sha256}.png"
     )
     key = render_key(
-        "{prefix}{year}/{month}/{day}/{model}_{size}_{quality}_{index:03d}_{sha8}_{item_id}.{ext}",
+        "{prefix}{year}/{month}/{day}/{model}_{size}_{quality}_{index}_{sha8}_{item_id}.{ext}",
         image,
         prefix="out/",
         now=when,
         item_id="sku-42",
     )
-    assert key == f"out/2026/03/04/gpt-image-2_64x48_low_000_{image.sha256[:8]}_sku-42.png"
+    assert key == f"out/2026/03/04/gpt-image-2_64x48_low_0_{image.sha256[:8]}_sku-42.png"
     # A template without {prefix} still lands inside the prefix.
     assert render_key("{slug}.{ext}", image, prefix="p", now=when) == "p/a-red-fox-in-the-snow.png"
     # A fixed date (e.g. the scheduled time) keeps keys stable across days.

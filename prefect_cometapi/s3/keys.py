@@ -193,7 +193,9 @@ def render_key(
     ``webp``), ``{format}``, ``{model}``, ``{width}``, ``{height}``, ``{size}`` (``WxH``),
     ``{index}``, ``{quality}``, ``{slug}`` (ASCII slug of the prompt) and any name passed in
     ``extra`` (e.g. ``item_id``; an ``extra`` name also overrides a built-in one, e.g. a fixed
-    ``date`` for a scheduled run). Format specs work: ``{index:03d}``.
+    ``date`` for a scheduled run). Placeholders are plain names: format specs and conversions
+    (``{index:03d}``, ``{item:.2}``, ``{slug!r}``) are refused, since a spec can cut a value
+    short and make two images share a key.
 
     A non-empty ``prefix`` gets a trailing ``/``; if the template has no ``{prefix}`` it is put in
     front. The result must stay inside the prefix.
@@ -250,8 +252,8 @@ def check_key_template(template: str, *, prefix: str = "", names: tuple[str, ...
     """Check a key template before any image exists, with the rules of :func:`render_key`.
 
     The template is rendered with a value of the right type for each placeholder (numbers for
-    ``{width}``, ``{height}`` and ``{index}``, so format specs such as ``{index:03d}`` are
-    checked too) and the result must be a valid key inside the prefix.
+    ``{width}``, ``{height}`` and ``{index}``) and the result must be a valid key inside the
+    prefix.
 
     Args:
         template: The key template.
@@ -282,7 +284,7 @@ def _render(template: str, values: dict[str, Any], prefix: str, extra: dict[str,
         parsed = list(string.Formatter().parse(template))
     except ValueError as exc:
         raise ValidationError("key_template", f"malformed template: {exc}", template) from None
-    for _literal, field, spec, _conversion in parsed:
+    for _literal, field, spec, conversion in parsed:
         if field is None:
             continue
         if not _IDENT_RE.match(field):
@@ -291,8 +293,14 @@ def _render(template: str, values: dict[str, Any], prefix: str, extra: dict[str,
                 "placeholders are plain names like {sha256} (no positional, '.' or '[]' access)",
                 template,
             )
-        if spec and "{" in spec:
-            raise ValidationError("key_template", "nested placeholders are not allowed", template)
+        if spec or conversion:
+            raise ValidationError(
+                "key_template",
+                f"format specs and conversions are not allowed (in {{{field}"
+                f"{'!' + conversion if conversion else ''}{':' + spec if spec else ''}}}): they "
+                "can cut values short and make images share a key",
+                template,
+            )
         if field not in values:
             known = ", ".join(sorted(set(KEY_PLACEHOLDERS) | set(extra)))
             raise ValidationError(
