@@ -13,6 +13,12 @@ change them), widen the safe defaults:
     S3-compatible endpoints an ``s3.endpoint_url`` run parameter may name (the worker signs its
     requests there with its AWS identity). Without it, only AWS itself (no ``endpoint_url``) or
     the worker's own ``AWS_ENDPOINT_URL_S3`` is used.
+``PREFECT_COMETAPI_INPUT_ROOTS``
+    Folders (separated by ``os.pathsep``) besides the working directory and the packaged
+    examples from which templates, items files and edit inputs may be read by path.
+``PREFECT_COMETAPI_ALLOWED_INPUT_HOSTS``
+    Host names (or ``host:port``) that input URLs may name even though they resolve to a
+    loopback, link-local, private or reserved address (an intranet file server, a test server).
 
 Entries are URLs separated by commas or whitespace; they match on scheme, host and port (the
 path is ignored), e.g. ``PREFECT_COMETAPI_ALLOWED_BASE_URLS=http://127.0.0.1:8000``.
@@ -20,9 +26,12 @@ path is ignored), e.g. ``PREFECT_COMETAPI_ALLOWED_BASE_URLS=http://127.0.0.1:800
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from prefect_cometapi.errors import ValidationError
@@ -30,12 +39,17 @@ from prefect_cometapi.errors import ValidationError
 __all__ = [
     "DEFAULT_BASE_URL",
     "ALLOWED_BASE_URLS_ENV",
+    "ALLOWED_INPUT_HOSTS_ENV",
     "ALLOWED_S3_ENDPOINTS_ENV",
+    "INPUT_ROOTS_ENV",
     "Origin",
     "allowed_origins",
     "allowing",
     "check_base_url",
+    "check_input_url",
     "check_s3_endpoint",
+    "confine_path",
+    "input_roots",
     "origin",
 ]
 
@@ -43,6 +57,9 @@ DEFAULT_BASE_URL = "https://api.cometapi.com/v1"
 """CometAPI's own API base URL: the clients' default, always allowed."""
 ALLOWED_BASE_URLS_ENV = "PREFECT_COMETAPI_ALLOWED_BASE_URLS"
 ALLOWED_S3_ENDPOINTS_ENV = "PREFECT_COMETAPI_ALLOWED_S3_ENDPOINTS"
+INPUT_ROOTS_ENV = "PREFECT_COMETAPI_INPUT_ROOTS"
+ALLOWED_INPUT_HOSTS_ENV = "PREFECT_COMETAPI_ALLOWED_INPUT_HOSTS"
+_EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "flows" / "examples"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 Origin = tuple[str, str, int]
@@ -188,3 +205,89 @@ def allowing(base_urls: Iterable[str] = (), s3_endpoints: Iterable[str] = ()) ->
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def input_roots() -> list[Path]:
+    """The folders local inputs may be read from: the working directory, the packaged examples
+    and ``PREFECT_COMETAPI_INPUT_ROOTS``.
+
+    Returns:
+        Their real paths (symlinks resolved).
+    """
+    roots = [Path.cwd(), _EXAMPLES_DIR]
+    roots += [Path(p) for p in os.environ.get(INPUT_ROOTS_ENV, "").split(os.pathsep) if p.strip()]
+    return [Path(os.path.realpath(root)) for root in roots]
+
+
+def confine_path(path: str | os.PathLike[str], param: str) -> Path:
+    """The real path of a local input, refused unless it lies inside an allowed root.
+
+    ``..`` segments are refused outright; symlinks are resolved first, so a link pointing out of
+    the roots is refused too. Read the returned path (not the one given), so that what was
+    checked is what is read.
+
+    Args:
+        path: The path a parameter gave (relative paths are relative to the working directory).
+        param: The parameter errors blame.
+
+    Returns:
+        The resolved path.
+
+    Raises:
+        ValidationError: ``file://`` URLs, ``..`` segments or a path outside every root (the
+            error names the rule, never the file's contents).
+    """
+    text = os.fsdecode(os.fspath(path))
+    if text.lower().startswith("file:"):
+        raise ValidationError(param, "file:// URLs are not accepted; give a path")
+    if ".." in Path(text).parts:
+        raise ValidationError(param, "'..' is not allowed in input paths")
+    real = Path(os.path.realpath(Path(text).expanduser()))
+    for root in input_roots():
+        if real == root or root in real.parents:
+            return real
+    raise ValidationError(
+        param,
+        f"{text} is outside the folders inputs may be read from (the working directory and "
+        f"the packaged examples; a worker adds more with {INPUT_ROOTS_ENV}); symlinks are "
+        "followed before this check",
+    )
+
+
+def _internal(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return not ip.is_global or ip.is_multicast
+
+
+def check_input_url(url: str, param: str) -> None:
+    """Refuse an input URL whose host resolves to an internal address, unless the worker allows it.
+
+    Checked after DNS resolution (every address the name resolves to), and to be called again
+    for every redirect.
+
+    Args:
+        url: An ``http(s)://`` URL.
+        param: The parameter errors blame.
+
+    Raises:
+        ValidationError: The host resolves to a loopback, link-local, private, reserved or
+            multicast address and is not in ``PREFECT_COMETAPI_ALLOWED_INPUT_HOSTS``, or it
+            does not resolve at all.
+    """
+    scheme, host, port = origin(url, param)
+    allowed = {h.strip().lower() for h in os.environ.get(ALLOWED_INPUT_HOSTS_ENV, "").split(",")}
+    if host in allowed or f"{host}:{port}" in allowed:
+        return
+    try:
+        infos = socket.getaddrinfo(host.strip("[]"), port, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        raise ValidationError(param, f"the host {host} of an input URL does not resolve") from None
+    if any(_internal(str(info[4][0])) for info in infos):
+        raise ValidationError(
+            param,
+            f"{scheme}://{host} resolves to a loopback, link-local, private or reserved "
+            f"address, which inputs may not be fetched from (a worker allows a host with "
+            f"{ALLOWED_INPUT_HOSTS_ENV})",
+        )

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 from botocore.exceptions import BotoCoreError, ClientError
 
+from prefect_cometapi.allowlist import check_input_url, confine_path
 from prefect_cometapi.errors import InputFetchError, ValidationError
 from prefect_cometapi.models import GeneratedImage, ImageResult
 from prefect_cometapi.s3.failures import classify
@@ -171,7 +172,8 @@ def load_bytes(
         elif scheme in ("http", "https"):
             data = _read_url(text, max_bytes, param)
         elif scheme == "file":
-            data = _read_path(Path(urlsplit(text).path), max_bytes, param)
+            confine_path(text, param)  # refuses every file:// URL
+            raise AssertionError("unreachable")
         elif scheme:
             raise ValidationError(
                 param,
@@ -182,7 +184,7 @@ def load_bytes(
         else:
             if not text.strip():
                 raise ValidationError(param, "the path is empty")
-            data = _read_path(Path(text).expanduser(), max_bytes, param)
+            data = _read_path(confine_path(text, param), max_bytes, param)
     else:
         raise ValidationError(
             param,
@@ -268,27 +270,31 @@ def _read_path(path: Path, max_bytes: int, param: str) -> bytes:
 
 
 def _read_url(url: str, max_bytes: int, param: str) -> bytes:
+    """Download ``url`` with the size cap applied while reading; every hop's host is checked."""
     shown = _safe_url(url)
     try:
-        with httpx.Client(
-            timeout=HTTP_TIMEOUT, follow_redirects=True, max_redirects=MAX_REDIRECTS
-        ) as client:
-            with client.stream("GET", url) as response:
-                status = response.status_code
-                if status >= 400:
-                    _raise_for_http(status, response.reason_phrase, shown, param)
-                length = response.headers.get("content-length")
-                if length and length.isdigit():
-                    _check_size(int(length), max_bytes, param, shown)
-                chunks: list[bytes] = []
-                total = 0
-                for chunk in response.iter_bytes():
-                    total += len(chunk)
-                    _check_size(total, max_bytes, param, shown)
-                    chunks.append(chunk)
-                return b"".join(chunks)
-    except httpx.TooManyRedirects:
-        raise ValidationError(param, f"{shown} redirects too many times") from None
+        with httpx.Client(timeout=HTTP_TIMEOUT, follow_redirects=False) as client:
+            for _ in range(MAX_REDIRECTS + 1):
+                check_input_url(url, param)
+                with client.stream("GET", url) as response:
+                    status = response.status_code
+                    location = response.headers.get("location")
+                    if 300 <= status < 400 and location:
+                        url = str(response.url.join(location))
+                        continue
+                    if status >= 400:
+                        _raise_for_http(status, response.reason_phrase, shown, param)
+                    length = response.headers.get("content-length")
+                    if length and length.isdigit():
+                        _check_size(int(length), max_bytes, param, shown)
+                    chunks: list[bytes] = []
+                    total = 0
+                    for chunk in response.iter_bytes():
+                        total += len(chunk)
+                        _check_size(total, max_bytes, param, shown)
+                        chunks.append(chunk)
+                    return b"".join(chunks)
+        raise ValidationError(param, f"{shown} redirects too many times")
     except (httpx.TimeoutException, httpx.TransportError) as exc:
         raise InputFetchError(
             f"Could not download {param} from {shown}: {type(exc).__name__}. This is usually "

@@ -21,6 +21,10 @@ os.environ["AWS_ACCESS_KEY_ID"] = "testing"
 os.environ["AWS_SECRET_ACCESS_KEY"] = "testing"
 os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
 os.environ["NO_PROXY"] = "127.0.0.1,localhost"
+# The tests' own inputs (tmp_path files, the loopback file server) are allowed the way a worker's
+# owner would allow them; the hostile-parameter tests narrow these again.
+os.environ["PREFECT_COMETAPI_INPUT_ROOTS"] = tempfile.gettempdir()
+os.environ["PREFECT_COMETAPI_ALLOWED_INPUT_HOSTS"] = "127.0.0.1"
 
 pytest_plugins = [
     "fixtures_emulator",

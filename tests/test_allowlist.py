@@ -140,3 +140,76 @@ def test_a_key_that_cannot_be_sent_is_refused_when_built(
     with pytest.raises(ValidationError) as env_info:
         CometAPICredentials().get_client()
     assert env_info.value.param == "COMETAPI_KEY" and KEY[3:] not in str(env_info.value)
+
+
+@pytest.fixture
+def confined(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A working directory with one allowed file, and secrets next to it (outside the root)."""
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "ok.j2").write_text("A {{ x }}", encoding="utf-8")
+    secret = tmp_path / "credentials"
+    secret.write_text("aws_secret_access_key = hostile-secret-0123", encoding="utf-8")
+    (root / "link.j2").symlink_to(secret)
+    monkeypatch.chdir(root)
+    monkeypatch.delenv("PREFECT_COMETAPI_INPUT_ROOTS", raising=False)
+    return root, secret
+
+
+def test_local_inputs_stay_inside_the_allowed_roots(confined: Any) -> None:
+    from prefect_cometapi.allowlist import confine_path
+
+    root, secret = confined
+    assert confine_path("ok.j2", "template") == root / "ok.j2"
+    assert confine_path(root / "ok.j2", "template") == root / "ok.j2"
+    for bad, rule in (
+        (str(secret), "outside the folders"),
+        ("../credentials", "'..' is not allowed"),
+        ("sub/../../credentials", "'..' is not allowed"),
+        ("link.j2", "outside the folders"),  # a symlink out of the root
+        (f"file://{secret}", "file:// URLs are not accepted"),
+        ("~/.aws/credentials", "outside the folders"),
+        ("/etc/passwd", "outside the folders"),
+    ):
+        with pytest.raises(ValidationError, match=rule) as info:
+            confine_path(bad, "template")
+        assert "hostile-secret" not in str(info.value)
+
+
+def test_input_urls_to_internal_addresses_are_refused(
+    http_file_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect_cometapi.inputs import load_bytes
+
+    monkeypatch.setenv("PREFECT_COMETAPI_ALLOWED_INPUT_HOSTS", "")
+    secret = http_file_server.add("/latest/meta-data/iam", b"metadata-secret-0123")
+    for url in (
+        secret,
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]/x.png",
+        "http://0.0.0.0/x.png",
+        "http://10.1.2.3/x.png",
+        "http://2130706433/x.png",  # 127.0.0.1 in decimal
+    ):
+        with pytest.raises(ValidationError, match="loopback, link-local, private") as info:
+            load_bytes(url, param="image")
+        assert "metadata-secret" not in str(info.value)
+    assert not [p for _, p in http_file_server.requests if p.startswith("/latest")]
+
+
+def test_a_redirect_to_an_internal_address_is_refused(
+    http_file_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect_cometapi.inputs import load_bytes
+
+    port = http_file_server.base_url.rsplit(":", 1)[1]
+    target = http_file_server.add("/internal-secret", b"internal-secret-0123")
+    http_file_server.add("/hop", b"", status=302, headers={"Location": target})
+    # Only "localhost" is allowed: the redirect to 127.0.0.1 must be checked again and refused.
+    monkeypatch.setenv("PREFECT_COMETAPI_ALLOWED_INPUT_HOSTS", "localhost")
+    with pytest.raises(ValidationError, match="loopback") as info:
+        load_bytes(f"http://localhost:{port}/hop", param="items_file")
+    assert info.value.param == "items_file" and "internal-secret" not in str(info.value)
+    assert ("GET", "/internal-secret") not in http_file_server.requests
+    monkeypatch.setenv("PREFECT_COMETAPI_ALLOWED_INPUT_HOSTS", "localhost,127.0.0.1")
+    assert load_bytes(f"http://localhost:{port}/hop", param="x") == b"internal-secret-0123"

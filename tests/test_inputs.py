@@ -48,7 +48,8 @@ def test_path_as_str_and_path(tmp_path: Path) -> None:
     target.write_bytes(PNG)
     assert load_image_bytes(str(target)) == PNG
     assert load_image_bytes(target) == PNG
-    assert load_image_bytes(target.as_uri()) == PNG  # file:// URI
+    with pytest.raises(ValidationError, match="file:// URLs are not accepted"):
+        load_image_bytes(target.as_uri())  # a file:// URI is never read (issue 11)
 
 
 def test_missing_file_says_what_to_do(tmp_path: Path) -> None:
@@ -73,9 +74,12 @@ def test_directory_empty_file_and_too_big_file(tmp_path: Path) -> None:
     assert load_image_bytes(big, max_bytes=len(PNG)) == PNG
 
 
-def test_unreadable_file() -> None:
+def test_unreadable_file(monkeypatch: pytest.MonkeyPatch) -> None:
     """A file the OS refuses to read (works as root too, unlike a chmod 000 file)."""
-    with pytest.raises(ValidationError, match="cannot read /proc/self/mem"):
+    with pytest.raises(ValidationError, match="outside the folders"):
+        load_image_bytes("/proc/self/mem")  # outside the allowed roots: refused unread
+    monkeypatch.setenv("PREFECT_COMETAPI_INPUT_ROOTS", "/proc/self")
+    with pytest.raises(ValidationError, match=r"cannot read /proc/\d+/mem"):  # the real path
         load_image_bytes("/proc/self/mem")
 
 

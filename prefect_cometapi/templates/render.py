@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import os
+import stat
 import traceback
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,6 +30,7 @@ from typing import Any
 from jinja2 import TemplateError, TemplateSyntaxError, UndefinedError, meta, nodes
 from jinja2.sandbox import SecurityError
 
+from prefect_cometapi.allowlist import confine_path
 from prefect_cometapi.errors import ValidationError
 from prefect_cometapi.templates.sandbox import PromptEnvironment, render_budget
 from prefect_cometapi.validation import MAX_PROMPT_CHARS, validate_prompt
@@ -84,16 +86,27 @@ def _load_source(template: str | os.PathLike[str]) -> tuple[str, str | None]:
         raise ValidationError(
             "template", "must be a template string or a path to a template file", template
         )
-    if not path.is_file():
-        raise ValidationError("template", f"template file {str(path)!r} does not exist")
-    size = path.stat().st_size
-    if size > MAX_TEMPLATE_BYTES:
+    # What is checked (inside an allowed root, a regular file, its size) is what is read: the
+    # resolved path, opened once.
+    real = confine_path(path, "template")
+    try:
+        with real.open("rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise ValidationError("template", f"template file {path.name!r} is not a file")
+            raw = handle.read(MAX_TEMPLATE_BYTES + 1)
+    except FileNotFoundError:
+        raise ValidationError("template", f"template file {str(path)!r} does not exist") from None
+    except OSError as exc:
         raise ValidationError(
-            "template", f"template file {path.name!r} is {size:,} bytes; the limit is 1 MiB"
+            "template", f"template file {path.name!r} cannot be read: {exc.strerror}"
+        ) from None
+    if len(raw) > MAX_TEMPLATE_BYTES:
+        raise ValidationError(
+            "template", f"template file {path.name!r} is over 1 MiB; the limit is 1 MiB"
         )
     try:
-        return path.read_text(encoding="utf-8"), path.name
-    except (OSError, UnicodeDecodeError) as exc:
+        return raw.decode("utf-8"), path.name
+    except UnicodeDecodeError as exc:
         raise ValidationError(
             "template", f"template file {path.name!r} cannot be read as UTF-8 text: {exc}"
         ) from None

@@ -1,0 +1,338 @@
+"""Issue 11: run parameters are untrusted input, tried the way an attacker would.
+
+Each row is one hostile value given to a flow (``generate_and_upload``, ``edit_and_upload``,
+``batch_generate``) or a task (``generate_image``, ``edit_image``, ``render_prompt``,
+``upscale_image``, ``upload_to_s3``): a foreign base URL or S3 endpoint, a path escaping the
+allowed root, a symlink or ``file://`` trick, a loopback, private or redirecting URL, a key with
+an invisible character, a template built to exhaust the worker, a key template under which items
+overwrite each other. Every row must be refused with a typed error, with zero requests at the
+emulator, nothing written to S3, and none of the secrets around (the API key, a fake
+``~/.aws/credentials``, a fake metadata server's token) in the error, the log records or the
+task-run names.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pydantic
+import pytest
+from PIL import Image
+from prefect.exceptions import ParameterTypeError
+
+from prefect_cometapi import CometAPICredentials
+from prefect_cometapi.errors import ValidationError
+from prefect_cometapi.flows import (
+    ImageOptions,
+    S3Options,
+    batch_generate,
+    edit_and_upload,
+    generate_and_upload,
+)
+from prefect_cometapi.tasks import edit_image, generate_image, render_prompt, upload_to_s3
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Logger 'prefect.task_runs' attempted to send logs:UserWarning"
+)
+
+AWS_SECRET = "hostile-aws-secret-7f3a9c0d1e2b"
+METADATA_TOKEN = "hostile-metadata-token-5e6f7a8b"
+FOREIGN = "https://api.cometapi.com.attacker.example/v1"
+ZWSP = "\u200b"
+
+
+def png() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (1024, 1024), (20, 120, 200)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@dataclass
+class Ctx:
+    """The servers, good defaults to break one thing at a time, and the planted secrets.
+
+    Attributes:
+        api_key: The key the emulator accepts (a secret too).
+        base_url: The emulator (allowed by the session, as a worker's owner would).
+        credentials: A block for the emulator.
+        s3: Good S3 options (the test's bucket on moto).
+        bucket: That bucket.
+        root: The working directory, the only allowed input root.
+        aws_file: A fake ``~/.aws/credentials`` outside the root.
+        metadata_url: A fake instance-metadata endpoint on loopback (not allowed).
+        redirect_url: A URL on an allowed host that redirects to ``metadata_url``.
+        salt: A fresh word for prompts.
+    """
+
+    api_key: str
+    base_url: str
+    credentials: CometAPICredentials
+    s3: S3Options
+    bucket: str
+    root: Path
+    aws_file: Path
+    metadata_url: str
+    redirect_url: str
+    salt: str
+
+    def prompt(self, text: str = "a lighthouse at dawn") -> str:
+        return f"{text} {self.salt}"
+
+    def s3_json(self, **changes: Any) -> dict[str, Any]:
+        return {"bucket": self.bucket, "endpoint_url": self.s3.endpoint_url, **changes}
+
+    def flow(self, flow: Any, **params: Any) -> Any:
+        params.setdefault("credentials_block", self.credentials)
+        params.setdefault("s3", self.s3)
+        state = flow(**params, return_state=True)
+        assert state.is_failed(), f"the run ended {state.type}: {state.message}"
+        error = state.result(raise_on_failure=False)
+        assert isinstance(error, BaseException), error
+        raise error
+
+    def generate_flow(self, **params: Any) -> Any:
+        params.setdefault("prompt", self.prompt())
+        params.setdefault("image", ImageOptions(size="1024x1024", quality="low"))
+        return self.flow(generate_and_upload, **params)
+
+    def edit_flow(self, **params: Any) -> Any:
+        params.setdefault("prompt", self.prompt("make it blue"))
+        params.setdefault("images", [str(self.root / "good.png")])
+        params.setdefault("image", ImageOptions(size="1024x1024", quality="low"))
+        return self.flow(edit_and_upload, **params)
+
+    def batch_flow(self, **params: Any) -> Any:
+        params.setdefault("template", f"A banner for {{{{ name }}}} {self.salt}")
+        params.setdefault("items", [{"id": "a", "name": "Lamp"}, {"id": "b", "name": "Chair"}])
+        params.setdefault("image", ImageOptions(size="1024x1024", quality="low"))
+        return self.flow(batch_generate, **params)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One hostile value: where it goes, the typed error and the rule it must meet."""
+
+    id: str
+    run: Callable[[Ctx], Any]
+    error: type[BaseException]
+    param: str | None
+    rule: str
+
+
+V = ValidationError
+PT = ParameterTypeError
+PV = pydantic.ValidationError
+DOUBLING = "{% set x = 'abcdefgh' %}" + "{% set x = x ~ x %}" * 40 + "{{ x }}"
+NESTED_LOOPS = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}x"
+
+CASES: list[Case] = [
+    # ------------------------------------------------ where the key goes (point 1)
+    Case("generate_and_upload-foreign-base-url", lambda c: c.generate_flow(base_url=FOREIGN),
+         V, "base_url", "not an allowed API host"),
+    Case("generate_and_upload-metadata-base-url",
+         lambda c: c.generate_flow(base_url="http://169.254.169.254/latest"), V, "base_url",
+         "not an allowed API host"),
+    Case("generate_and_upload-base-url-with-userinfo",
+         lambda c: c.generate_flow(base_url="https://user:pw@api.cometapi.com/v1"), V,
+         "base_url", "user name or password"),
+    Case("edit_and_upload-foreign-base-url", lambda c: c.edit_flow(base_url=FOREIGN), V,
+         "base_url", "not an allowed API host"),
+    Case("batch_generate-foreign-base-url", lambda c: c.batch_flow(base_url=FOREIGN), V,
+         "base_url", "not an allowed API host"),
+    Case("batch_generate-env-key-to-foreign-host",
+         lambda c: c.batch_flow(credentials_block=None, base_url="http://127.0.0.1:9/v1"), V,
+         "base_url", "not an allowed API host"),
+    Case("generate_and_upload-inline-block-foreign-host",
+         lambda c: c.generate_flow(credentials_block=CometAPICredentials(base_url=FOREIGN)), V,
+         "credentials_block.base_url", "not an allowed API host"),
+    Case("generate_image-env-key-to-foreign-host",
+         lambda c: generate_image(c.prompt(), CometAPICredentials(base_url=FOREIGN)), V,
+         "base_url", "not an allowed API host"),
+    Case("generate_and_upload-json-foreign-s3-endpoint",
+         lambda c: c.generate_flow(s3=c.s3_json(endpoint_url="https://s3.attacker.example")),
+         PT, "s3.endpoint_url", "not an allowed S3 endpoint"),
+    Case("batch_generate-json-metadata-s3-endpoint",
+         lambda c: c.batch_flow(s3=c.s3_json(endpoint_url="http://169.254.169.254")), PT,
+         "s3.endpoint_url", "not an allowed S3 endpoint"),
+    Case("edit_and_upload-json-foreign-s3-endpoint",
+         lambda c: c.edit_flow(s3=c.s3_json(endpoint_url="http://10.0.0.5:9000")), PT,
+         "s3.endpoint_url", "not an allowed S3 endpoint"),
+    # ------------------------------------------------ keys that cannot be sent (point 4)
+    Case("generate_image-key-with-zero-width-space",
+         lambda c: generate_image(c.prompt(), CometAPICredentials(
+             api_key=c.api_key + ZWSP, base_url=c.base_url)), PV, "api_key", "U\\+200B"),
+    Case("generate_and_upload-env-key-with-crlf",
+         lambda c: c.generate_flow(credentials_block=None), V, "COMETAPI_KEY", "a line break"),
+    # ------------------------------------------------ local files (point 3)
+    Case("generate_and_upload-template-outside-root",
+         lambda c: c.generate_flow(prompt=str(c.aws_file.with_suffix(".j2"))), V, "template",
+         "outside the folders"),
+    Case("generate_and_upload-template-dotdot",
+         lambda c: c.generate_flow(prompt="../credentials.j2"), V, "template",
+         "'\\.\\.' is not allowed"),
+    Case("generate_and_upload-template-symlink-out",
+         lambda c: c.generate_flow(prompt="link.j2"), V, "template", "outside the folders"),
+    Case("render_prompt-template-symlink-out",
+         lambda c: render_prompt("link.j2", {}), V, "template", "outside the folders"),
+    Case("batch_generate-items-file-aws-credentials",
+         lambda c: c.batch_flow(items=None, items_file="~/.aws/credentials"), V, "items_file",
+         "outside the folders"),
+    Case("batch_generate-items-file-url",
+         lambda c: c.batch_flow(items=None, items_file=f"file://{c.aws_file}"), V,
+         "items_file", "file:// URLs are not accepted"),
+    Case("batch_generate-items-file-proc-environ",
+         lambda c: c.batch_flow(items=None, items_file="/proc/self/environ"), V, "items_file",
+         "outside the folders"),
+    Case("edit_and_upload-image-outside-root",
+         lambda c: c.edit_flow(images=[str(c.aws_file)]), V, "images", "outside the folders"),
+    Case("edit_image-mask-dotdot",
+         lambda c: edit_image(c.prompt(), png(), mask="../credentials",
+                              credentials=c.credentials), V, "mask", "'\\.\\.' is not allowed"),
+    Case("edit_image-file-url-with-image-suffix",
+         lambda c: edit_image(c.prompt(), f"file://{c.aws_file}#.png",
+                              credentials=c.credentials), V, "images", "file:// URLs"),
+    # ------------------------------------------------ internal addresses (point 3)
+    Case("edit_and_upload-metadata-url",
+         lambda c: c.edit_flow(images=[c.metadata_url]), V, "images", "loopback, link-local"),
+    Case("edit_image-link-local-url",
+         lambda c: edit_image(c.prompt(), "http://169.254.169.254/latest/x.png",
+                              credentials=c.credentials), V, "images", "loopback, link-local"),
+    Case("edit_and_upload-redirect-to-metadata",
+         lambda c: c.edit_flow(images=[c.redirect_url]), V, "images", "loopback, link-local"),
+    Case("batch_generate-items-file-private-url",
+         lambda c: c.batch_flow(items=None, items_file="http://10.1.2.3/items.csv"), V,
+         "items_file", "loopback, link-local, private"),
+    Case("generate_and_upload-template-metadata-url",
+         lambda c: c.generate_flow(prompt=c.metadata_url), V, "template", "loopback"),
+    # ------------------------------------------------ templates that exhaust a worker (point 6)
+    Case("generate_and_upload-template-doubling",
+         lambda c: c.generate_flow(prompt=DOUBLING), V, "template", "'~' concatenation"),
+    Case("batch_generate-template-nested-loops",
+         lambda c: c.batch_flow(template=NESTED_LOOPS + "{{ name }}"), V, "template",
+         "loop iterations"),
+    Case("render_prompt-center-a-gigabyte",
+         lambda c: render_prompt("{{ 'x' | center(10**9) }}", {}), V, "template",
+         "'center' filter"),
+    Case("render_prompt-100-kb-prompt",
+         lambda c: render_prompt("{{ 'x' * 50000 }}{{ 'y' * 50000 }}", {}), V, "prompt",
+         "32,000"),
+    Case("generate_and_upload-percent-width",
+         lambda c: c.generate_flow(prompt="{{ '%0999999999d' % 1 }}"), V, "template",
+         "% format width"),
+    # ------------------------------------------------ keys that overwrite each other (point 7)
+    Case("batch_generate-colliding-key-template",
+         lambda c: c.batch_flow(s3=c.s3.model_copy(update={"key_template": "{slug}.{ext}"}),
+                                template=f"same prompt {c.salt}"),
+         V, "key_template", "would overwrite each other under the same key: a, b ->"),
+    Case("generate_and_upload-json-format-spec-in-key",
+         lambda c: c.generate_flow(s3=c.s3_json(key_template="{item:.1}-{sha8:.1}.{ext}")),
+         PT, "key_template", "format specs and conversions"),
+    Case("upload_to_s3-conversion-in-key",
+         lambda c: upload_to_s3(_generated(), c.bucket, key_template="{slug!r}.{ext}",
+                                endpoint_url=c.s3.endpoint_url), V, "key_template",
+         "format specs and conversions"),
+]  # fmt: skip
+
+
+def _generated() -> Any:
+    import hashlib
+
+    from prefect_cometapi.models import GeneratedImage
+
+    data = png()
+    return GeneratedImage(
+        data=data, format="png", width=1024, height=1024,
+        sha256=hashlib.sha256(data).hexdigest(), model="gpt-image-2", prompt="a test image",
+    )  # fmt: skip
+
+
+def test_the_matrix_covers_the_flows_and_tasks() -> None:
+    ids = [case.id for case in CASES]
+    assert len(ids) == len(set(ids)) and len(ids) >= 30
+    for name in (
+        "generate_and_upload", "edit_and_upload", "batch_generate", "generate_image",
+        "edit_image", "render_prompt", "upload_to_s3",
+    ):  # fmt: skip
+        assert any(i.startswith(name + "-") for i in ids), f"no row for {name}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_hostile_parameter_is_refused_with_nothing_sent_and_no_secret_shown(
+    case: Case,
+    emulator: Any,
+    api_key: str,
+    s3_server: Any,
+    s3_bucket: str,
+    s3_client: Any,
+    http_file_server: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The worker: its working directory is the only input root, no internal host is allowed
+    # but "localhost" (so that a redirect from it to 127.0.0.1 is what gets refused), and its
+    # home holds AWS credentials.
+    root = tmp_path / "project"
+    root.mkdir()
+    home = tmp_path / "home"
+    (home / ".aws").mkdir(parents=True)
+    aws_file = home / ".aws" / "credentials"
+    aws_file.write_text(f"[default]\naws_secret_access_key = {AWS_SECRET}\n", encoding="utf-8")
+    aws_file.with_suffix(".j2").write_text(f"{{{{ '{AWS_SECRET}' }}}}", encoding="utf-8")
+    (tmp_path / "credentials.j2").write_text(AWS_SECRET, encoding="utf-8")
+    (tmp_path / "credentials").write_text(AWS_SECRET, encoding="utf-8")
+    (root / "link.j2").symlink_to(aws_file)
+    (root / "good.png").write_bytes(png())
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("PREFECT_COMETAPI_INPUT_ROOTS", "")
+    monkeypatch.setenv("PREFECT_COMETAPI_ALLOWED_INPUT_HOSTS", "localhost")
+    monkeypatch.setenv("COMETAPI_KEY", api_key + "\r\nX-Injected: 1")
+    port = http_file_server.base_url.rsplit(":", 1)[1]
+    metadata = http_file_server.add(f"/meta-{uuid.uuid4().hex[:6]}/token", METADATA_TOKEN.encode())
+    hop = http_file_server.add(
+        f"/hop-{uuid.uuid4().hex[:6]}", b"", status=302, headers={"Location": metadata}
+    )
+    ctx = Ctx(
+        api_key=api_key,
+        base_url=emulator.base_url,
+        credentials=CometAPICredentials(api_key=api_key, base_url=emulator.base_url, max_retries=0),
+        s3=S3Options(bucket=s3_bucket, endpoint_url=s3_server.endpoint_url, presign_expires=None),
+        bucket=s3_bucket,
+        root=root,
+        aws_file=aws_file,
+        metadata_url=metadata,
+        redirect_url=f"http://localhost:{port}{hop.removeprefix(http_file_server.base_url)}",
+        salt=uuid.uuid4().hex[:10],
+    )
+    caplog.set_level(logging.DEBUG)
+
+    with pytest.raises(BaseException) as info:  # noqa: PT011 - the type is checked below
+        case.run(ctx)
+
+    error = info.value
+    text = str(error)
+    assert type(error) is case.error, f"{type(error).__name__}: {text}"
+    if isinstance(error, ValidationError):
+        assert error.param == case.param, text
+        assert "No request was sent" in text
+    elif case.param is not None:
+        assert case.param in text, text
+    assert re.search(case.rule, text, re.DOTALL), f"{case.rule!r} not in {text!r}"
+
+    secrets = (api_key, AWS_SECRET, METADATA_TOKEN)
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    for secret in secrets:
+        assert secret not in text and secret not in repr(error), f"{secret} in the error"
+        assert secret not in logged, f"{secret} in a log record"
+    assert emulator.requests == [], f"{len(emulator.requests)} request(s) reached the API"
+    assert not [p for _, p in http_file_server.requests if "/meta-" in p], "metadata was read"
+    listing = s3_client.list_objects_v2(Bucket=s3_bucket)
+    assert listing.get("KeyCount", 0) == 0, listing.get("Contents")
