@@ -185,10 +185,11 @@ class ClientCore:
     ) -> None:
         if api_key is not None and hasattr(api_key, "get_secret_value"):
             api_key = api_key.get_secret_value()
-        self._api_key = resolve_api_key(api_key)
-        if not api_key:
-            # The worker's own COMETAPI_KEY goes only to hosts the worker allows.
+        if not api_key and os.environ.get("COMETAPI_KEY", "").strip():
+            # The worker's own COMETAPI_KEY goes only to hosts the worker allows (checked before
+            # the key itself, so a refused host never depends on the key's contents).
             check_base_url(base_url)
+        self._api_key = resolve_api_key(api_key)
         self.read_timeout = read_timeout
         self.base_url = base_url.rstrip("/")
         if max_retries < 0:
