@@ -295,7 +295,7 @@ CASES: list[Case] = [
          ), V, "size", "gpt-image-1-mini accepts only"),
     Case("edit_image-missing-path", "task",
          lambda c: edit_image(c.prompt(), str(c.tmp / "nope.png"), credentials=c.credentials),
-         V, "image", r"file not found: .*nope\.png"),
+         V, "images", r"file not found: .*nope\.png"),
     Case("edit_image-text-file-as-image", "task",
          lambda c: edit_image(
              c.prompt(), c.file("notes.png", b"just some text\n"), credentials=c.credentials
@@ -378,10 +378,10 @@ CASES: list[Case] = [
          lambda c: c.edit_flow(images=[c.file("bomb.png", bomb_png())]), V, "image",
          "too large to decode safely"),
     Case("edit_and_upload-unreadable-file", "flow",
-         lambda c: c.edit_flow(images=["/proc/self/mem"]), V, "image",
+         lambda c: c.edit_flow(images=["/proc/self/mem"]), V, "images",
          "/proc/self/mem is outside the folders inputs may be read from"),
     Case("edit_and_upload-directory-as-image", "flow",
-         lambda c: c.edit_flow(images=[str(c.tmp)]), V, "image", "is a directory"),
+         lambda c: c.edit_flow(images=[str(c.tmp)]), V, "images", "is a directory"),
     Case("edit_and_upload-17-images", "flow",
          lambda c: c.edit_flow(images=[c.file("small.png", encode((64, 64)))] * 17), V, "image",
          "at most 16 input images are allowed; got 17"),
