@@ -29,17 +29,29 @@ def test_gather_32_generations_at_once_then_all_cached(emulator, api_key) -> Non
     word = uuid.uuid4().hex[:8]
     prompts = [f"async kite {word} {i}" for i in range(GATHERED)]
 
+    gathers: list[tuple[float, float]] = []
+
     @flow
     async def many() -> list:
-        return await asyncio.gather(
+        began = time.monotonic()
+        results = await asyncio.gather(
             *(agenerate_image(p, credentials, size="1024x1024", quality="low") for p in prompts)
         )
+        gathers.append((began, time.monotonic()))
+        return results
 
-    started = time.monotonic()
     first = asyncio.run(many())
-    wall = time.monotonic() - started
+    started, ended = gathers[-1]
+    wall = ended - started
     peak = emulator.peak_in_flight
-    print(f"gather {GATHERED}: peak in flight {peak}, wall {wall:.2f} s")
+    records = emulator.requests
+    first_in = min(r.started_at for r in records) - started
+    last_out = max(r.finished_at for r in records) - started
+    print(
+        f"gather {GATHERED}: peak in flight {peak}, gather wall {wall:.2f} s "
+        f"(latency {LATENCY_S} s; "
+        f"first request in at {first_in:.2f} s, last answered at {last_out:.2f} s)"
+    )
     assert peak == GATHERED
     assert emulator.billed_requests == GATHERED
     assert sorted(r.params["prompt"] for r in emulator.requests) == sorted(prompts)
@@ -47,6 +59,9 @@ def test_gather_32_generations_at_once_then_all_cached(emulator, api_key) -> Non
     assert wall < GATHERED * LATENCY_S / 2, wall
 
     again = asyncio.run(many())
+    print(
+        f"gather {GATHERED} again: gather wall {gathers[-1][1] - gathers[-1][0]:.2f} s, all cached"
+    )
     assert emulator.billed_requests == GATHERED
     assert [r.images[0].sha256 for r in again] == [r.images[0].sha256 for r in first]
 
