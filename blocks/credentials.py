@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextvars
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from prefect.blocks.core import Block
@@ -156,7 +158,11 @@ def resolve_credentials(credentials: CredentialsLike) -> CometAPICredentials:
     if credentials is None:
         return CometAPICredentials()
     if isinstance(credentials, str):
-        return CometAPICredentials.load(credentials)
+        # Block.load dispatches to its coroutine twin under a running event loop (an async
+        # task's cache key is computed there): load in a thread of its own, context and all.
+        context = contextvars.copy_context()
+        with ThreadPoolExecutor(1, thread_name_prefix="cometapi-block") as pool:
+            return pool.submit(context.run, CometAPICredentials.load, credentials).result()
     return credentials
 
 

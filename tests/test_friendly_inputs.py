@@ -1,5 +1,6 @@
 """What the tasks accept: credentials by block name, one image in any form."""
 
+import asyncio
 import uuid
 
 import pytest
@@ -51,3 +52,17 @@ def test_several_images_where_one_is_expected_names_images_i(emulator, block_nam
 
     with pytest.raises(ValidationError, match=r"result\.images\[0\] \.\.\. result\.images\[1\]"):
         two()
+
+
+def test_a_block_name_keys_the_cache_on_its_base_url_in_async_tasks_too(
+    emulator, block_name
+) -> None:
+    from prefect_cometapi.caching import image_cache_key
+
+    async def key_in_event_loop() -> str:
+        return image_cache_key("generations", {"prompt": "p", "credentials": block_name})
+
+    named = asyncio.run(key_in_event_loop())
+    block = CometAPICredentials.load(block_name)
+    assert named == image_cache_key("generations", {"prompt": "p", "credentials": block})
+    assert named != image_cache_key("generations", {"prompt": "p", "credentials": None})
