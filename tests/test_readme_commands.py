@@ -1,0 +1,268 @@
+"""The command blocks of README.md and deployments/README.md, run as written, in order (SLOW).
+
+Each document runs against a real ``prefect server start`` on 127.0.0.1 that starts empty (the
+server is emptied between documents, and before deployments/README.md's ``serve.py`` section,
+which is the alternative to a work pool). Every line of every ``bash`` block is run verbatim by
+``bash`` from the repository root, except the lines :data:`SKIPPED` names with the reason; lines
+that serve until stopped (workers, ``serve.py``) are started in the background and stopped at
+the end of their document; ``export`` lines set the variables of the following commands. The
+``python`` blocks that save blocks are run too. The environment plays the user's machine:
+``PREFECT_API_URL`` of the test server, moto's S3 server as AWS (the buckets and input files the
+commands name exist), and the CometAPI emulator: the one change to what the documents say is
+that the saved ``cometapi`` block is pointed at the emulator instead of api.cometapi.com.
+A line that fails, or a line this test does not know how to treat, fails the test: the
+documents cannot drift from what works.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fixtures_deploy import (
+    REPO_ROOT,
+    ManagedProcess,
+    RealPrefect,
+    stop_all,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
+
+DOCUMENTS = (REPO_ROOT / "README.md", REPO_ROOT / "deployments" / "README.md")
+SKIPPED = {
+    r"^python3 -m venv \.venv && \.venv/bin/pip install": "installs and runs the demo or the "
+    "test suite: tests/test_demo.py and .ci/run run these",
+    r"^pip install ": "an install",
+    r"^\.venv/bin/ruff ": "lint: .ci/run runs it",
+    r"^prefect-cometapi emulator ": "serves until stopped; the test's own emulator plays it",
+}
+"""Lines not run, by pattern, with the reason."""
+BACKGROUND = (r"^prefect worker start ", r"^(COMETAPI_S3_BUCKET=\S+ )?python deployments/serve\.py")
+"""Lines that serve until stopped: started in the background."""
+RESET_BEFORE = ("Without a work pool: `serve.py`",)
+"""Headings whose section starts again from an empty server (an alternative setup)."""
+BUCKETS = ("my-bucket", "my-images", "my-inputs", "my-prefect-results", "my-banners")
+SUBSTITUTE = {
+    "http://prefect.internal:4200/api": "{api_url}",
+    "/var/lib/prefect-cometapi/locks": "{root}/locks",
+}
+"""Placeholders of the documents that stand for the user's own server."""
+EXAMPLE_PRODUCTS = REPO_ROOT / "flows" / "examples" / "products.jsonl"
+
+
+def command_blocks(document: Path) -> list[tuple[str, str, str]]:
+    """``(heading, language, text)`` of every fenced block of a markdown file, in order."""
+    found: list[tuple[str, str, str]] = []
+    heading = ""
+    lines = document.read_text(encoding="utf-8").splitlines()
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        if line.startswith("#"):
+            heading = line.lstrip("#").strip()
+        fence = re.match(r"^```(\w+)\s*$", line)
+        if fence:
+            end = lines.index("```", index + 1)
+            found.append((heading, fence.group(1), "\n".join(lines[index + 1 : end])))
+            index = end
+        index += 1
+    return found
+
+
+def shell_lines(block: str) -> list[str]:
+    """The commands of a bash block: continuations joined, comments and blank lines dropped."""
+    joined = re.sub(r"\\\n\s*", " ", block)
+    commands = []
+    for line in joined.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            commands.append(line)
+    return commands
+
+
+class Session:
+    """One document's commands against the server, with the processes they started."""
+
+    def __init__(self, prefect: RealPrefect, s3_endpoint: str, emulator_url: str) -> None:
+        self.prefect = prefect
+        self.home = "readme-user"
+        self.env = prefect.env(
+            self.home,
+            AWS_ACCESS_KEY_ID="testing",
+            AWS_SECRET_ACCESS_KEY="testing",
+            AWS_DEFAULT_REGION="us-east-1",
+            AWS_ENDPOINT_URL_S3=s3_endpoint,
+            AWS_EC2_METADATA_DISABLED="true",
+            PREFECT_WORKER_QUERY_SECONDS="1",
+            PREFECT_COMETAPI_ALLOWED_S3_ENDPOINTS=s3_endpoint,
+        )
+        self.emulator_url = emulator_url
+        self.background: list[ManagedProcess] = []
+        self.log: list[str] = []
+
+    def run_line(self, line: str) -> None:
+        for placeholder, value in SUBSTITUTE.items():
+            line = line.replace(
+                placeholder, value.format(api_url=self.prefect.api_url, root=self.prefect.root)
+            )
+        for pattern, reason in SKIPPED.items():
+            if re.search(pattern, line):
+                self.log.append(f"skipped ({reason}): {line}")
+                return
+        export = re.match(r"^export (\w+)=(\S+)(\s+#.*)?$", line)
+        if export:
+            self.env[export.group(1)] = export.group(2)
+            self.log.append(f"export: {line}")
+            return
+        if any(re.search(pattern, line) for pattern in BACKGROUND):
+            name = f"bg-{len(self.prefect.processes)}"
+            process = self.prefect.start(name, ["bash", "-c", line], self.env, REPO_ROOT)
+            self.background.append(process)
+            self.log.append(f"background: {line}")
+            time.sleep(3)
+            assert process.alive(), f"{line} exited at once:\n{process.log_tail()}"
+            if "serve.py" in line:
+                self.wait_for_served(process, "generate-and-upload/on-demand")
+            return
+        done = self.prefect.run(["bash", "-c", line], env=self.env, timeout=600, check=False)
+        self.log.append(f"ran: {line}")
+        assert done.returncode == 0, (
+            f"README line failed ({done.returncode}): {line}\n{done.stdout[-4000:]}\n"
+            f"{done.stderr[-4000:]}\n{self.prefect.diagnostics()}"
+        )
+
+    def wait_for_served(self, process: ManagedProcess, name: str, timeout: float = 240) -> None:
+        """Wait until ``serve.py`` serves ``name`` (a deployment without a work pool)."""
+        from prefect.client.orchestration import SyncPrefectClient
+
+        deadline = time.monotonic() + timeout
+        with SyncPrefectClient(self.prefect.api_url) as client:
+            while time.monotonic() < deadline and process.alive():
+                try:
+                    if client.read_deployment_by_name(name).work_pool_name is None:
+                        return
+                except Exception:  # noqa: BLE001 - not there yet
+                    pass
+                time.sleep(2)
+        pytest.fail(f"serve.py never served {name}:\n{process.log_tail()}")
+
+    def run_python(self, code: str) -> None:
+        done = self.prefect.run(["python", "-c", code], env=self.env, timeout=300, check=False)
+        assert done.returncode == 0, f"python block failed:\n{code}\n{done.stderr[-4000:]}"
+        if ".save(" in code and "CometAPICredentials" in code:
+            # The one change to what the documents say: the block talks to the emulator.
+            self.prefect.run(
+                [
+                    "python",
+                    "-c",
+                    "from prefect_cometapi.blocks import CometAPICredentials as C\n"
+                    "b = C.load('cometapi')\n"
+                    f"b.base_url = {self.emulator_url!r}\n"
+                    "b.save('cometapi', overwrite=True)\n",
+                ],
+                env=self.env,
+                timeout=300,
+            )
+        self.log.append(f"python block: {code.splitlines()[-1]}")
+
+    def stop(self) -> None:
+        stop_all(self.background)
+        self.background = []
+
+
+def _reset(prefect: RealPrefect) -> None:
+    """Empty the server: flow runs, deployments, work pools, limits and blocks."""
+    from prefect.client.orchestration import SyncPrefectClient
+
+    with SyncPrefectClient(prefect.api_url) as client:
+        for deployment in client.read_deployments():
+            client.delete_deployment(deployment.id)
+        for run in client.read_flow_runs():
+            client.delete_flow_run(run.id)
+        for pool in client.read_work_pools():
+            if not pool.name.startswith("default"):
+                client.delete_work_pool(pool.name)
+        for limit in client.read_global_concurrency_limits():
+            client.delete_global_concurrency_limit_by_name(limit.name)
+        for document in client.read_block_documents():
+            client.delete_block_document(document.id)
+
+
+def _wait_for_runs(prefect: RealPrefect, timeout: float = 600.0) -> list[Any]:
+    """Wait until every flow run due now is final (not the schedule's future runs); return them."""
+    from datetime import datetime, timedelta, timezone
+
+    from prefect.client.orchestration import SyncPrefectClient
+
+    deadline = time.monotonic() + timeout
+    with SyncPrefectClient(prefect.api_url) as client:
+        while True:
+            due = datetime.now(timezone.utc) + timedelta(minutes=5)
+            runs = [
+                run
+                for run in client.read_flow_runs()
+                if run.expected_start_time is None or run.expected_start_time <= due
+            ]
+            if all(run.state and run.state.is_final() for run in runs):
+                return runs
+            if time.monotonic() > deadline:
+                return runs
+            time.sleep(2)
+
+
+@pytest.fixture(scope="module")
+def readme_world(real_prefect: RealPrefect, s3_server: Any) -> Iterator[dict[str, Any]]:
+    """The buckets and input files the documents name, and an emulator that takes any key."""
+    from prefect_cometapi.emulator import Emulator
+
+    s3 = s3_server.client()
+    for bucket in BUCKETS:
+        try:
+            s3.create_bucket(Bucket=bucket)
+        except s3.exceptions.BucketAlreadyOwnedByYou:
+            pass
+    s3.put_object(Bucket="my-inputs", Key="products.jsonl", Body=EXAMPLE_PRODUCTS.read_bytes())
+    from PIL import Image
+
+    dog = Path(real_prefect.root / "dog.png")
+    Image.new("RGB", (1024, 1024), (120, 90, 60)).save(dog)
+    s3.put_object(Bucket="my-bucket", Key="in/dog.png", Body=dog.read_bytes())
+    with Emulator() as emulator:
+        yield {"s3_endpoint": s3_server.endpoint_url, "emulator_url": emulator.base_url}
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda p: str(p.relative_to(REPO_ROOT)))
+def test_every_command_block_runs_as_written(
+    document: Path, real_prefect: RealPrefect, readme_world: dict[str, Any]
+) -> None:
+    _reset(real_prefect)
+    session = Session(real_prefect, readme_world["s3_endpoint"], readme_world["emulator_url"])
+    ran = 0
+    try:
+        for heading, language, text in command_blocks(document):
+            if heading in RESET_BEFORE:
+                for run in _wait_for_runs(real_prefect):
+                    assert run.state.is_completed(), (heading, run.name, run.state)
+                session.stop()
+                _reset(real_prefect)
+            if language == "bash":
+                for line in shell_lines(text):
+                    session.run_line(line)
+                    ran += 1
+            elif language == "python" and ".save(" in text:
+                session.run_python(text)
+                ran += 1
+        runs = _wait_for_runs(real_prefect)
+        failed = [(run.name, run.state.type.value if run.state else None) for run in runs]
+        assert all(run.state and run.state.is_completed() for run in runs), (
+            f"flow runs not completed: {failed}\n{real_prefect.diagnostics()}"
+        )
+    finally:
+        session.stop()
+        print(json.dumps(session.log, indent=1))
+    assert ran > 5, session.log
