@@ -16,6 +16,7 @@ import math
 import os
 import random
 import time
+import uuid
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,8 @@ from prefect_cometapi.validation import (
 __all__ = [
     "BACKOFF_BASE_S",
     "BACKOFF_MAX_S",
+    "CALL_ATTEMPT_HEADER",
+    "CALL_ID_HEADER",
     "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_READ_TIMEOUT",
@@ -74,6 +77,12 @@ BACKOFF_MAX_S = 8.0
 #: Attempts to download an image returned as a URL (the request itself is never re-sent for it).
 DOWNLOAD_ATTEMPTS = 3
 MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024
+#: Sent with every attempt of one client call: the call's id (the same on each of its retries)
+#: and the attempt's number (1, 2, ...), so a request log tells a retry from a second call. A
+#: later attempt of a call whose earlier attempt was answered 200 proves the client never took
+#: that answer (its read timed out or the connection broke while reading).
+CALL_ID_HEADER = "x-cometapi-call-id"
+CALL_ATTEMPT_HEADER = "x-cometapi-attempt"
 
 ImageInput = Union[bytes, bytearray, str, os.PathLike, IO[bytes]]  # noqa: UP007 (runtime alias, py3.10)
 """An input image: its bytes, a local path, or a binary file object."""
@@ -258,9 +267,10 @@ class ClientCore:
         behave identically.
         """
         retries = 0
+        call_id = uuid.uuid4().hex
         while True:
             try:
-                response = yield "post", self.request_kwargs(prepared)
+                response = yield "post", self.request_kwargs(prepared, call_id, retries + 1)
                 body = self.check_response(response)
                 break
             except httpx.HTTPError as exc:
@@ -292,11 +302,25 @@ class ClientCore:
             yield "sleep", BACKOFF_BASE_S * 2**attempt
         raise AssertionError("unreachable")
 
-    def request_kwargs(self, prepared: PreparedRequest) -> dict[str, Any]:
-        """Keyword arguments of ``httpx.Client.post`` for a prepared request."""
+    def request_kwargs(
+        self, prepared: PreparedRequest, call_id: str | None = None, attempt: int = 1
+    ) -> dict[str, Any]:
+        """Keyword arguments of ``httpx.Client.post`` for a prepared request.
+
+        Args:
+            prepared: The request.
+            call_id: The client call's id (:data:`CALL_ID_HEADER`); none sent when ``None``.
+            attempt: The attempt's number within the call (:data:`CALL_ATTEMPT_HEADER`).
+
+        Returns:
+            ``url``, ``headers``, ``json``, ``data`` and ``files``.
+        """
+        headers = self.auth_headers
+        if call_id is not None:
+            headers = {**headers, CALL_ID_HEADER: call_id, CALL_ATTEMPT_HEADER: str(attempt)}
         return {
             "url": self.base_url + prepared.path,
-            "headers": self.auth_headers,
+            "headers": headers,
             "json": prepared.json,
             "data": prepared.data,
             "files": prepared.files,

@@ -18,6 +18,7 @@ from typing import Any
 from prefect_cometapi import CometAPICredentials
 from prefect_cometapi.allowlist import ALLOWED_BASE_URLS_ENV
 from prefect_cometapi.emulator import RequestRecord
+from prefect_cometapi.exchange import CALL_ATTEMPT_HEADER, CALL_ID_HEADER
 from prefect_cometapi.flows import ImageOptions, ItemOutcome, RunSummary, S3Options
 
 #: Small and cheap: the reliability suite is about what happens around the request.
@@ -207,6 +208,41 @@ def by_prompt(records: Iterable[RequestRecord]) -> dict[str, list[RequestRecord]
     for record in sorted(records, key=lambda r: r.started_at):
         groups[str(record.params.get("prompt"))].append(record)
     return dict(groups)
+
+
+def abandoned_answers(records: Iterable[RequestRecord]) -> list[RequestRecord]:
+    """The billed answers the client never took, proven by its own later attempts.
+
+    The client sends every attempt of one call with the call's id and the attempt's number
+    (:data:`~prefect_cometapi.exchange.CALL_ID_HEADER`), and sends a call again only when it got
+    no usable answer. So a billed answer followed by a later attempt of the same call was given
+    up on: the client's read timed out (the answer came later than ``read_timeout``, on a loaded
+    machine too, not only for the emulator's "slow" fault) or the connection broke while it read.
+    The real API bills those answers too. A "slow" answer is one by construction (it sleeps
+    longer than the read timeout), even when it was its call's last attempt.
+
+    Args:
+        records: ``emulator.requests`` (any subset, e.g. one prompt's).
+
+    Returns:
+        Those billed records, in arrival order.
+    """
+    records = sorted(records, key=lambda r: r.started_at)
+    last_attempt: dict[str, int] = {}
+    for record in records:
+        call = record.headers.get(CALL_ID_HEADER)
+        if call is not None:
+            attempt = int(record.headers[CALL_ATTEMPT_HEADER])
+            last_attempt[call] = max(attempt, last_attempt.get(call, 0))
+    abandoned = []
+    for record in records:
+        if not record.billed_images:
+            continue
+        call = record.headers.get(CALL_ID_HEADER)
+        retried = call is not None and int(record.headers[CALL_ATTEMPT_HEADER]) < last_attempt[call]
+        if retried or record.fault == "slow":
+            abandoned.append(record)
+    return abandoned
 
 
 def assert_no_retry_after_final_error(records: Iterable[RequestRecord]) -> None:

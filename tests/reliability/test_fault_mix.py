@@ -3,18 +3,23 @@
 The emulator injects 15 % 429 (with a short Retry-After), 5 % 503, 2 % dropped connections and
 1 % responses slower than the client's read timeout; a few items are refused by the content
 policy. Every item must end delivered (bytes in S3, SHA-256 verified by S3 and by us) or failed
-with its reason; the emulator may only have billed the delivered items plus the requests the
-client gave up on (slow answers, billed by the API although nobody read them); and no request
-is ever sent again after an answer that retrying cannot fix.
+with its reason; the emulator billed each delivered item exactly once plus the answers the
+client gave up on (the "slow" ones and, on a loaded machine, any other answer that came after
+the client's read timeout: proven by the client's next attempt of the same call, see
+``abandoned_answers``), billed by the API although nobody read them; and no request is ever
+sent again after an answer that retrying cannot fix.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections import Counter
 from typing import Any
 
 from reliability_support import (
+    SMALL_IMAGE,
+    abandoned_answers,
     assert_accounted,
     assert_delivered_intact,
     assert_no_retry_after_final_error,
@@ -25,7 +30,8 @@ from reliability_support import (
     small_image,
 )
 
-from prefect_cometapi import CometAPICredentials
+from prefect_cometapi import CometAPIClient, CometAPICredentials
+from prefect_cometapi.exchange import CALL_ATTEMPT_HEADER, CALL_ID_HEADER
 from prefect_cometapi.flows import RunSummary, batch_generate
 
 N_ITEMS = 104
@@ -56,7 +62,6 @@ def test_fault_mix_every_item_delivered_or_reported_and_nothing_paid_twice(
         max_retries=2,
     )
     template = batch_template(f"faults-{uuid.uuid4().hex[:8]}")
-
     summary = batch_generate(
         s3=s3_options(bucket=s3_bucket, endpoint_url=s3_server.endpoint_url, prefix="mix/"),
         template=template,
@@ -89,22 +94,20 @@ def test_fault_mix_every_item_delivered_or_reported_and_nothing_paid_twice(
     assert faults["429"] >= 10 and faults["moderation"] == len(MODERATED)
     assert len(records) > N_ITEMS + 10
 
-    # Billing: each prompt was paid at most once for its delivered image, plus the slow answers
-    # the client stopped waiting for (the real API bills those too).
+    # Billing: each prompt was paid exactly once for its delivered image, plus the answers the
+    # client gave up on (the real API bills those too), and nothing else.
     delivered_prompts = {o.item_id for o in summary.outcomes if o.status == "delivered"}
     groups = by_prompt(records)
     assert len(groups) == N_ITEMS
-    slow_total = 0
+    abandoned_total = 0
     for prompt, group in groups.items():
         billed = sum(1 for r in group if r.billed_images)
-        slow = sum(1 for r in group if r.fault == "slow")
-        slow_total += slow
+        abandoned = len(abandoned_answers(group))
+        abandoned_total += abandoned
         item_id = next(o.item_id for o in summary.outcomes if _prompt_matches(o, prompt))
-        paid_for = (1 if item_id in delivered_prompts else 0) + slow
-        assert billed <= paid_for, f"{item_id} billed {billed} times: {group}"
-        if item_id in delivered_prompts:
-            assert billed >= 1
-    assert emulator.billed_images <= summary.images + slow_total
+        paid_for = (1 if item_id in delivered_prompts else 0) + abandoned
+        assert billed == paid_for, f"{item_id} billed {billed} times: {group}"
+    assert emulator.billed_images == summary.images + abandoned_total
     assert emulator.billed_requests == sum(1 for r in records if r.billed_images)
 
     # A non-retryable answer (moderation, any 4xx but 408/409/429) is always the last request.
@@ -112,6 +115,31 @@ def test_fault_mix_every_item_delivered_or_reported_and_nothing_paid_twice(
     for position in MODERATED:
         moderated = [r for r in records if f"product {position} on" in r.params["prompt"]]
         assert len(moderated) == 1, moderated
+
+
+def test_an_answer_is_abandoned_only_if_the_same_call_went_on(emulator: Any, api_key: str) -> None:
+    """The billing check's proof: a later attempt of the same call, never a second call."""
+    emulator.configure(slow_s=READ_TIMEOUT_S + 0.5, light_images=True)
+    emulator.script("slow", "ok", "ok")
+    prompt = f"reliability abandoned {uuid.uuid4().hex[:8]}"
+    with CometAPIClient(
+        api_key, base_url=emulator.base_url, read_timeout=READ_TIMEOUT_S, max_retries=1
+    ) as client:
+        assert client.generate(prompt, **SMALL_IMAGE).attempts == 2
+        client.generate(prompt, **SMALL_IMAGE)  # a second call for the same prompt: paid twice
+    emulator.wait_idle(timeout=10)
+    late, taken, second = emulator.requests
+    assert late.headers[CALL_ID_HEADER] == taken.headers[CALL_ID_HEADER]
+    assert second.headers[CALL_ID_HEADER] != taken.headers[CALL_ID_HEADER]
+    assert [r.headers[CALL_ATTEMPT_HEADER] for r in (late, taken, second)] == ["1", "2", "1"]
+    assert all(r.billed_images == 1 for r in (late, taken, second))
+    # An answer that came after the read timeout without the "slow" fault (a loaded machine):
+    # the call's second attempt proves the client never took it.
+    late_unfaulted = dataclasses.replace(late, fault=None)
+    assert abandoned_answers([late_unfaulted, taken]) == [late_unfaulted]
+    # A second call after a taken answer is a second payment, not an abandoned answer.
+    assert abandoned_answers([taken, second]) == []
+    assert abandoned_answers([late_unfaulted, taken, second]) == [late_unfaulted]
 
 
 def _prompt_matches(outcome: Any, prompt: str) -> bool:
