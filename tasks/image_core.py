@@ -26,6 +26,7 @@ can succeed on a retry.
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import timedelta
 from typing import Any
@@ -286,6 +287,28 @@ def on_cache_hit(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> 
         result=result,
     )
     record_request(endpoint, result, cached=True)
+
+
+class _QuietCacheHitHook(logging.Filter):
+    """Drop Prefect's two "Running hook" / "Hook finished" lines for :func:`on_cache_hit`.
+
+    The hook runs on every completion of every image task; those lines would double the task
+    runs' log volume without saying anything (the hook logs its own line on a cache hit).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Keep every record but the hook's bookkeeping lines.
+
+        Args:
+            record: A log record of ``prefect.task_runs``.
+
+        Returns:
+            ``False`` for the two lines about ``on_cache_hit``.
+        """
+        return "hook 'on_cache_hit'" not in str(record.msg).lower()
+
+
+logging.getLogger("prefect.task_runs").addFilter(_QuietCacheHitHook())
 
 
 #: What every image task shares (sync and async): tags, the attempt budget, the cache, hooks.
