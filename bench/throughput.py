@@ -108,9 +108,8 @@ def hand_written_peer(
     )
 
     async def batch() -> None:
-        client = openai.AsyncOpenAI(
-            api_key=h.API_KEY, base_url=base_url, max_retries=0, timeout=120
-        )
+        # The SDK's default retries (2), as a script would leave them.
+        client = openai.AsyncOpenAI(api_key=h.API_KEY, base_url=base_url, timeout=120)
         slots = asyncio.Semaphore(concurrency)
 
         async def one(i: int) -> None:
@@ -186,6 +185,12 @@ def main() -> None:
         with h.busy_core(args.busy):
             for n in args.sizes:
                 run = env.run_batch(n, h.new_run_id(), args.concurrency, args.size, args.quality)
+                cpu = ", ".join(f"{k} {v:.1f}" for k, v in run.children_cpu_s.items())
+                print(
+                    f"      ours: {run.wall_s:.2f} s; CPU s: flow process {run.cpu_s:.1f}; {cpu}; "
+                    f"load {h.load()}",
+                    flush=True,
+                )
                 peer = hand_written_peer(
                     env.emulator_url, env.s3_endpoint, env.bucket, n, args.concurrency,
                     args.size, args.quality,
@@ -198,10 +203,9 @@ def main() -> None:
                 print(
                     f"{n:>5} {run.wall_s:8.2f} {peer:8.2f} {ideal:8.2f} {efficiency:11.3f} "
                     f"{ratio:10.3f} {speedup:>8} {run.peak_in_flight:5d} {run.requests:5d}  "
-                    f"{h.load()}"
+                    f"{h.load()}",
+                    flush=True,
                 )
-                cpu = ", ".join(f"{k} {v:.1f}" for k, v in run.children_cpu_s.items())
-                print(f"      CPU s (ours): flow process {run.cpu_s:.1f}; {cpu}")
         print(f"objects {env.objects()}; load avg after: {h.load()}")
     ratio_goal = GOAL_RATIO_BUSY if args.busy else GOAL_RATIO_QUIET
     for n, efficiency, ratio in results:

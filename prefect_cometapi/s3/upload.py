@@ -114,12 +114,17 @@ def _head(s3_client: Any, bucket: str, key: str) -> dict[str, Any] | None:
         raise s3_error(exc, bucket, key, "lookup") from None
 
 
+def _b64_of_hex(sha256: str) -> str:
+    """S3's ``ChecksumSHA256`` form (base64 of the digest) of a hex SHA-256 already checked."""
+    return base64.b64encode(bytes.fromhex(sha256)).decode("ascii")
+
+
 def _same_object(head: Mapping[str, Any], image: GeneratedImage) -> bool:
     meta = {str(k).lower(): v for k, v in (head.get("Metadata") or {}).items()}
     if meta.get("sha256") == image.sha256:
         return True
     checksum = head.get("ChecksumSHA256")
-    return bool(checksum) and checksum == _b64_sha256(image.data)
+    return bool(checksum) and checksum == _b64_of_hex(image.sha256)
 
 
 def _put(
@@ -132,7 +137,7 @@ def _put(
         ContentType=image.content_type,
         Metadata=metadata,
         ChecksumAlgorithm="SHA256",
-        ChecksumSHA256=_b64_sha256(image.data),
+        ChecksumSHA256=_b64_of_hex(image.sha256),  # upload_image checked it against the bytes
     )
 
 
