@@ -25,11 +25,13 @@ from typing import Any
 
 import httpx
 
+from prefect_cometapi import exchange
 from prefect_cometapi.allowlist import DEFAULT_BASE_URL
 from prefect_cometapi.exchange import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_RETRIES,
     DEFAULT_READ_TIMEOUT,
+    BodyReader,
     ClientCore,
     ImageInput,
     PreparedRequest,
@@ -81,6 +83,9 @@ class CometAPIClient:
     ) -> None:
         self._core = ClientCore(api_key, base_url, max_retries, prices, read_timeout)
         self._timeout = _timeout(connect_timeout, read_timeout)
+        # Each attempt, body included, ends within this (a per-read timeout alone lets a server
+        # that trickles a byte now and then hold the worker for ever).
+        self._deadline_s = connect_timeout + read_timeout
         self._owns_http = http_client is None
         self._http = http_client or httpx.Client(
             timeout=self._timeout, follow_redirects=False, verify=_ssl_context()
@@ -167,11 +172,26 @@ class CometAPIClient:
                 if kind == "sleep":
                     time.sleep(arg)
                 elif kind == "post":
-                    reply = self._http.post(**arg, timeout=self._timeout)
+                    reply = self._send("POST", arg, exchange.MAX_RESPONSE_BYTES, False)
                 else:
-                    reply = self._http.get(arg, timeout=self._timeout, follow_redirects=True)
+                    reply = self._send("GET", {"url": arg}, exchange.MAX_DOWNLOAD_BYTES)
             except httpx.HTTPError as exc:
                 error = exc
+
+    def _send(
+        self, method: str, kwargs: dict[str, Any], cap: int, follow_redirects: bool = True
+    ) -> httpx.Response:
+        """One request whose body is streamed under ``cap`` bytes and the attempt's deadline."""
+        deadline = time.monotonic() + self._deadline_s
+        request = self._http.build_request(method, **kwargs, timeout=self._timeout)
+        response = self._http.send(request, stream=True, follow_redirects=follow_redirects)
+        try:
+            reader = BodyReader(response, cap, deadline, self._core.base_url)
+            for chunk in response.iter_bytes():
+                reader.add(chunk)
+            return reader.finished()
+        finally:
+            response.close()
 
 
 class AsyncCometAPIClient:
@@ -203,6 +223,9 @@ class AsyncCometAPIClient:
     ) -> None:
         self._core = ClientCore(api_key, base_url, max_retries, prices, read_timeout)
         self._timeout = _timeout(connect_timeout, read_timeout)
+        # Each attempt, body included, ends within this (a per-read timeout alone lets a server
+        # that trickles a byte now and then hold the worker for ever).
+        self._deadline_s = connect_timeout + read_timeout
         self._owns_http = http_client is None
         self._http = http_client or httpx.AsyncClient(
             timeout=self._timeout, follow_redirects=False, verify=_ssl_context()
@@ -289,8 +312,23 @@ class AsyncCometAPIClient:
                 if kind == "sleep":
                     await asyncio.sleep(arg)
                 elif kind == "post":
-                    reply = await self._http.post(**arg, timeout=self._timeout)
+                    reply = await self._send("POST", arg, exchange.MAX_RESPONSE_BYTES, False)
                 else:
-                    reply = await self._http.get(arg, timeout=self._timeout, follow_redirects=True)
+                    reply = await self._send("GET", {"url": arg}, exchange.MAX_DOWNLOAD_BYTES)
             except httpx.HTTPError as exc:
                 error = exc
+
+    async def _send(
+        self, method: str, kwargs: dict[str, Any], cap: int, follow_redirects: bool = True
+    ) -> httpx.Response:
+        """One request whose body is streamed under ``cap`` bytes and the attempt's deadline."""
+        deadline = time.monotonic() + self._deadline_s
+        request = self._http.build_request(method, **kwargs, timeout=self._timeout)
+        response = await self._http.send(request, stream=True, follow_redirects=follow_redirects)
+        try:
+            reader = BodyReader(response, cap, deadline, self._core.base_url)
+            async for chunk in response.aiter_bytes():
+                reader.add(chunk)
+            return reader.finished()
+        finally:
+            await response.aclose()

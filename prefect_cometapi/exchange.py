@@ -56,7 +56,10 @@ __all__ = [
     "DEFAULT_READ_TIMEOUT",
     "DOWNLOAD_ATTEMPTS",
     "MAX_DOWNLOAD_BYTES",
+    "MAX_RESPONSE_BYTES",
     "MAX_RETRY_AFTER_S",
+    "MAX_USAGE_TOKENS",
+    "BodyReader",
     "ClientCore",
     "ImageInput",
     "PreparedRequest",
@@ -83,6 +86,10 @@ MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024
 #: that answer (its read timed out or the connection broke while reading).
 CALL_ID_HEADER = "x-cometapi-call-id"
 CALL_ATTEMPT_HEADER = "x-cometapi-attempt"
+#: The largest API answer read (raw and decompressed): ten 4K PNGs in base64 fit well below it.
+MAX_RESPONSE_BYTES = 256 * 1024 * 1024
+#: More tokens than any image request can use: a ``usage`` number above it is refused.
+MAX_USAGE_TOKENS = 10_000_000
 
 ImageInput = Union[bytes, bytearray, str, os.PathLike, IO[bytes]]  # noqa: UP007 (runtime alias, py3.10)
 """An input image: its bytes, a local path, or a binary file object."""
@@ -339,6 +346,8 @@ class ClientCore:
             body = response.json()
         except ValueError:
             body = None
+        except RecursionError:
+            raise UnexpectedResponseError(status, "JSON nested too deeply", url) from None
         if not isinstance(body, dict):
             if status >= 500 or status in (408, 409, 429):
                 cls = error_class_for(status, None)
@@ -410,10 +419,9 @@ class ClientCore:
         )
 
     def downloaded(self, response: httpx.Response) -> bytes:
-        """The bytes of an image download, raising ``httpx.HTTPStatusError`` on an error status."""
+        """The bytes of an image download (capped while reading by the driver, see
+        :class:`BodyReader`), raising ``httpx.HTTPStatusError`` on an error status."""
         response.raise_for_status()
-        if len(response.content) > MAX_DOWNLOAD_BYTES:
-            raise UnexpectedResponseError(200, "an image URL over 64 MB", self.base_url)
         return response.content
 
     def download_error(self, url: str, exc: httpx.HTTPError) -> CometAPIError:
@@ -447,6 +455,32 @@ class ClientCore:
                 )
         return sources
 
+    def check_usage(self, usage: Any) -> None:
+        """Refuse ``usage`` numbers no real answer has: negative, non-finite, fractional or absurd.
+
+        Raises:
+            UnexpectedResponseError: Naming the field (the cost would be meaningless).
+        """
+        if not isinstance(usage, dict):
+            return
+        fields = {k: usage.get(k) for k in ("input_tokens", "output_tokens", "total_tokens")}
+        details = usage.get("input_tokens_details")
+        if isinstance(details, dict):
+            for key in ("text_tokens", "image_tokens"):
+                fields[f"input_tokens_details.{key}"] = details.get(key)
+        for name, value in fields.items():
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                bad = True
+            else:
+                bad = not math.isfinite(value) or value != int(value)
+                bad = bad or not 0 <= value <= MAX_USAGE_TOKENS
+            if bad:
+                raise UnexpectedResponseError(
+                    200, f"an impossible usage.{name} ({str(value)[:40]})", self.base_url
+                )
+
     def build_result(
         self,
         prepared: PreparedRequest,
@@ -456,6 +490,7 @@ class ClientCore:
         attempts: int,
     ) -> ImageResult:
         """Assemble the typed result from the parsed body and the image bytes."""
+        self.check_usage(body.get("usage"))
         usage = Usage.from_api(body.get("usage"))
         total = cost_usd(usage, prepared.model, self.prices)
         share = None if total is None else round(total / len(blobs), 6)
@@ -535,3 +570,63 @@ def _redact_obj(obj: Any, secret: str) -> Any:
     if isinstance(obj, list):
         return [_redact_obj(v, secret) for v in obj]
     return redact(obj, secret) if isinstance(obj, str) else obj
+
+
+class BodyReader:
+    """Collects a streamed body, enforcing a byte cap (raw and decompressed) and a deadline.
+
+    The drivers feed it chunk by chunk, so a trickling server, an endless chunked body or a
+    compression bomb ends in a typed error while it is being read, not after it is buffered.
+
+    Args:
+        response: The streamed response.
+        cap: The most bytes accepted, on the wire and after decompression.
+        deadline: ``time.monotonic()`` by which the whole body must have arrived.
+        where: The base URL, for the error message.
+    """
+
+    def __init__(self, response: httpx.Response, cap: int, deadline: float, where: str) -> None:
+        self.response = response
+        self.cap = cap
+        self.deadline = deadline
+        self.where = where
+        self.chunks: list[bytes] = []
+        self.size = 0
+
+    def add(self, chunk: bytes) -> None:
+        """Take one decoded chunk.
+
+        Raises:
+            UnexpectedResponseError: Over the cap (raw or decoded).
+            httpx.ReadTimeout: Past the deadline (the exchange treats it as a timeout).
+        """
+        self.size += len(chunk)
+        if self.size > self.cap or self.response.num_bytes_downloaded > self.cap:
+            raise UnexpectedResponseError(
+                self.response.status_code,
+                f"a body over {self.cap // (1024 * 1024)} MB (stopped reading)",
+                self.where,
+            )
+        if time.monotonic() > self.deadline:
+            raise httpx.ReadTimeout(
+                "the answer took longer than the attempt's total deadline",
+                request=self.response.request,
+            )
+        self.chunks.append(chunk)
+
+    def finished(self) -> httpx.Response:
+        """The response with its whole (decoded) body in memory.
+
+        Returns:
+            A new ``httpx.Response`` with the same status, headers (without the encoding) and
+            request.
+        """
+        dropped = ("content-encoding", "content-length", "transfer-encoding")
+        headers = [
+            (k, v) for k, v in self.response.headers.multi_items() if k.lower() not in dropped
+        ]
+        body = b"".join(self.chunks)
+        self.chunks.clear()
+        return httpx.Response(
+            self.response.status_code, headers=headers, content=body, request=self.response.request
+        )

@@ -140,3 +140,41 @@ def test_retry_after_header_forms() -> None:
     assert _retry_after(httpx.Headers({"retry-after": "2"})) == 2.0
     assert _retry_after(httpx.Headers({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"})) == 0.0
     assert _retry_after(httpx.Headers({"retry-after": "soon"})) is None
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [
+        {"input_tokens": -5, "output_tokens": 10},
+        {"input_tokens": 10, "output_tokens": 1e308},
+        {"input_tokens": 10, "output_tokens": 10**30},
+        {"input_tokens": 10.5, "output_tokens": 10},
+        {"input_tokens": "10", "output_tokens": 10},
+        {"input_tokens": True, "output_tokens": 10},
+        {"input_tokens": 10, "output_tokens": 10, "input_tokens_details": {"image_tokens": -1}},
+    ],
+    ids=["negative", "huge-float", "huge-int", "fraction", "string", "bool", "negative-detail"],
+)
+@respx.mock
+def test_impossible_usage_numbers_are_an_unexpected_response(usage: dict) -> None:
+    body = {"created": 1, "data": [{"b64_json": base64.b64encode(_png()).decode()}]}
+    respx.post(f"{BASE}/images/generations").respond(200, json={**body, "usage": usage})
+    with pytest.raises(UnexpectedResponseError, match="impossible usage"):
+        _client().generate("a cat")
+
+
+@respx.mock
+def test_infinite_usage_and_deep_json_are_an_unexpected_response() -> None:
+    png = base64.b64encode(_png()).decode()
+    text = '{"data": [{"b64_json": "' + png + '"}], "usage": {"output_tokens": Infinity}}'
+    respx.post(f"{BASE}/images/generations").respond(
+        200, content=text.encode(), headers={"content-type": "application/json"}
+    )
+    with pytest.raises(UnexpectedResponseError, match="impossible usage"):
+        _client().generate("a cat")
+    deep = b"[" * 200_000 + b"]" * 200_000
+    respx.post(f"{BASE}/images/generations").respond(
+        200, content=deep, headers={"content-type": "application/json"}
+    )
+    with pytest.raises(UnexpectedResponseError, match="nested too deeply"):
+        _client().generate("a cat")
