@@ -9,11 +9,17 @@ and reads it back with ``base64.b64decode``.
 
 Records written with Prefect's default serializer stay readable: each record names the
 serializer it was written with.
+
+A record is not trusted on read: an image whose bytes do not match its recorded sha256, or a
+record that does not hold an image result, raises here, which Prefect's result store treats as
+"no cached result" when it checks for one, so the task runs again and replaces the entry.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import logging
 import pickle
 from typing import Any
 
@@ -52,7 +58,34 @@ class CompactPickleSerializer(Serializer):  # type: ignore[type-arg]
         Returns:
             The object.
         """
-        return pickle.loads(base64.b64decode(blob))  # noqa: S301 - our own result records
+        value = pickle.loads(base64.b64decode(blob))  # noqa: S301 - our own result records
+        _check_integrity(value)
+        return value
+
+
+def _check_integrity(value: Any) -> None:
+    """Refuse a cached image result whose images do not match their sha256, or of another type.
+
+    Raises:
+        ValueError: The record was tampered with or damaged (a warning is logged).
+    """
+    from prefect_cometapi.models import ImageResult
+
+    problem = None
+    if isinstance(value, BaseException):
+        return  # a failed run's persisted error, never a cache hit
+    if not isinstance(value, ImageResult):
+        problem = f"it holds a {type(value).__name__}, not an ImageResult"
+    else:
+        for image in value.images:
+            if hashlib.sha256(image.data).hexdigest() != image.sha256:
+                problem = f"image {image.index} does not match its recorded sha256"
+                break
+    if problem is not None:
+        logging.getLogger("prefect_cometapi.caching").warning(
+            "Ignoring a cached image result (%s); the request runs again and replaces it", problem
+        )
+        raise ValueError(f"untrusted cached image result: {problem}")
 
 
 IMAGE_RESULT_SERIALIZER = CompactPickleSerializer()
