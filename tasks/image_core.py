@@ -59,6 +59,7 @@ __all__ = [
     "TASK_OPTIONS",
     "TASK_RETRIES",
     "TASK_RETRY_DELAYS",
+    "TASK_TIMEOUT_SECONDS",
     "ImageCall",
     "check_result_serializer",
     "on_cache_hit",
@@ -68,6 +69,9 @@ __all__ = [
 
 TASK_RETRIES = 2
 TASK_RETRY_DELAYS = [30, 120]
+TASK_TIMEOUT_SECONDS = 2400
+"""One task attempt's limit: three client attempts of at most connect + read timeout (610 s by
+default, body included) plus backoff and downloads. Change it with ``with_options``."""
 CACHE_EXPIRATION = timedelta(days=30)
 TAGS = ["cometapi"]
 RUN_NAME_SLUG_CHARS = 32
@@ -323,6 +327,7 @@ TASK_OPTIONS: dict[str, Any] = {
     "cache_policy": image_cache_policy(),
     "cache_expiration": CACHE_EXPIRATION,
     "persist_result": True,
+    "timeout_seconds": TASK_TIMEOUT_SECONDS,
     "result_serializer": IMAGE_RESULT_SERIALIZER,
     "on_completion": [on_cache_hit],
 }

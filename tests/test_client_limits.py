@@ -106,3 +106,10 @@ def test_hostile_answers_stop_at_the_caps_and_the_deadline(
     # The cap, the joined copy, and at most one decoded chunk beyond it (a gzip chunk of the
     # bomb inflates to 64 MB at once inside httpx's decoder).
     assert grown < 2 * CAP + 64 * 1024 * 1024, f"{mode}: peak RSS grew {grown / 1e6:.0f} MB"
+
+
+def test_image_tasks_have_an_attempt_timeout() -> None:
+    from prefect_cometapi.tasks import edit_image, generate_image
+    from prefect_cometapi.tasks.image_core import TASK_TIMEOUT_SECONDS
+
+    assert generate_image.timeout_seconds == edit_image.timeout_seconds == TASK_TIMEOUT_SECONDS
