@@ -167,16 +167,21 @@ def chunk_parameters(
             "Credentials block (or none, for the workers' COMETAPI_KEY), not a block object: "
             "the chunks run on other workers and must not receive the key as a parameter",
         )
+    optional = {
+        "credentials_block": credentials_block,
+        "base_url": base_url,
+        "concurrency_limit": concurrency_limit,
+        "rate_limit": rate_limit,
+        "spend_limit": spend_limit,
+    }
+    # Unset names are left out: the chunk's defaults are None, and its parameter schema (plain
+    # text fields in the UI) refuses an explicit null.
     return {
         "s3": s3.model_dump(mode="json"),
         "image": image.model_dump(mode="json"),
         "upscale": upscale.model_dump(mode="json"),
         "concurrency": concurrency,
-        "credentials_block": credentials_block or None,
-        "base_url": base_url or None,
-        "concurrency_limit": concurrency_limit or None,
-        "rate_limit": rate_limit or None,
-        "spend_limit": spend_limit or None,
+        **{name: value for name, value in optional.items() if value},
         "run_time": run_time.isoformat(),
     }
 

@@ -145,7 +145,6 @@ def fleet_batch(
         "s3": {"bucket": bucket, "prefix": "fleet/", "presign_expires": None},
         "concurrency": 4,
         "concurrency_limit": REQUEST_LIMIT,
-        "rate_limit": None,
         "chunk_size": CHUNK_SIZE,
         "all_or_nothing": True,
     }
