@@ -174,12 +174,12 @@ def chunk_parameters(
         "rate_limit": rate_limit,
         "spend_limit": spend_limit,
     }
-    # Unset names are left out: the chunk's defaults are None, and its parameter schema (plain
-    # text fields in the UI) refuses an explicit null.
+    # Unset values are left out: their defaults are None, and the chunk's parameter schema
+    # (plain fields in the UI) refuses an explicit null.
     return {
-        "s3": s3.model_dump(mode="json"),
-        "image": image.model_dump(mode="json"),
-        "upscale": upscale.model_dump(mode="json"),
+        "s3": s3.model_dump(mode="json", exclude_none=True),
+        "image": image.model_dump(mode="json", exclude_none=True),
+        "upscale": upscale.model_dump(mode="json", exclude_none=True),
         "concurrency": concurrency,
         **{name: value for name, value in optional.items() if value},
         "run_time": run_time.isoformat(),

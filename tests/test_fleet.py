@@ -142,7 +142,7 @@ def fleet_batch(
         "template": TEMPLATE,
         "items": [{"id": f"poster-{i:02d}", "name": f"Poster {i} ({token})"} for i in range(ITEMS)],
         "image": {"size": "1024x1024", "quality": "low"},
-        "s3": {"bucket": bucket, "prefix": "fleet/", "presign_expires": None},
+        "s3": {"bucket": bucket, "prefix": "fleet/"},
         "concurrency": 4,
         "concurrency_limit": REQUEST_LIMIT,
         "chunk_size": CHUNK_SIZE,
@@ -256,7 +256,7 @@ def test_a_rerun_on_the_other_worker_is_all_cache_hits(
     emulator_server.reset()
     created = _start(
         deployed_project,
-        {**fleet_batch.parameters, "chunk_deployment": None},
+        {**fleet_batch.parameters, "chunk_deployment": ""},  # empty: no fan-out
         work_queue_name=SECOND_WORKER_QUEUE,
     )
     run = deployed_project.wait_for_flow_run(created.id, timeout=300)
