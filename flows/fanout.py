@@ -126,6 +126,24 @@ def batch_generate_chunk(
     return Completed(message=summary.headline(), data=summary)  # type: ignore[return-value]
 
 
+def _without_default_nulls(options: Any) -> dict[str, Any]:
+    """An options model as JSON, without the None values that are its fields' defaults anyway.
+
+    Args:
+        options: A pydantic model of the flow's options.
+
+    Returns:
+        Its JSON form, the default nulls left out (a deployment's schema refuses them).
+    """
+    data = options.model_dump(mode="json")
+    fields = type(options).model_fields
+    return {
+        name: value
+        for name, value in data.items()
+        if value is not None or name not in fields or fields[name].default is not None
+    }
+
+
 def chunk_parameters(
     *,
     s3: S3Options,
@@ -177,9 +195,9 @@ def chunk_parameters(
     # Unset values are left out: their defaults are None, and the chunk's parameter schema
     # (plain fields in the UI) refuses an explicit null.
     return {
-        "s3": s3.model_dump(mode="json", exclude_none=True),
-        "image": image.model_dump(mode="json", exclude_none=True),
-        "upscale": upscale.model_dump(mode="json", exclude_none=True),
+        "s3": _without_default_nulls(s3),
+        "image": _without_default_nulls(image),
+        "upscale": _without_default_nulls(upscale),
         "concurrency": concurrency,
         **{name: value for name, value in optional.items() if value},
         "run_time": run_time.isoformat(),
