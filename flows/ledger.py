@@ -100,15 +100,23 @@ def delivery_key(
 
 def ledger_store() -> Any:
     """Where delivery records live: the image task's result store (so with the image cache,
-    shared storage included), without its locks or in-memory cache.
+    shared storage included), without its locks or in-memory cache, written as JSON.
 
     Call it inside a flow or task run (it follows the run's result settings).
 
     Returns:
         A Prefect ``ResultStore``.
     """
+    from prefect.serializers import JSONSerializer
+
     store = image_result_store()
-    return store.model_copy(update={"lock_manager": None, "cache_result_in_memory": False})
+    return store.model_copy(
+        update={
+            "lock_manager": None,
+            "cache_result_in_memory": False,
+            "serializer": JSONSerializer(),
+        }
+    )
 
 
 def record_delivery(key: str, delivered: list[DeliveredImage], store: Any = None) -> None:

@@ -57,6 +57,7 @@ from prefect_cometapi.text import excerpt, slugify
 __all__ = [
     "CACHE_EXPIRATION",
     "TASK_OPTIONS",
+    "ASYNC_TASK_OPTIONS",
     "TASK_RETRIES",
     "TASK_RETRY_DELAYS",
     "TASK_TIMEOUT_SECONDS",
@@ -70,8 +71,10 @@ __all__ = [
 TASK_RETRIES = 2
 TASK_RETRY_DELAYS = [30, 120]
 TASK_TIMEOUT_SECONDS = 2400
-"""One task attempt's limit: three client attempts of at most connect + read timeout (610 s by
-default, body included) plus backoff and downloads. Change it with ``with_options``."""
+"""One attempt's limit for the async image tasks: three client attempts of at most connect + read
+timeout (610 s by default, body included) plus backoff and downloads. The sync tasks have none by
+default (Prefect cannot interrupt a task in a worker thread and warns on every run); each of their
+HTTP attempts is bounded by the client's own deadline. Change either with ``with_options``."""
 CACHE_EXPIRATION = timedelta(days=30)
 TAGS = ["cometapi"]
 RUN_NAME_SLUG_CHARS = 32
@@ -327,7 +330,8 @@ TASK_OPTIONS: dict[str, Any] = {
     "cache_policy": image_cache_policy(),
     "cache_expiration": CACHE_EXPIRATION,
     "persist_result": True,
-    "timeout_seconds": TASK_TIMEOUT_SECONDS,
     "result_serializer": IMAGE_RESULT_SERIALIZER,
     "on_completion": [on_cache_hit],
 }
+#: The async twins' options: :data:`TASK_OPTIONS` and the attempt timeout.
+ASYNC_TASK_OPTIONS: dict[str, Any] = {**TASK_OPTIONS, "timeout_seconds": TASK_TIMEOUT_SECONDS}

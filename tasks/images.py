@@ -38,6 +38,7 @@ from prefect_cometapi.limits import aapi_budget, api_budget
 from prefect_cometapi.models import ImageResult
 from prefect_cometapi.spend import aacquire_spend, acquire_spend
 from prefect_cometapi.tasks.image_core import (
+    ASYNC_TASK_OPTIONS,
     CACHE_EXPIRATION,
     TASK_OPTIONS,
     TASK_RETRIES,
@@ -127,7 +128,7 @@ def generate_image(
     return call.succeeded(result)
 
 
-@task(name="generate-image", task_run_name=run_name("generate-image"), **TASK_OPTIONS)
+@task(name="generate-image", task_run_name=run_name("generate-image"), **ASYNC_TASK_OPTIONS)
 @image_request("generations", task=True)
 async def agenerate_image(
     prompt: str,
@@ -241,7 +242,7 @@ def edit_image(
     return call.succeeded(result)
 
 
-@task(name="edit-image", task_run_name=run_name("edit-image"), **TASK_OPTIONS)
+@task(name="edit-image", task_run_name=run_name("edit-image"), **ASYNC_TASK_OPTIONS)
 @image_request("edits", task=True)
 async def aedit_image(
     prompt: str,

@@ -108,8 +108,10 @@ def test_hostile_answers_stop_at_the_caps_and_the_deadline(
     assert grown < 2 * CAP + 64 * 1024 * 1024, f"{mode}: peak RSS grew {grown / 1e6:.0f} MB"
 
 
-def test_image_tasks_have_an_attempt_timeout() -> None:
-    from prefect_cometapi.tasks import edit_image, generate_image
+def test_async_image_tasks_have_an_attempt_timeout_and_sync_ones_do_not_warn() -> None:
+    from prefect_cometapi.tasks import aedit_image, agenerate_image, edit_image, generate_image
     from prefect_cometapi.tasks.image_core import TASK_TIMEOUT_SECONDS
 
-    assert generate_image.timeout_seconds == edit_image.timeout_seconds == TASK_TIMEOUT_SECONDS
+    assert agenerate_image.timeout_seconds == aedit_image.timeout_seconds == TASK_TIMEOUT_SECONDS
+    # A sync task with a timeout makes Prefect warn on every run in a worker thread.
+    assert generate_image.timeout_seconds is None and edit_image.timeout_seconds is None
