@@ -31,7 +31,7 @@ from fixtures_deploy import (
     stop_all,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
+pytestmark = [pytest.mark.slow, pytest.mark.docs, pytest.mark.timeout(1200)]
 
 DOCUMENTS = (REPO_ROOT / "README.md", REPO_ROOT / "deployments" / "README.md")
 SKIPPED = {
