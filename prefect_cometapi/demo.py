@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import logging
 import os
+import socket
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -34,6 +35,9 @@ __all__ = [
 DEMO_BUCKET = "prefect-cometapi-demo"
 DEMO_KEY = "sk-demo-emulator-key"
 UI_URL = "http://127.0.0.1:4200"
+DEMO_EMULATOR_PORT = 47_421
+"""The emulator's port when it is free: the image cache is keyed on the API's host and port, so a
+stable address lets a second demo run take its images from the cache."""
 OFFLINE_VARIANT = 20_260_421
 """The cache ``variant`` of the offline demo's images (see :func:`_run`)."""
 _FAKE_AWS = {
@@ -122,10 +126,20 @@ def _local_services() -> Iterator[tuple[str, str]]:
     s3.start()
     try:
         host, port = s3.get_host_and_port()
-        with Emulator() as emulator:
+        with Emulator(port=_free_or_any(DEMO_EMULATOR_PORT)) as emulator:
             yield emulator.base_url, f"http://{host}:{port}"
     finally:
         s3.stop()
+
+
+def _free_or_any(port: int) -> int:
+    """``port`` when nothing listens on it on 127.0.0.1, else 0 (any free port)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return 0
+    return port
 
 
 def _save_copies(summary: Any, output_dir: Path, endpoint_url: str | None) -> list[Path]:
