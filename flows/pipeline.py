@@ -15,6 +15,7 @@ from prefect import flow, get_run_logger
 
 from prefect_cometapi.flows.artifacts import Progress, publish
 from prefect_cometapi.flows.delivery import deliver_image
+from prefect_cometapi.flows.item_pipeline import outcome_for
 from prefect_cometapi.flows.outcomes import RunSummary
 from prefect_cometapi.flows.params import (
     CredentialsBlock,
@@ -26,7 +27,6 @@ from prefect_cometapi.flows.params import (
 )
 from prefect_cometapi.flows.requesting import edit_step, generate_step, run_request
 from prefect_cometapi.flows.sources import resolve_credentials, template_source
-from prefect_cometapi.flows.steps import outcome_for
 from prefect_cometapi.form_fields import OptionalObject, OptionalText
 from prefect_cometapi.tasks.prompts import render_prompt
 from prefect_cometapi.text import slugify

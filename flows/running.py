@@ -19,11 +19,11 @@ from prefect.utilities.annotations import quote
 from pydantic import Field
 
 from prefect_cometapi.blocks import CometAPICredentials
+from prefect_cometapi.flows.item_pipeline import api_slots, outcome_for, process_item
 from prefect_cometapi.flows.ledger import check_deliveries, delivery_key
 from prefect_cometapi.flows.outcomes import ItemOutcome, describe_error
 from prefect_cometapi.flows.params import ImageOptions, S3Options, UpscaleOptions
 from prefect_cometapi.flows.sources import Item
-from prefect_cometapi.flows.steps import api_slots, outcome_for, process_item
 from prefect_cometapi.text import excerpt
 
 __all__ = ["DELIVERY_SHARE", "Concurrency", "failed_outcome", "run_items"]

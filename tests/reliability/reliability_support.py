@@ -326,7 +326,7 @@ def cached_prompts(
     from prefect.results import get_result_store
 
     from prefect_cometapi.caching import image_cache_key
-    from prefect_cometapi.flows.steps import generate_step
+    from prefect_cometapi.flows.requesting import generate_step
 
     store = get_result_store().update_for_task(generate_step)
     service = CometAPICredentials(

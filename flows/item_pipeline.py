@@ -1,4 +1,4 @@
-"""The per-item unit of work: generate -> (upscale) -> upload, returning a small record.
+"""One batch item's pipeline: generate -> (upscale) -> upload, returning a small record.
 
 After a delivery, the item's record goes to the delivery ledger (:mod:`.ledger`), so that a
 re-run finds it already in S3 and runs nothing for it (:func:`.batch.run_items`).
