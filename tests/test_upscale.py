@@ -9,6 +9,7 @@ import pytest
 from PIL import Image, ImageChops, ImageDraw, ImageFile, ImageStat
 from prefect import flow
 
+from prefect_cometapi.emulator.drawing import render_generation
 from prefect_cometapi.errors import ValidationError
 from prefect_cometapi.models import GeneratedImage, Usage
 from prefect_cometapi.tasks.upscale import upscale_image
@@ -134,6 +135,21 @@ def test_every_png_level_is_lossless(landscape: Image.Image) -> None:
         assert _same_pixels(_decode(out), reference)
         sizes.add(len(out.data))
     assert len(sizes) > 1  # the level really reached the encoder
+
+
+def test_default_png_is_lossless_and_near_level_6_on_grainy_images() -> None:
+    # The emulator's realistic image (film grain over a drawing): what a photographic
+    # generation gives the encoder.
+    source = render_generation("a lamp on a desk", 0, 1, 320, 180)
+    image = _generated(Image.open(io.BytesIO(source)))
+    with Image.open(io.BytesIO(source)) as picture:
+        reference = picture.resize((640, 360), LANCZOS)
+    default = upscale(image, factor=2)
+    level_1 = upscale(image, factor=2, png_compress_level=1)
+    level_6 = upscale(image, factor=2, png_compress_level=6)
+    assert _same_pixels(_decode(default), reference)
+    assert len(default.data) <= 1.1 * len(level_6.data)
+    assert len(default.data) < len(level_1.data)  # the run-length strategy reached the encoder
 
 
 def test_bicubic_matches_pillow(landscape: Image.Image) -> None:
