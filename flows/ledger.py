@@ -25,9 +25,11 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel
+from prefect.serializers import Serializer
+from pydantic import BaseModel, Field
 
 from prefect_cometapi.caching.keys import image_cache_key
+from prefect_cometapi.caching.store import vetted_store
 from prefect_cometapi.flows.outcomes import DeliveredImage
 from prefect_cometapi.flows.params import ImageOptions, S3Options, UpscaleOptions
 from prefect_cometapi.flows.requesting import image_result_store
@@ -37,6 +39,7 @@ from prefect_cometapi.s3.upload import presign
 __all__ = [
     "DELIVERY_EXPIRATION",
     "DeliveryRecord",
+    "DeliveryRecordSerializer",
     "check_deliveries",
     "delivery_key",
     "find_delivered",
@@ -58,6 +61,44 @@ class DeliveryRecord(BaseModel):
     """
 
     images: list[DeliveredImage]
+
+
+class DeliveryRecordSerializer(Serializer):  # type: ignore[type-arg]
+    """Delivery records as plain JSON, read back only as a :class:`DeliveryRecord`.
+
+    Prefect's ``json`` serializer rebuilds any class a record names (``"__class__"``), importing
+    its module: records in shared storage must not choose what is imported or built.
+
+    Attributes:
+        type: ``cometapi-delivery``, the key Prefect stores in each record.
+    """
+
+    type: str = Field(default="cometapi-delivery", frozen=True)
+
+    def dumps(self, obj: Any) -> bytes:
+        """Encode a delivery record.
+
+        Args:
+            obj: A :class:`DeliveryRecord`.
+
+        Returns:
+            Its JSON.
+        """
+        return DeliveryRecord.model_validate(obj).model_dump_json().encode()
+
+    def loads(self, blob: bytes) -> DeliveryRecord:
+        """Decode what :meth:`dumps` wrote.
+
+        Args:
+            blob: The stored bytes.
+
+        Returns:
+            The record.
+
+        Raises:
+            ValueError: Not a delivery record.
+        """
+        return DeliveryRecord.model_validate_json(blob)
 
 
 def delivery_key(
@@ -100,22 +141,24 @@ def delivery_key(
 
 def ledger_store() -> Any:
     """Where delivery records live: the image task's result store (so with the image cache,
-    shared storage included), without its locks or in-memory cache, written as JSON.
+    shared storage included), without its locks or in-memory cache, written as JSON by
+    :class:`DeliveryRecordSerializer`. A stored record that names any other serializer is
+    refused unread (:func:`~prefect_cometapi.caching.store.vetted_store`): not delivered.
 
     Call it inside a flow or task run (it follows the run's result settings).
 
     Returns:
         A Prefect ``ResultStore``.
     """
-    from prefect.serializers import JSONSerializer
-
     store = image_result_store()
-    return store.model_copy(
-        update={
-            "lock_manager": None,
-            "cache_result_in_memory": False,
-            "serializer": JSONSerializer(),
-        }
+    return vetted_store(
+        store.model_copy(
+            update={
+                "lock_manager": None,
+                "cache_result_in_memory": False,
+                "serializer": DeliveryRecordSerializer(),
+            }
+        )
     )
 
 

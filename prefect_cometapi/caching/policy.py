@@ -28,6 +28,8 @@ from prefect.transactions import CommitMode, transaction
 
 from prefect_cometapi.caching.keys import image_cache_key
 from prefect_cometapi.caching.locks import LOCK_MANAGER_ENV, lock_manager_from_url, retry_safe
+from prefect_cometapi.caching.serializer import IMAGE_PREFIX, IMAGE_RESULT_SERIALIZER
+from prefect_cometapi.caching.store import vetted_store
 from prefect_cometapi.inputs import resolve_inputs
 
 __all__ = [
@@ -81,6 +83,11 @@ class ImageRequestCachePolicy(CachePolicy):
     Edits hash the bytes of their input images, fetched once: the task sends the same bytes
     (:func:`fetched_inputs`). An input that cannot be read gives no key (so the task runs and
     raises the readable error itself).
+
+    The task run's result store is replaced by a vetted copy
+    (:func:`~prefect_cometapi.caching.store.vetted_store`) before Prefect looks the key up: a
+    stored record that names another serializer than the task's, or holds no image result, is
+    a cache miss and is never deserialized.
     """
 
     def compute_key(
@@ -101,6 +108,7 @@ class ImageRequestCachePolicy(CachePolicy):
         Returns:
             The key, or ``None`` when an input image cannot be read.
         """
+        _vet_result_store(task_ctx)
         if "images" not in inputs:
             return image_cache_key("generations", inputs)
         try:
@@ -118,6 +126,20 @@ class ImageRequestCachePolicy(CachePolicy):
             [hashlib.sha256(b).hexdigest() for b in images],
             hashlib.sha256(mask).hexdigest() if mask is not None else None,
         )
+
+
+def _vet_result_store(task_ctx: TaskRunContext | None) -> None:
+    """Swap the task run's result store for a vetted copy (Prefect reads the cache through it).
+
+    Prefect builds the transaction with the task run context's store right after computing the
+    key, so the copy set here is the one every cache lookup of this run goes through.
+    """
+    store = getattr(task_ctx, "result_store", None)
+    if task_ctx is None or store is None:
+        return
+    image_results = getattr(store.serializer, "type", None) == IMAGE_RESULT_SERIALIZER.type
+    prefix = IMAGE_PREFIX if image_results else b""
+    task_ctx.result_store = vetted_store(store, prefix)
 
 
 def image_cache_policy(
