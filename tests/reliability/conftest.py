@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from prefect_cometapi.emulator import Emulator
-from prefect_cometapi.flows import steps
+from prefect_cometapi.flows import item_pipeline
 
 #: Task-level retry delays used by the suite instead of the shipped 30 s and 120 s.
 FAST_TASK_RETRY_DELAYS = [0.2, 0.5]
@@ -39,10 +39,10 @@ def fast_task_retries(monkeypatch: pytest.MonkeyPatch) -> Any:
     Returns:
         The patched task.
     """
-    fast = steps.generate_step.with_options(
+    fast = item_pipeline.generate_step.with_options(
         retry_delay_seconds=FAST_TASK_RETRY_DELAYS, retry_jitter_factor=None
     )
-    assert fast.retries == steps.generate_step.retries > 0
-    assert fast.retry_condition_fn is steps.generate_step.retry_condition_fn
-    monkeypatch.setattr(steps, "generate_step", fast)
+    assert fast.retries == item_pipeline.generate_step.retries > 0
+    assert fast.retry_condition_fn is item_pipeline.generate_step.retry_condition_fn
+    monkeypatch.setattr(item_pipeline, "generate_step", fast)
     return fast
