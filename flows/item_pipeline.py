@@ -188,7 +188,9 @@ def process_item(
         The item's record (also as the data of a Failed state when the item failed).
     """
     started = time.monotonic()
-    ledger_key = delivery_key(prompt, image, upscale, s3, item_id, run_time)
+    ledger_key = delivery_key(
+        prompt, image, upscale, s3, item_id, run_time, credentials=credentials
+    )
     # The slot is held around the HTTP exchange only (inside the image task), not the task run.
     # The paid image is persisted when the request task ends, not when this task does: a failed
     # upload or a killed process must not lose it (a re-run would pay again).

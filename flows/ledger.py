@@ -2,7 +2,8 @@
 
 After ``process_item`` delivers an item it writes a small record (the S3 keys, checksums and
 sizes of its images, no bytes) next to the image cache, under a key made of everything that
-decides what lands where: the image request (its cache key), the upscale options, the bucket,
+decides what lands where: the image request (its cache key, so the service that makes the image
+included), the upscale options, the bucket,
 endpoint, prefix and key template, the item id and the run date when the template uses it.
 
 A re-run of the same batch checks every item first (:func:`check_deliveries`, a few at a time
@@ -108,6 +109,8 @@ def delivery_key(
     s3: S3Options,
     item_id: str,
     run_time: datetime | None,
+    *,
+    credentials: Any,
 ) -> str:
     """The ledger key of one item's delivery.
 
@@ -118,6 +121,10 @@ def delivery_key(
         s3: Where the images go.
         item_id: The item id (the ``{item}`` placeholder).
         run_time: The run's time (only its date counts, and only when the key template uses it).
+        credentials: The API credentials (a block, a saved block's name or ``None``): the
+            service that makes the image is part of the key, as in the image cache's, so an
+            item delivered from an emulator's or a test server's image never counts as
+            delivered for a run against another service.
 
     Returns:
         A key for the result store (``cometapi-delivery-<sha256>``).
@@ -126,7 +133,10 @@ def delivery_key(
     day = run_time.strftime("%Y-%m-%d") if run_time and fields & _DATE_FIELDS else None
     material = {
         "v": LEDGER_VERSION,
-        "request": image_cache_key("generations", {"prompt": prompt, **image.request_kwargs()}),
+        "request": image_cache_key(
+            "generations",
+            {"prompt": prompt, **image.request_kwargs(), "credentials": credentials},
+        ),
         "upscale": upscale.model_dump(mode="json") if upscale.enabled else None,
         "bucket": s3.bucket,
         "endpoint": s3.endpoint_url or None,

@@ -112,7 +112,9 @@ def run_items(
     finished: queue.SimpleQueue[tuple[bool, ItemOutcome]] = queue.SimpleQueue()
     window = concurrency + max(1, concurrency // DELIVERY_SHARE)
     keys = [
-        delivery_key(prompts[i], image, upscale, s3, item.item_id, run_time)
+        delivery_key(
+            prompts[i], image, upscale, s3, item.item_id, run_time, credentials=credentials
+        )
         for i, item in enumerate(batch)
     ]
     logger = get_run_logger()
