@@ -27,6 +27,7 @@ import httpx
 
 from prefect_cometapi import exchange
 from prefect_cometapi.allowlist import DEFAULT_BASE_URL
+from prefect_cometapi.decoding import ACCEPT_ENCODING
 from prefect_cometapi.exchange import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_RETRIES,
@@ -184,11 +185,15 @@ class CometAPIClient:
         """One request whose body is streamed under ``cap`` bytes and the attempt's deadline."""
         deadline = time.monotonic() + self._deadline_s
         request = self._http.build_request(method, **kwargs, timeout=self._timeout)
+        request.headers["Accept-Encoding"] = ACCEPT_ENCODING  # what BodyReader decodes
         response = self._http.send(request, stream=True, follow_redirects=follow_redirects)
         try:
             reader = BodyReader(response, cap, deadline, self._core.base_url)
-            for chunk in response.iter_bytes():
-                reader.add(chunk)
+            if response.is_stream_consumed:  # an event hook of the caller's client read it
+                reader.add_decoded(response.content)
+            else:
+                for chunk in response.iter_raw():
+                    reader.add(chunk)
             return reader.finished()
         finally:
             response.close()
@@ -324,11 +329,15 @@ class AsyncCometAPIClient:
         """One request whose body is streamed under ``cap`` bytes and the attempt's deadline."""
         deadline = time.monotonic() + self._deadline_s
         request = self._http.build_request(method, **kwargs, timeout=self._timeout)
+        request.headers["Accept-Encoding"] = ACCEPT_ENCODING  # what BodyReader decodes
         response = await self._http.send(request, stream=True, follow_redirects=follow_redirects)
         try:
             reader = BodyReader(response, cap, deadline, self._core.base_url)
-            async for chunk in response.aiter_bytes():
-                reader.add(chunk)
+            if response.is_stream_consumed:  # an event hook of the caller's client read it
+                reader.add_decoded(response.content)
+            else:
+                async for chunk in response.aiter_raw():
+                    reader.add(chunk)
             return reader.finished()
         finally:
             await response.aclose()

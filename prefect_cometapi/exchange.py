@@ -17,6 +17,7 @@ import os
 import random
 import time
 import uuid
+import zlib
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import IO, Any, Union
 import httpx
 
 from prefect_cometapi.allowlist import check_base_url
+from prefect_cometapi.decoding import BodyTooLarge, BoundedDecoder, UnsupportedEncoding
 from prefect_cometapi.errors import (
     APIConnectionError,
     APITimeoutError,
@@ -575,8 +577,10 @@ def _redact_obj(obj: Any, secret: str) -> Any:
 class BodyReader:
     """Collects a streamed body, enforcing a byte cap (raw and decompressed) and a deadline.
 
-    The drivers feed it chunk by chunk, so a trickling server, an endless chunked body or a
-    compression bomb ends in a typed error while it is being read, not after it is buffered.
+    The drivers feed it the raw stream chunk by chunk (``iter_raw``); it decodes with
+    :class:`~prefect_cometapi.decoding.BoundedDecoder`, which never inflates past the cap. So
+    a trickling server, an endless chunked body or a compression bomb ends in a typed error
+    while it is being read, holding at most the cap in memory.
 
     Args:
         response: The streamed response.
@@ -591,28 +595,55 @@ class BodyReader:
         self.deadline = deadline
         self.where = where
         self.chunks: list[bytes] = []
-        self.size = 0
+        try:
+            self.decoder = BoundedDecoder(response.headers.get("content-encoding"), cap)
+        except UnsupportedEncoding as exc:
+            raise UnexpectedResponseError(response.status_code, f"{exc}", where) from None
+
+    def _too_large(self) -> UnexpectedResponseError:
+        return UnexpectedResponseError(
+            self.response.status_code,
+            f"a body over {self.cap // (1024 * 1024)} MB (stopped reading)",
+            self.where,
+        )
 
     def add(self, chunk: bytes) -> None:
-        """Take one decoded chunk.
+        """Take one raw chunk (as received, still compressed).
 
         Raises:
-            UnexpectedResponseError: Over the cap (raw or decoded).
+            UnexpectedResponseError: Over the cap (raw or decoded), or not valid for its
+                ``Content-Encoding``.
             httpx.ReadTimeout: Past the deadline (the exchange treats it as a timeout).
         """
-        self.size += len(chunk)
-        if self.size > self.cap or self.response.num_bytes_downloaded > self.cap:
+        if self.response.num_bytes_downloaded > self.cap:
+            raise self._too_large()
+        try:
+            self.chunks.extend(self.decoder.decode(chunk))
+        except BodyTooLarge:
+            self.chunks.clear()
+            raise self._too_large() from None
+        except zlib.error:
+            self.chunks.clear()
             raise UnexpectedResponseError(
                 self.response.status_code,
-                f"a body over {self.cap // (1024 * 1024)} MB (stopped reading)",
+                "a body that is not valid for its Content-Encoding",
                 self.where,
-            )
+            ) from None
         if time.monotonic() > self.deadline:
             raise httpx.ReadTimeout(
                 "the answer took longer than the attempt's total deadline",
                 request=self.response.request,
             )
-        self.chunks.append(chunk)
+
+    def add_decoded(self, body: bytes) -> None:
+        """Take a body an ``httpx`` event hook already read (and decoded) in full.
+
+        Raises:
+            UnexpectedResponseError: Over the cap.
+        """
+        if len(body) > self.cap:
+            raise self._too_large()
+        self.chunks.append(body)
 
     def finished(self) -> httpx.Response:
         """The response with its whole (decoded) body in memory.

@@ -1,0 +1,123 @@
+"""Decoding a compressed HTTP body with an exact cap on the bytes it decompresses to.
+
+httpx's own decoders inflate each received chunk in full: a gzip bomb's chunk of a few
+kilobytes becomes tens of megabytes before any cap is checked. :class:`BoundedDecoder` reads the
+raw stream (``iter_raw``) and inflates with ``zlib``'s ``max_length``, so it never produces more
+than the cap plus one byte, whatever arrives. It decodes ``gzip`` (several members too),
+``deflate`` (zlib or raw) and ``identity``, in the order the ``Content-Encoding`` header lists
+them; the clients only ask for those (``Accept-Encoding: gzip, deflate``).
+"""
+
+from __future__ import annotations
+
+import zlib
+
+__all__ = ["ACCEPT_ENCODING", "BodyTooLarge", "BoundedDecoder", "UnsupportedEncoding"]
+
+ACCEPT_ENCODING = "gzip, deflate"
+"""What the clients send as ``Accept-Encoding``: only what :class:`BoundedDecoder` decodes."""
+
+_GZIP_WBITS = 16 + zlib.MAX_WBITS
+_STEP = 1024 * 1024
+"""The most one ``decompress`` call produces (zlib builds its output in blocks and joins them:
+one call for the whole cap would briefly hold it twice)."""
+
+
+class BodyTooLarge(Exception):
+    """The body decodes to more than the cap."""
+
+
+class UnsupportedEncoding(ValueError):
+    """A ``Content-Encoding`` this decoder does not know (and the client did not ask for)."""
+
+
+class _Inflater:
+    """One ``gzip`` or ``deflate`` layer, its output capped at ``limit`` bytes in total."""
+
+    def __init__(self, encoding: str, limit: int) -> None:
+        self.gzip = encoding in ("gzip", "x-gzip")
+        self.limit = limit
+        self.total = 0
+        self.raw_deflate = False
+        self.started = False
+        self.done = False
+        self.inflater = self._new()
+
+    def _new(self) -> zlib._Decompress:
+        if self.gzip:
+            return zlib.decompressobj(_GZIP_WBITS)
+        return zlib.decompressobj(-zlib.MAX_WBITS if self.raw_deflate else zlib.MAX_WBITS)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        out: list[bytes] = []
+        while data and not self.done:
+            try:
+                piece = self.inflater.decompress(data, min(_STEP, self.limit - self.total + 1))
+            except zlib.error:
+                if self.gzip or self.started or self.raw_deflate:
+                    raise
+                self.raw_deflate = True  # "deflate" sent without its zlib header
+                self.inflater = self._new()
+                continue
+            self.started = True
+            self.total += len(piece)
+            if self.total > self.limit:
+                raise BodyTooLarge
+            if piece:
+                out.append(piece)
+            if self.inflater.eof:
+                data = self.inflater.unused_data
+                if self.gzip and data:
+                    self.inflater = self._new()  # the next gzip member
+                else:
+                    self.done = True
+            else:
+                tail = self.inflater.unconsumed_tail
+                if not piece and len(tail) >= len(data):
+                    break  # no progress: wait for more input
+                data = tail
+        return out
+
+
+class BoundedDecoder:
+    """Decodes a body chunk by chunk, never past ``limit`` decoded bytes.
+
+    Args:
+        content_encoding: The response's ``Content-Encoding`` header (``None`` for none).
+        limit: The most decoded bytes accepted.
+
+    Raises:
+        UnsupportedEncoding: An encoding other than ``gzip``, ``deflate`` or ``identity``.
+    """
+
+    def __init__(self, content_encoding: str | None, limit: int) -> None:
+        self.limit = limit
+        self.total = 0
+        names = [e.strip().lower() for e in (content_encoding or "").split(",") if e.strip()]
+        names = [e for e in names if e != "identity"]
+        unknown = [e for e in names if e not in ("gzip", "x-gzip", "deflate")]
+        if unknown:
+            raise UnsupportedEncoding(f"the body's Content-Encoding {unknown[0][:40]!r}")
+        # The last encoding listed was applied last: it is undone first.
+        self.layers = [_Inflater(e, limit) for e in reversed(names)]
+
+    def decode(self, chunk: bytes) -> list[bytes]:
+        """Decode the next raw chunk.
+
+        Args:
+            chunk: Bytes as received.
+
+        Returns:
+            The decoded pieces (possibly none yet).
+
+        Raises:
+            BodyTooLarge: The body has now decoded to more than ``limit`` bytes.
+            zlib.error: The body is not valid for its encoding.
+        """
+        pieces = [chunk] if chunk else []
+        for layer in self.layers:
+            pieces = [out for piece in pieces for out in layer.feed(piece)]
+        self.total += sum(len(p) for p in pieces)
+        if self.total > self.limit:
+            raise BodyTooLarge
+        return pieces
