@@ -24,15 +24,20 @@ GOAL_CPU_MS = 10.0
 SETTLE_S = 5.0
 
 
-def prefect_floor(n: int, concurrency: int) -> float:
-    """CPU seconds of ``n`` empty task runs submitted through the batch's window.
+def prefect_floor(n: int, concurrency: int) -> tuple[float, float, float]:
+    """Prefect's own floor: an empty flow run, and one with ``n`` empty task runs.
+
+    The task runs are submitted through the batch's window. An already delivered item runs no
+    task run at all, so the empty flow run's wall is the floor of a fully cached re-run (flow
+    run creation, its states, its heartbeat thread's teardown), and the other figure shows what
+    one task run per item would cost on top.
 
     Args:
         n: Items.
         concurrency: As for the batch (window ``concurrency + concurrency // 2``).
 
     Returns:
-        CPU seconds of this process.
+        ``(CPU s of the n task runs' flow, its wall s, the empty flow run's wall s)``.
     """
     from typing import Any
 
@@ -55,9 +60,12 @@ def prefect_floor(n: int, concurrency: int) -> float:
 
     window = concurrency + max(1, concurrency // 2)
     floor(2, window)
-    cpu = time.process_time()
+    empty = time.perf_counter()
+    floor(0, window)
+    empty = time.perf_counter() - empty
+    cpu, wall = time.process_time(), time.perf_counter()
     floor(n, window)
-    return time.process_time() - cpu
+    return time.process_time() - cpu, time.perf_counter() - wall, empty
 
 
 def main() -> None:
@@ -87,7 +95,7 @@ def main() -> None:
         second = env.run_batch(args.n, run_id, args.concurrency, args.size, args.quality, up)
         objects = env.objects()
         time.sleep(SETTLE_S)
-        floor_cpu = prefect_floor(args.n, args.concurrency)
+        floor_cpu, floor_wall, empty_wall = prefect_floor(args.n, args.concurrency)
         load_after = h.load()
     print(
         f"batch_generate x2, N={args.n}, concurrency {args.concurrency}, latency "
@@ -108,6 +116,10 @@ def main() -> None:
     print(
         f"flow-process CPU per cached item: {cpu_ms:.1f} ms; Prefect's floor (one empty task "
         f"run per item, same window): {floor_ms:.1f} ms"
+    )
+    print(
+        f"Prefect's floor walls (same server, after the runs): an empty flow run {empty_wall:.2f} "
+        f"s; {args.n} empty task runs in one flow run {floor_wall:.2f} s"
     )
     print(f"objects in the bucket: {objects} (2 warm-up + {args.n}, no duplicates expected)")
     print(f"load avg after: {load_after}")

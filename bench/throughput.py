@@ -8,7 +8,9 @@ process). The ideal wall time is ``ceil(N / concurrency) x latency``; efficiency
 In the same run, for each N, the same work written by hand is timed as the peer:
 ``openai.AsyncOpenAI`` + ``asyncio.Semaphore(concurrency)`` around each request, then boto3
 ``put_object`` with a SHA-256 checksum in a worker thread (:func:`hand_written_peer`); ours/peer
-is printed beside efficiency. ``--busy`` keeps one core busy with a spinning process during the
+is printed beside efficiency, and each one's CPU per item (the flow process's, the peer's
+process's: both run in this process, one after the other), which a shared machine distorts far
+less than walls. ``--busy`` keeps one core busy with a spinning process during the
 measured runs (the "loaded worker" case). The seed's sample-code pattern is timed too: the
 ``openai`` SDK calling ``images.generate`` in a plain sequential loop, over ``--baseline-items``
 (0 skips it).
@@ -75,7 +77,7 @@ def hand_written_peer(
     concurrency: int,
     size: str,
     quality: str,
-) -> float:
+) -> tuple[float, float]:
     """The same batch written by hand: AsyncOpenAI, a semaphore, boto3 in a thread.
 
     Each item generates one image (the semaphore bounds requests in flight, not uploads),
@@ -93,7 +95,7 @@ def hand_written_peer(
         quality: The quality.
 
     Returns:
-        Wall seconds of the batch.
+        ``(wall seconds, CPU seconds of this process)`` of the batch.
     """
     import boto3
     import openai
@@ -137,9 +139,9 @@ def hand_written_peer(
         finally:
             await client.close()
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     asyncio.run(batch())
-    return time.perf_counter() - started
+    return time.perf_counter() - started, time.process_time() - cpu
 
 
 def main() -> None:
@@ -191,10 +193,15 @@ def main() -> None:
                     f"load {h.load()}",
                     flush=True,
                 )
-                peer = hand_written_peer(
+                peer, peer_cpu = hand_written_peer(
                     env.emulator_url, env.s3_endpoint, env.bucket, n, args.concurrency,
                     args.size, args.quality,
                 )  # fmt: skip
+                print(
+                    f"      CPU ms per item: ours {run.cpu_s / n * 1000:.1f} (flow process), "
+                    f"peer {peer_cpu / n * 1000:.1f}",
+                    flush=True,
+                )
                 ideal = h.ideal_wall(n, args.concurrency, args.latency)
                 efficiency = ideal / run.wall_s
                 ratio = run.wall_s / peer

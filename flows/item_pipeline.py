@@ -8,9 +8,12 @@ Each image's bytes live only while its item is being processed: the generation i
 the upload and dropped, and what comes back is an :class:`~.outcomes.ItemOutcome`. So a batch's
 memory does not grow with its size.
 
-Per item there are two task runs (``process-item`` and ``generate-image``), three with an
-upscale; the upload and its asset declaration run inside ``process-item`` (see
-:mod:`.delivery`), which keeps orchestration overhead small next to the API's latency.
+Per item there is one task run, ``generate-image`` (two with an upscale): :func:`process_item`
+itself is plain code that :func:`.running.run_items` runs in a worker thread of the flow run
+(with the flow run's context), and the upload and its asset declaration run in it too (see
+:mod:`.delivery`). The image task's run is what carries the cache, the request's retries and
+its state; a second task run around it would add Prefect's bookkeeping (its state changes,
+events and the server's work on them) to every item without doing anything of its own.
 """
 
 from __future__ import annotations
@@ -24,13 +27,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-from prefect.states import Failed
 from prefect.utilities.annotations import quote
 
 from prefect_cometapi.blocks import CometAPICredentials
-from prefect_cometapi.caching.policy import persist_when_paid
 from prefect_cometapi.flows.delivery import deliver_result
 from prefect_cometapi.flows.ledger import delivery_key, record_delivery
 from prefect_cometapi.flows.outcomes import DeliveredImage, ItemOutcome, describe_error
@@ -81,8 +80,8 @@ def api_slots(size: int) -> Iterator[str]:
     Items in flight may outnumber API requests: the image task holds a slot during its HTTP
     exchange only (:func:`~prefect_cometapi.limits.request_slot`), so an item that is
     starting, persisting its result or uploading holds none, and ``concurrency`` requests stay
-    busy meanwhile. The token (a string) is what task runs receive; the semaphore itself never
-    leaves the process.
+    busy meanwhile. The token (a string) is what :func:`process_item` receives (a plain value in
+    its records and logs); the semaphore itself never leaves the process.
 
     Args:
         size: Requests allowed at once.
@@ -149,7 +148,6 @@ def outcome_for(
     )
 
 
-@task(name="process-item", task_run_name="item-{item_id}", cache_policy=NO_CACHE)
 def process_item(
     item_id: str,
     index: int,
@@ -166,8 +164,9 @@ def process_item(
 ) -> ItemOutcome:
     """Generate, upscale and upload one batch item; return its small record.
 
-    A failure (content policy, an upload error...) does not raise: the task run ends Failed
-    with the item's record as its data, so the batch can go on and report it.
+    Call it inside a flow run (in any thread that carries the flow run's context). A failure
+    (content policy, an upload error...) does not raise: the record says ``failed`` with the
+    error's code and message, so the batch can go on and report it.
 
     Args:
         item_id: The item's id.
@@ -185,16 +184,16 @@ def process_item(
             estimated cost from.
 
     Returns:
-        The item's record (also as the data of a Failed state when the item failed).
+        The item's record.
     """
     started = time.monotonic()
     ledger_key = delivery_key(
         prompt, image, upscale, s3, item_id, run_time, credentials=credentials
     )
     # The slot is held around the HTTP exchange only (inside the image task), not the task run.
-    # The paid image is persisted when the request task ends, not when this task does: a failed
-    # upload or a killed process must not lose it (a re-run would pay again).
-    with request_slot(_api_slots.get(api_slots) if api_slots else None), persist_when_paid():
+    # The paid image is persisted when the image task run ends (no transaction encloses it
+    # here), before the upload: a failed upload or a killed process does not lose it.
+    with request_slot(_api_slots.get(api_slots) if api_slots else None):
         result, cached, error = run_request(
             generate_step,
             prompt=prompt,
@@ -218,5 +217,4 @@ def process_item(
             record_delivery(ledger_key, delivered)
         if upscale.enabled:
             _release_freed_memory()
-    outcome = outcome_for(item_id, index, prompt, image, result, cached, delivered, error, started)
-    return outcome if error is None else Failed(message=outcome.error, data=outcome)
+    return outcome_for(item_id, index, prompt, image, result, cached, delivered, error, started)

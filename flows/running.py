@@ -1,21 +1,22 @@
-"""Running a batch's items in ``process_item`` task runs of the current flow run.
+"""Running a batch's items through :func:`~.item_pipeline.process_item` in the current flow run.
 
-:func:`run_items` keeps a sliding window of items in flight over the flow's thread pool,
-refilled as each item finishes, so a slow item never holds up a whole wave; the batch flow and
-each chunk of a fanned-out batch use it alike.
+:func:`run_items` keeps a sliding window of items in flight over a thread pool whose threads
+carry the flow run's context, refilled as each item finishes, so a slow item never holds up a
+whole wave; the batch flow and each chunk of a fanned-out batch use it alike.
 """
 
 from __future__ import annotations
 
+import contextvars
 import queue
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from prefect import get_run_logger
-from prefect.futures import PrefectFuture
-from prefect.utilities.annotations import quote
 from pydantic import Field
 
 from prefect_cometapi.blocks import CometAPICredentials
@@ -65,12 +66,13 @@ def failed_outcome(
     )
 
 
-def _collect(future: PrefectFuture[ItemOutcome], item: Item, prompt: str, image: ImageOptions):
-    value: Any = future.result(raise_on_failure=False)
-    if isinstance(value, ItemOutcome):
-        return value
-    error = value if isinstance(value, BaseException) else RuntimeError(str(value))
-    return failed_outcome(item, prompt, image, *describe_error(error))
+@contextmanager
+def _shutting_down(pool: ThreadPoolExecutor) -> Iterator[None]:
+    """Shut the pool down on exit; items not started yet are cancelled, running ones finish."""
+    try:
+        yield
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def run_items(
@@ -86,9 +88,9 @@ def run_items(
     rate_limit: str | None = None,
     spend_limit: str | None = None,
 ) -> Iterator[ItemOutcome]:
-    """Run items end to end in ``process_item`` task runs of the current flow run.
+    """Run items end to end through ``process_item`` in the current flow run.
 
-    A sliding window over the flow's thread pool, refilled as each item finishes, with at most
+    A sliding window over a thread pool, refilled as each item finishes, with at most
     ``concurrency`` API requests at a time (see :data:`DELIVERY_SHARE`). An item whose objects
     are already in S3 from an earlier run (the delivery ledger, checked ahead of the window) is
     reported at once, with no task run: nothing is requested, read, upscaled or uploaded.
@@ -118,20 +120,27 @@ def run_items(
         for i, item in enumerate(batch)
     ]
     logger = get_run_logger()
-    with api_slots(concurrency) as slots, check_deliveries(keys, s3, LEDGER_CHECKS) as checks:
+    pool = ThreadPoolExecutor(max_workers=window, thread_name_prefix="cometapi-item")
+    with (
+        api_slots(concurrency) as slots,
+        check_deliveries(keys, s3, LEDGER_CHECKS) as checks,
+        _shutting_down(pool),
+    ):
 
         def submit(index: int) -> None:
             item = batch[index]
-            # quote(): the options are the same for every item and hold no futures, so Prefect
-            # need not walk them for task inputs.
-            future = process_item.submit(
+            # Each item runs with a copy of the flow run's context, so its image task run,
+            # logs and asset events belong to this flow run.
+            future = pool.submit(
+                contextvars.copy_context().run,
+                process_item,
                 item.item_id,
                 item.index,
                 prompts[index],
-                quote(credentials),
-                quote(image),
-                quote(upscale),
-                quote(s3),
+                credentials,
+                image,
+                upscale,
+                s3,
                 run_time,
                 concurrency_limit,
                 rate_limit,
@@ -140,13 +149,10 @@ def run_items(
             )
             future.add_done_callback(lambda done: finished.put((True, outcome_of(index, done))))
 
-        def outcome_of(index: int, done: PrefectFuture[ItemOutcome]) -> ItemOutcome:
-            # Read in the thread that finished the item: a result read is a round trip through
-            # Prefect's event loop thread, which would otherwise hold up the loop below that
-            # refills the window.
+        def outcome_of(index: int, done: Future[ItemOutcome]) -> ItemOutcome:
             try:
-                return _collect(done, batch[index], prompts[index], image)
-            except BaseException as exc:  # noqa: BLE001 - a callback's error would lose the item
+                return done.result()
+            except BaseException as exc:  # noqa: BLE001 - a crash must not lose the item
                 return failed_outcome(batch[index], prompts[index], image, *describe_error(exc))
 
         next_index = 0

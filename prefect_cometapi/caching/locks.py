@@ -167,9 +167,9 @@ class AtomicFileLockManager(LockManager):
     def release_lock(self, key: str, holder: str) -> None:
         """Release a lock held by ``holder``; a no-op if ``holder`` does not hold it.
 
-        Never raises: when a task run is retried inside a parent transaction (a flow's
-        ``process-item``), Prefect keeps the failed attempt's transaction as a child and
-        releases its lock a second time when the parent commits. Raising there aborted the
+        Never raises: when a task run is retried inside a parent transaction (a task of your
+        own calling ``generate_image``), Prefect keeps the failed attempt's transaction as a
+        child and releases its lock a second time when the parent commits. Raising there aborted the
         parent's commit, so the successful retry's result was never persisted and a re-run
         paid again. Someone else's lock is never removed.
 
