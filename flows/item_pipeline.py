@@ -197,7 +197,7 @@ def process_item(
         result, cached, error = run_request(
             generate_step,
             prompt=prompt,
-            credentials=quote(credentials),  # not walked for task inputs: see batch.run_items
+            credentials=quote(credentials),  # Prefect need not walk it for task inputs
             concurrency_limit=concurrency_limit,
             rate_limit=rate_limit,
             spend_limit=spend_limit,
