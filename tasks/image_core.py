@@ -5,7 +5,9 @@ Each image task (``generate_image``, ``edit_image`` and their async twins ``agen
 async) inside the API budget, and hands the result or the error back to the call. Everything
 else happens here, once, for both twins:
 
-- the task options (tags, the attempt budget, the cache policy, expiration, persistence);
+- the task options (the attempt budget, the cache policy, expiration, persistence; no tags:
+  Prefect asks its server for a tag concurrency slot before every run of a tagged task, a
+  round trip per image even when no such limit exists; add tags with ``with_options``);
 - before any request: the result serializer is checked to round-trip an ``ImageResult``, so a
   ``result_serializer`` that would silently turn the cache off is refused instead;
 - on success: the task's own transaction is switched to commit eagerly, so a paid image is
@@ -76,7 +78,6 @@ timeout (610 s by default, body included) plus backoff and downloads. The sync t
 default (Prefect cannot interrupt a task in a worker thread and warns on every run); each of their
 HTTP attempts is bounded by the client's own deadline. Change either with ``with_options``."""
 CACHE_EXPIRATION = timedelta(days=30)
-TAGS = ["cometapi"]
 RUN_NAME_SLUG_CHARS = 32
 
 
@@ -320,9 +321,8 @@ class _QuietCacheHitHook(logging.Filter):
 logging.getLogger("prefect.task_runs").addFilter(_QuietCacheHitHook())
 
 
-#: What every image task shares (sync and async): tags, the attempt budget, the cache, hooks.
+#: What every image task shares (sync and async): the attempt budget, the cache, hooks.
 TASK_OPTIONS: dict[str, Any] = {
-    "tags": TAGS,
     "retries": TASK_RETRIES,
     "retry_delay_seconds": TASK_RETRY_DELAYS,
     "retry_jitter_factor": 0.5,

@@ -34,7 +34,6 @@ UPLOAD_TASK_RETRIES = len(UPLOAD_RETRY_DELAYS)
 
 @task(
     name="upload-to-s3",
-    tags=["s3"],
     retries=UPLOAD_TASK_RETRIES,
     retry_delay_seconds=list(UPLOAD_RETRY_DELAYS),
     retry_condition_fn=retry_on_transient,
