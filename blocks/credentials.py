@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextvars
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from prefect.blocks.core import Block
@@ -19,6 +17,7 @@ from prefect_cometapi.exchange import (
     resolve_api_key,
 )
 from prefect_cometapi.form_fields import OptionalSecret
+from prefect_cometapi.named_blocks import aload_block, load_block
 
 __all__ = ["CometAPICredentials"]
 
@@ -149,6 +148,9 @@ CredentialsLike = CometAPICredentials | str | None
 def resolve_credentials(credentials: CredentialsLike) -> CometAPICredentials:
     """A credentials block from a block, a saved block's name or nothing.
 
+    A name is loaded once per flow run (:func:`~prefect_cometapi.named_blocks.load_block`): the
+    cache key and the task body of every task run in the flow run share that one load.
+
     Args:
         credentials: The block, its name, or ``None``.
 
@@ -158,11 +160,7 @@ def resolve_credentials(credentials: CredentialsLike) -> CometAPICredentials:
     if credentials is None:
         return CometAPICredentials()
     if isinstance(credentials, str):
-        # Block.load dispatches to its coroutine twin under a running event loop (an async
-        # task's cache key is computed there): load in a thread of its own, context and all.
-        context = contextvars.copy_context()
-        with ThreadPoolExecutor(1, thread_name_prefix="cometapi-block") as pool:
-            return pool.submit(context.run, CometAPICredentials.load, credentials).result()
+        return load_block(CometAPICredentials, credentials)
     return credentials
 
 
@@ -176,5 +174,5 @@ async def aresolve_credentials(credentials: CredentialsLike) -> CometAPICredenti
         The block.
     """
     if isinstance(credentials, str):
-        return await CometAPICredentials.aload(credentials)
+        return await aload_block(CometAPICredentials, credentials)
     return resolve_credentials(credentials)

@@ -7,7 +7,14 @@ import pytest
 from prefect import flow
 
 from prefect_cometapi import CometAPICredentials, ValidationError
-from prefect_cometapi.tasks import edit_image, generate_image, upload_to_s3, upscale_image
+from prefect_cometapi.blocks import aresolve_credentials, resolve_credentials
+from prefect_cometapi.tasks import (
+    agenerate_image,
+    edit_image,
+    generate_image,
+    upload_to_s3,
+    upscale_image,
+)
 
 
 @pytest.fixture
@@ -66,3 +73,41 @@ def test_a_block_name_keys_the_cache_on_its_base_url_in_async_tasks_too(
     block = CometAPICredentials.load(block_name)
     assert named == image_cache_key("generations", {"prompt": "p", "credentials": block})
     assert named != image_cache_key("generations", {"prompt": "p", "credentials": None})
+
+
+def test_an_async_task_given_a_block_name_shares_the_cache_with_the_block(
+    emulator, block_name
+) -> None:
+    # The name is resolved inside an async task run: the key must still hold the block's base URL.
+    prompt = f"named async {uuid.uuid4().hex[:8]}"
+
+    @flow
+    async def by_name():
+        return await agenerate_image(prompt, block_name, size="1024x1024")
+
+    @flow
+    def by_block():
+        return generate_image(prompt, CometAPICredentials.load(block_name), size="1024x1024")
+
+    made = asyncio.run(by_name())
+    again = by_block()
+    assert emulator.billed_requests == 1
+    assert again.images[0].sha256 == made.images[0].sha256
+
+
+def test_a_block_name_is_loaded_once_per_flow_run(emulator, api_key, block_name) -> None:
+    seen: list[CometAPICredentials] = []
+
+    @flow
+    async def load_it():
+        seen.append(await aresolve_credentials(block_name))
+        seen.append(resolve_credentials(block_name))
+
+    asyncio.run(load_it())
+    assert seen[0] is seen[1]
+    CometAPICredentials(api_key=api_key, base_url=emulator.base_url, read_timeout=7).save(
+        block_name, overwrite=True
+    )
+    asyncio.run(load_it())
+    assert seen[2] is seen[3] and seen[2] is not seen[0]
+    assert seen[2].read_timeout == 7  # the next flow run sees the edited block
