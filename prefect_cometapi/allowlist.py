@@ -261,15 +261,20 @@ def _internal(address: str) -> bool:
     return not ip.is_global or ip.is_multicast
 
 
-def check_input_url(url: str, param: str) -> None:
+def check_input_url(url: str, param: str) -> str | None:
     """Refuse an input URL whose host resolves to an internal address, unless the worker allows it.
 
     Checked after DNS resolution (every address the name resolves to), and to be called again
-    for every redirect.
+    for every redirect. The caller connects to the returned address, not to the name: a second
+    lookup could answer differently (DNS rebinding) and reach an address never checked.
 
     Args:
         url: An ``http(s)://`` URL.
         param: The parameter errors blame.
+
+    Returns:
+        The checked address to connect to, or ``None`` for a host the worker allows (connect
+        to it by name).
 
     Raises:
         ValidationError: The host resolves to a loopback, link-local, private, reserved or
@@ -279,7 +284,7 @@ def check_input_url(url: str, param: str) -> None:
     scheme, host, port = origin(url, param)
     allowed = {h.strip().lower() for h in os.environ.get(ALLOWED_INPUT_HOSTS_ENV, "").split(",")}
     if host in allowed or f"{host}:{port}" in allowed:
-        return
+        return None
     try:
         infos = socket.getaddrinfo(host.strip("[]"), port, proto=socket.IPPROTO_TCP)
     except (OSError, UnicodeError):
@@ -291,3 +296,6 @@ def check_input_url(url: str, param: str) -> None:
             f"address, which inputs may not be fetched from (a worker allows a host with "
             f"{ALLOWED_INPUT_HOSTS_ENV})",
         )
+    if not infos:
+        raise ValidationError(param, f"the host {host} of an input URL does not resolve")
+    return str(infos[0][4][0]).split("%", 1)[0]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,12 @@ import httpx
 from botocore.exceptions import BotoCoreError, ClientError
 
 from prefect_cometapi.allowlist import check_input_url, confine_path
+from prefect_cometapi.decoding import (
+    ACCEPT_ENCODING,
+    BodyTooLarge,
+    BoundedDecoder,
+    UnsupportedEncoding,
+)
 from prefect_cometapi.errors import InputFetchError, ValidationError
 from prefect_cometapi.models import GeneratedImage, ImageResult
 from prefect_cometapi.s3.failures import classify
@@ -270,30 +277,31 @@ def _read_path(path: Path, max_bytes: int, param: str) -> bytes:
 
 
 def _read_url(url: str, max_bytes: int, param: str) -> bytes:
-    """Download ``url`` with the size cap applied while reading; every hop's host is checked."""
+    """Download ``url`` with the size cap applied while reading; every hop's host is checked.
+
+    Each hop connects to the address its check resolved (:func:`_pinned_request`), so a name
+    that resolves elsewhere on a second lookup (DNS rebinding) cannot reach an internal address.
+    """
     shown = _safe_url(url)
     try:
         with httpx.Client(timeout=HTTP_TIMEOUT, follow_redirects=False) as client:
             for _ in range(MAX_REDIRECTS + 1):
-                check_input_url(url, param)
-                with client.stream("GET", url) as response:
+                request = _pinned_request(client, url, check_input_url(url, param))
+                response = client.send(request, stream=True)
+                try:
                     status = response.status_code
                     location = response.headers.get("location")
                     if 300 <= status < 400 and location:
-                        url = str(response.url.join(location))
+                        url = str(httpx.URL(url).join(location))
                         continue
                     if status >= 400:
                         _raise_for_http(status, response.reason_phrase, shown, param)
                     length = response.headers.get("content-length")
                     if length and length.isdigit():
                         _check_size(int(length), max_bytes, param, shown)
-                    chunks: list[bytes] = []
-                    total = 0
-                    for chunk in response.iter_bytes():
-                        total += len(chunk)
-                        _check_size(total, max_bytes, param, shown)
-                        chunks.append(chunk)
-                    return b"".join(chunks)
+                    return _read_body(response, max_bytes, param, shown)
+                finally:
+                    response.close()
         raise ValidationError(param, f"{shown} redirects too many times")
     except (httpx.TimeoutException, httpx.TransportError) as exc:
         raise InputFetchError(
@@ -303,6 +311,46 @@ def _read_url(url: str, max_bytes: int, param: str) -> bytes:
         ) from None
     except httpx.InvalidURL as exc:
         raise ValidationError(param, f"invalid URL: {exc}", shown) from None
+
+
+def _pinned_request(client: httpx.Client, url: str, address: str | None) -> httpx.Request:
+    """A GET of ``url`` that connects to ``address`` (``None``: by name), as if to its host.
+
+    The ``Host`` header and TLS's server name (and certificate check) stay the URL's host.
+    """
+    target = httpx.URL(url)
+    headers = {"Accept-Encoding": ACCEPT_ENCODING}
+    if address is None:
+        return client.build_request("GET", target, headers=headers)
+    headers["Host"] = target.netloc.decode("ascii")
+    return client.build_request(
+        "GET",
+        target.copy_with(host=address),
+        headers=headers,
+        extensions={"sni_hostname": target.host},
+    )
+
+
+def _read_body(response: httpx.Response, max_bytes: int, param: str, shown: str) -> bytes:
+    """The body, decoded under ``max_bytes`` while it streams (a compression bomb stops there)."""
+    try:
+        decoder = BoundedDecoder(response.headers.get("content-encoding"), max_bytes)
+    except UnsupportedEncoding as exc:
+        raise ValidationError(param, f"{shown} answered with {exc}, which is not read") from None
+    chunks: list[bytes] = []
+    try:
+        for raw in response.iter_raw():
+            _check_size(response.num_bytes_downloaded, max_bytes, param, shown)
+            chunks.extend(decoder.decode(raw))
+    except BodyTooLarge:
+        raise ValidationError(
+            param,
+            f"{shown} is more than the {max_bytes:,} byte limit once decompressed "
+            "(raise max_bytes or shrink the file)",
+        ) from None
+    except zlib.error:
+        raise ValidationError(param, f"{shown} is not valid for its Content-Encoding") from None
+    return b"".join(chunks)
 
 
 def _raise_for_http(status: int, reason: str, shown: str, param: str) -> None:

@@ -213,3 +213,62 @@ def test_a_redirect_to_an_internal_address_is_refused(
     assert ("GET", "/internal-secret") not in http_file_server.requests
     monkeypatch.setenv("PREFECT_COMETAPI_ALLOWED_INPUT_HOSTS", "localhost,127.0.0.1")
     assert load_bytes(f"http://localhost:{port}/hop", param="x") == b"internal-secret-0123"
+
+
+def test_a_name_that_rebinds_to_loopback_is_fetched_from_the_checked_address_only(
+    http_file_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DNS rebinding: the check's lookup answers a public address, any later one loopback."""
+    import socket
+
+    from prefect_cometapi.errors import InputFetchError
+    from prefect_cometapi.inputs import load_bytes
+
+    public = "93.184.216.34"
+    port = int(http_file_server.base_url.rsplit(":", 1)[1])
+    http_file_server.add("/rebind-secret", b"rebind-secret-0123")
+    real_getaddrinfo, real_connect = socket.getaddrinfo, socket.create_connection
+    lookups: list[str] = []
+    connections: list[str] = []
+
+    def resolve(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host != "rebind.test":
+            return real_getaddrinfo(host, *args, **kwargs)
+        answer = public if not lookups else "127.0.0.1"
+        lookups.append(answer)
+        return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (answer, port))]
+
+    def connect(address: Any, *args: Any, **kwargs: Any) -> Any:
+        host = address[0]
+        if host not in ("rebind.test", public):
+            return real_connect(address, *args, **kwargs)
+        ip = socket.getaddrinfo(host, address[1])[0][4][0] if host == "rebind.test" else host
+        connections.append(ip)
+        if ip == public:  # never leave the machine: the checked address "does not answer"
+            raise ConnectionRefusedError("no traffic beyond loopback in tests")
+        return real_connect((ip, address[1]), *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    monkeypatch.setattr(socket, "create_connection", connect)
+    monkeypatch.setenv("PREFECT_COMETAPI_ALLOWED_INPUT_HOSTS", "")
+    with pytest.raises((InputFetchError, ValidationError)) as info:
+        load_bytes(f"http://rebind.test:{port}/rebind-secret", param="items_file")
+    assert "rebind-secret-0123" not in str(info.value)
+    assert lookups[0] == public
+    assert "127.0.0.1" not in connections, "the fetch went to an address that was never checked"
+    assert ("GET", "/rebind-secret") not in http_file_server.requests
+
+
+def test_a_compressed_input_is_capped_while_it_inflates(http_file_server: Any) -> None:
+    import gzip
+
+    from prefect_cometapi.inputs import load_bytes
+
+    bomb = gzip.compress(b"\0" * (8 * 1024 * 1024), compresslevel=9)
+    url = http_file_server.add("/bomb.png", bomb, headers={"Content-Encoding": "gzip"})
+    with pytest.raises(ValidationError, match="1,000,000 byte limit once decompressed"):
+        load_bytes(url, param="image", max_bytes=1_000_000)
+    small = http_file_server.add(
+        "/small.txt", gzip.compress(b"plain text"), headers={"Content-Encoding": "gzip"}
+    )
+    assert load_bytes(small, param="items_file") == b"plain text"
