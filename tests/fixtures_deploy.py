@@ -6,7 +6,7 @@ real server's ``PREFECT_API_URL`` (never the in-process test harness's). Every s
 started in its own session and killed with its whole process group at the end, even on failure.
 
 Fixtures:
-    real_prefect: the server (session).
+    real_prefect: the server (session); :func:`running_prefect` starts another one.
     deployed_project: ``deployments/prefect.yaml`` applied to it, the CometAPI Credentials block
         saved there (pointing at the session emulator), the fleet's shared result storage (an
         S3Bucket block on moto) and a process worker polling each pool.
@@ -29,6 +29,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -421,10 +422,17 @@ def wait_for_health(url: str, process: ManagedProcess, timeout: float) -> None:
     raise RuntimeError(f"{url} did not answer in {timeout:.0f} s:\n{process.log_tail()}")
 
 
-@pytest.fixture(scope="session")
-def real_prefect() -> Iterator[RealPrefect]:
-    """``prefect server start`` on a free 127.0.0.1 port with its own PREFECT_HOME (SQLite)."""
-    root = Path(tempfile.mkdtemp(prefix="prefect-cometapi-deploy-"))
+@contextmanager
+def running_prefect(prefix: str = "prefect-cometapi-deploy-") -> Iterator[RealPrefect]:
+    """``prefect server start`` on a free 127.0.0.1 port with its own PREFECT_HOME (SQLite).
+
+    Args:
+        prefix: Of the temporary directory holding its home and every log.
+
+    Yields:
+        The server; it and every process started against it stop when the block ends.
+    """
+    root = Path(tempfile.mkdtemp(prefix=prefix))
     port = free_port()
     api_url = f"http://127.0.0.1:{port}/api"
     home = root / "server"
@@ -444,6 +452,13 @@ def real_prefect() -> Iterator[RealPrefect]:
     finally:
         prefect.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def real_prefect() -> Iterator[RealPrefect]:
+    """The session's real server (shared by the deployment and fleet tests)."""
+    with running_prefect() as prefect:
+        yield prefect
 
 
 @dataclass

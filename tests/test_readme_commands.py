@@ -1,15 +1,19 @@
-"""The command blocks of README.md and deployments/README.md, run as written, in order (SLOW).
+"""The command blocks of README.md and deployments/README.md, run as written, in order.
 
-Each document runs against a real ``prefect server start`` on 127.0.0.1 that starts empty (the
-server is emptied between documents, and before deployments/README.md's ``serve.py`` section,
-which is the alternative to a work pool). Every line of every ``bash`` block is run verbatim by
-``bash`` from the repository root, except the lines :data:`SKIPPED` names with the reason; lines
-that serve until stopped (workers, ``serve.py``) are started in the background and stopped at
-the end of their document; ``export`` lines set the variables of the following commands. The
-``python`` blocks that save blocks are run too. The environment plays the user's machine:
-``PREFECT_API_URL`` of the test server, moto's S3 server as AWS (the buckets and input files the
-commands name exist), and the CometAPI emulator: the one change to what the documents say is
-that the saved ``cometapi`` block is pointed at the emulator instead of api.cometapi.com.
+Each document runs against a real ``prefect server start`` on 127.0.0.1 of its own (no other
+test's workers poll it; a worker recreates a deleted pool and takes any run of it), emptied
+before each document and before deployments/README.md's ``serve.py`` section, which is the
+alternative to a work pool. Every line of every ``bash`` block is run verbatim from the
+repository root, except the lines :data:`SKIPPED` names with the reason: a ``prefect`` command
+(with its leading ``NAME=value`` assignments) runs in this process through Prefect's own
+in-process CLI runner, which parses and runs exactly what the ``prefect`` executable would,
+without paying a Python start-up per line; any other line runs under ``bash``; lines that serve
+until stopped (workers, ``serve.py``) are started in the background and stopped at the end of
+their document; ``export`` lines set the variables of the following commands. The ``python``
+blocks that save blocks are run too (in this process). The environment plays the user's
+machine: ``PREFECT_API_URL`` of the test server, moto's S3 server as AWS (the buckets and input
+files the commands name exist), and the CometAPI emulator: the one change to what the documents
+say is that the saved ``cometapi`` block is pointed at the emulator instead of api.cometapi.com.
 A line that fails, or a line this test does not know how to treat, fails the test: the
 documents cannot drift from what works.
 """
@@ -17,9 +21,12 @@ documents cannot drift from what works.
 from __future__ import annotations
 
 import json
+import os
 import re
+import shlex
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +35,11 @@ from fixtures_deploy import (
     REPO_ROOT,
     ManagedProcess,
     RealPrefect,
+    running_prefect,
     stop_all,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.docs, pytest.mark.timeout(1200)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 DOCUMENTS = (REPO_ROOT / "README.md", REPO_ROOT / "deployments" / "README.md")
 SKIPPED = {
@@ -85,6 +93,36 @@ def shell_lines(block: str) -> list[str]:
     return commands
 
 
+_ASSIGNMENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
+_SHELL_SYNTAX = re.compile(r"[|&;<>$`()]")
+"""Characters that make a line more than one plain command: such a line runs under bash."""
+
+
+def in_process_command(line: str) -> tuple[dict[str, str], list[str]] | None:
+    """``(assignments, prefect arguments)`` of a plain ``[NAME=value ...] prefect ...`` line.
+
+    Args:
+        line: A command line of a document (a trailing ``# comment`` is allowed).
+
+    Returns:
+        ``None`` for anything else (a pipe, a redirection, a variable expansion, another
+        program), which then runs under ``bash``.
+    """
+    try:
+        words = shlex.split(line, comments=True)
+    except ValueError:
+        return None
+    assignments: dict[str, str] = {}
+    while words and (match := _ASSIGNMENT.match(words[0])):
+        assignments[match.group(1)] = match.group(2)
+        words.pop(0)
+    if not words or words[0] != "prefect":
+        return None
+    if any(_SHELL_SYNTAX.search(word) for word in re.split(r"'[^']*'", line.split("#", 1)[0])):
+        return None
+    return assignments, words[1:]
+
+
 class Session:
     """One document's commands against the server, with the processes they started."""
 
@@ -103,6 +141,8 @@ class Session:
         )
         self.emulator_url = emulator_url
         self.background: list[ManagedProcess] = []
+        self.starting: list[tuple[ManagedProcess, str, datetime]] = []
+        """Background processes not yet seen serving, with their line and start time."""
         self.log: list[str] = []
 
     def run_line(self, line: str) -> None:
@@ -123,52 +163,112 @@ class Session:
             name = f"bg-{len(self.prefect.processes)}"
             process = self.prefect.start(name, ["bash", "-c", line], self.env, REPO_ROOT)
             self.background.append(process)
+            self.starting.append((process, line, datetime.now(timezone.utc)))
             self.log.append(f"background: {line}")
-            time.sleep(3)
-            assert process.alive(), f"{line} exited at once:\n{process.log_tail()}"
-            if "serve.py" in line:
-                self.wait_for_served(process, "generate-and-upload/on-demand")
             return
-        done = self.prefect.run(["bash", "-c", line], env=self.env, timeout=600, check=False)
-        self.log.append(f"ran: {line}")
-        assert done.returncode == 0, (
-            f"README line failed ({done.returncode}): {line}\n{done.stdout[-4000:]}\n"
-            f"{done.stderr[-4000:]}\n{self.prefect.diagnostics()}"
+        started = time.monotonic()
+        self.wait_until_serving()
+        command = in_process_command(line)
+        if command is not None:
+            code, output = self.run_prefect(*command)
+            how = "in process"
+        else:
+            done = self.prefect.run(["bash", "-c", line], env=self.env, timeout=600, check=False)
+            code, output = done.returncode, f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+            how = "bash"
+        self.log.append(f"ran ({how}, {time.monotonic() - started:.1f} s): {line}")
+        assert code == 0, (
+            f"README line failed ({code}): {line}\n{output}\n{self.prefect.diagnostics()}"
         )
 
-    def wait_for_served(self, process: ManagedProcess, name: str, timeout: float = 240) -> None:
-        """Wait until ``serve.py`` serves ``name`` (a deployment without a work pool)."""
+    def _in_process_env(self, extra: dict[str, str]) -> Any:
+        """This process as the documents' shell: its variables, the repository as cwd."""
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        patch = pytest.MonkeyPatch()
+        patch.chdir(REPO_ROOT)
+        for name in list(os.environ):
+            if name.startswith(("PREFECT_", "AWS_", "COMETAPI_")) and name not in self.env:
+                patch.delenv(name)
+        for name, value in {**self.env, **extra}.items():
+            patch.setenv(name, value)
+        settings = temporary_settings(updates={PREFECT_API_URL: self.env["PREFECT_API_URL"]})
+        return patch, settings
+
+    def run_prefect(self, assignments: dict[str, str], args: list[str]) -> tuple[int, str]:
+        """Run ``prefect ARGS`` with Prefect's in-process CLI runner.
+
+        Args:
+            assignments: The line's leading ``NAME=value`` variables.
+            args: The arguments after ``prefect``.
+
+        Returns:
+            The exit code and the output.
+        """
+        from prefect.testing.cli import CycloptsCliRunner
+
+        patch, settings = self._in_process_env(assignments)
+        try:
+            with settings:
+                result = CycloptsCliRunner().invoke(args)
+        finally:
+            patch.undo()
+        output = result.output[-6000:]
+        if result.exception is not None:
+            output += f"\n{result.exception!r}"
+        return result.exit_code, output
+
+    def wait_until_serving(self, timeout: float = 240) -> None:
+        """Wait until every background process started since the last command serves.
+
+        A worker serves once it has sent the server a heartbeat for its pool; ``serve.py`` once
+        ``generate-and-upload/on-demand`` exists without a work pool. Processes started one
+        after the other start up together; one that exits fails the test at once.
+        """
         from prefect.client.orchestration import SyncPrefectClient
 
         deadline = time.monotonic() + timeout
         with SyncPrefectClient(self.prefect.api_url) as client:
-            while time.monotonic() < deadline and process.alive():
-                try:
-                    if client.read_deployment_by_name(name).work_pool_name is None:
-                        return
-                except Exception:  # noqa: BLE001 - not there yet
-                    pass
-                time.sleep(2)
-        pytest.fail(f"serve.py never served {name}:\n{process.log_tail()}")
+            for process, line, since in self.starting:
+                while not self._serving(client, line, since):
+                    assert process.alive(), f"{line} exited:\n{process.log_tail()}"
+                    assert time.monotonic() < deadline, f"{line} not serving:\n{process.log_tail()}"
+                    time.sleep(0.5)
+                assert process.alive(), f"{line} exited:\n{process.log_tail()}"
+        self.starting = []
+
+    @staticmethod
+    def _serving(client: Any, line: str, since: datetime) -> bool:
+        try:
+            if "serve.py" in line:
+                deployment = client.read_deployment_by_name("generate-and-upload/on-demand")
+                return deployment.work_pool_name is None
+            pool = re.search(r"--pool (\S+)", line)
+            assert pool, line
+            workers = client.read_workers_for_work_pool(pool.group(1))
+        except Exception:  # noqa: BLE001 - not there yet
+            return False
+        return any(w.last_heartbeat_time and w.last_heartbeat_time >= since for w in workers)
 
     def run_python(self, code: str) -> None:
-        done = self.prefect.run(["python", "-c", code], env=self.env, timeout=300, check=False)
-        assert done.returncode == 0, f"python block failed:\n{code}\n{done.stderr[-4000:]}"
-        if ".save(" in code and "CometAPICredentials" in code:
-            # The one change to what the documents say: the block talks to the emulator.
-            self.prefect.run(
-                [
-                    "python",
-                    "-c",
-                    "from prefect_cometapi.blocks import CometAPICredentials as C\n"
-                    "b = C.load('cometapi')\n"
-                    f"b.base_url = {self.emulator_url!r}\n"
-                    "b.save('cometapi', overwrite=True)\n",
-                ],
-                env=self.env,
-                timeout=300,
-            )
-        self.log.append(f"python block: {code.splitlines()[-1]}")
+        """Run a ``python`` block in this process, as ``python -c`` would from the root."""
+        started = time.monotonic()
+        patch, settings = self._in_process_env({})
+        try:
+            with settings:
+                exec(compile(code, "<README python block>", "exec"), {"__name__": "__main__"})
+                if ".save(" in code and "CometAPICredentials" in code:
+                    # The one change to what the documents say: the block talks to the emulator.
+                    from prefect_cometapi.blocks import CometAPICredentials
+
+                    block = CometAPICredentials.load("cometapi")
+                    block.base_url = self.emulator_url
+                    block.save("cometapi", overwrite=True)
+        finally:
+            patch.undo()
+        self.log.append(
+            f"python block ({time.monotonic() - started:.1f} s): {code.splitlines()[-1]}"
+        )
 
     def stop(self) -> None:
         stop_all(self.background)
@@ -195,8 +295,6 @@ def _reset(prefect: RealPrefect) -> None:
 
 def _wait_for_runs(prefect: RealPrefect, timeout: float = 600.0) -> list[Any]:
     """Wait until every flow run due now is final (not the schedule's future runs); return them."""
-    from datetime import datetime, timedelta, timezone
-
     from prefect.client.orchestration import SyncPrefectClient
 
     deadline = time.monotonic() + timeout
@@ -212,13 +310,22 @@ def _wait_for_runs(prefect: RealPrefect, timeout: float = 600.0) -> list[Any]:
                 return runs
             if time.monotonic() > deadline:
                 return runs
-            time.sleep(2)
+            time.sleep(1)
 
 
 @pytest.fixture(scope="module")
-def readme_world(real_prefect: RealPrefect, s3_server: Any) -> Iterator[dict[str, Any]]:
+def readme_prefect() -> Iterator[RealPrefect]:
+    """A server of the documents' own: no other test's worker polls its pools."""
+    with running_prefect("prefect-cometapi-readme-") as prefect:
+        yield prefect
+
+
+@pytest.fixture(scope="module")
+def readme_world(readme_prefect: RealPrefect, s3_server: Any) -> Iterator[dict[str, Any]]:
     """The buckets and input files the documents name, and an emulator that takes any key."""
-    from prefect_cometapi.emulator import Emulator
+    from PIL import Image
+
+    from prefect_cometapi.emulator import Emulator, EmulatorConfig
 
     s3 = s3_server.client()
     for bucket in BUCKETS:
@@ -227,25 +334,25 @@ def readme_world(real_prefect: RealPrefect, s3_server: Any) -> Iterator[dict[str
         except s3.exceptions.BucketAlreadyOwnedByYou:
             pass
     s3.put_object(Bucket="my-inputs", Key="products.jsonl", Body=EXAMPLE_PRODUCTS.read_bytes())
-    from PIL import Image
-
-    dog = Path(real_prefect.root / "dog.png")
+    dog = Path(readme_prefect.root / "dog.png")
     Image.new("RGB", (1024, 1024), (120, 90, 60)).save(dog)
     s3.put_object(Bucket="my-bucket", Key="in/dog.png", Body=dog.read_bytes())
-    with Emulator() as emulator:
+    with Emulator(EmulatorConfig(light_images=True)) as emulator:
         yield {"s3_endpoint": s3_server.endpoint_url, "emulator_url": emulator.base_url}
 
 
 @pytest.mark.parametrize("document", DOCUMENTS, ids=lambda p: str(p.relative_to(REPO_ROOT)))
 def test_every_command_block_runs_as_written(
-    document: Path, real_prefect: RealPrefect, readme_world: dict[str, Any]
+    document: Path, readme_prefect: RealPrefect, readme_world: dict[str, Any]
 ) -> None:
+    real_prefect = readme_prefect
     _reset(real_prefect)
     session = Session(real_prefect, readme_world["s3_endpoint"], readme_world["emulator_url"])
     ran = 0
     try:
         for heading, language, text in command_blocks(document):
             if heading in RESET_BEFORE:
+                session.wait_until_serving()
                 for run in _wait_for_runs(real_prefect):
                     assert run.state.is_completed(), (heading, run.name, run.state)
                 session.stop()
@@ -257,6 +364,7 @@ def test_every_command_block_runs_as_written(
             elif language == "python" and ".save(" in text:
                 session.run_python(text)
                 ran += 1
+        session.wait_until_serving()
         runs = _wait_for_runs(real_prefect)
         failed = [(run.name, run.state.type.value if run.state else None) for run in runs]
         assert all(run.state and run.state.is_completed() for run in runs), (
