@@ -1,9 +1,32 @@
-"""Prices, token estimates and cost: one table the user can override.
+"""Prices, token estimates and cost: every price and estimate constant, in one table each.
 
 Cost of a request = text input tokens x text price + image input tokens x image-input price +
 output tokens x image-output price (prices in USD per million tokens). The actual ``usage`` the
-API returns is what is billed; :func:`estimate_output_tokens` is only for pre-flight budgets (and
-for the emulator's ``usage``).
+API returns is what is billed; the estimates here are for pre-flight budgets (the batch budget,
+the spend limit) and for the emulator's ``usage``.
+
+Sources, constant by constant:
+
+- :data:`DEFAULT_PRICES`: CometAPI's model page for gpt-image-2
+  (https://www.cometapi.com/models/openai/gpt-image-2/, "Input $4/M, Output $24/M"); OpenAI's
+  model pages for gpt-image-1 ($5 text / $10 image in, $40 out;
+  https://developers.openai.com/ja-JP/api/docs/models/gpt-image-1) and gpt-image-1-mini ($2 /
+  $2.50 in, $8 out; https://developers.openai.com/de-DE/api/docs/models/gpt-image-1-mini);
+  gpt-image-1.5 ($5 / $8 in, $32 out) as quoted at
+  https://www.llmreference.com/model/gpt-image-1.5/openai-api and consistent with OpenAI's
+  per-image prices ($0.009 / $0.034 / $0.133 = 272 / 1056 / 4160 tokens x $32/M).
+- output tokens of gpt-image-1, -1-mini and -1.5 (:func:`estimate_output_tokens`): OpenAI's
+  fixed table by size and quality from its image generation guide, quoted at
+  https://community.openai.com/t/what-is-the-difference-between-image-generation-and-output-of-image-tokens/1371851.
+- output tokens of gpt-image-2: OpenAI publishes only a calculator; the community formula at
+  https://community.openai.com/t/gpt-image-2-output-pricing-calculator-online-and-in-your-code/1382699
+  reproduces every published data point (and CometAPI's 196 tokens for 1024x1024 low). An
+  estimate, not an official formula.
+- input-image tokens of an edit (:data:`EDIT_IMAGE_TOKENS`): no formula is published (the count
+  depends on the image); the values are those CometAPI reported for edits: 768 per input image
+  for gpt-image-2, 194 for gpt-image-1.
+- text tokens (:data:`CHARS_PER_TEXT_TOKEN`): OpenAI's rule of thumb of about four characters
+  of English text a token (https://help.openai.com/en/articles/4936856-what-are-tokens-and-how-to-count-them).
 """
 
 from __future__ import annotations
@@ -17,10 +40,14 @@ from prefect_cometapi.validation import base_model, is_flexible_size_model, pars
 __all__ = [
     "AUTO_QUALITY_ESTIMATE",
     "AUTO_SIZE_ESTIMATE",
+    "CHARS_PER_TEXT_TOKEN",
     "DEFAULT_PRICES",
+    "EDIT_IMAGE_TOKENS",
+    "EDIT_IMAGE_TOKENS_LEGACY",
     "ModelPrice",
     "cost_usd",
     "estimate_cost",
+    "estimate_input_image_tokens",
     "estimate_output_tokens",
     "estimate_text_tokens",
     "price_for",
@@ -43,7 +70,7 @@ class ModelPrice:
 
 
 #: CometAPI's list prices where it publishes them (gpt-image-2: "Input $4/M, Output $24/M"),
-#: OpenAI's elsewhere. Override per call with ``prices={...}`` or on the credentials block.
+#: OpenAI's elsewhere (sources in the module docstring). Override per call with ``prices={...}``.
 DEFAULT_PRICES: dict[str, ModelPrice] = {
     "gpt-image-2": ModelPrice(text_input=4.0, image_input=4.0, image_output=24.0),
     "gpt-image-1.5": ModelPrice(text_input=5.0, image_input=8.0, image_output=32.0),
@@ -51,16 +78,25 @@ DEFAULT_PRICES: dict[str, ModelPrice] = {
     "gpt-image-1": ModelPrice(text_input=5.0, image_input=10.0, image_output=40.0),
 }
 
+#: Output tokens of one gpt-image-1 / -1-mini / -1.5 image by quality and size (OpenAI's table).
 _LEGACY_TOKENS = {
     "low": {"1024x1024": 272, "1024x1536": 408, "1536x1024": 400},
     "medium": {"1024x1024": 1056, "1024x1536": 1584, "1536x1024": 1568},
     "high": {"1024x1024": 4160, "1024x1536": 6240, "1536x1024": 6208},
 }
+#: The quality factor of the community's gpt-image-2 output-token formula.
 _GPT_IMAGE_2_FACTOR = {"low": 16, "medium": 48, "high": 96}
 #: ``size="auto"`` is estimated as the most expensive common square and ``quality="auto"`` as
 #: ``high``: a budget guard should over- rather than under-estimate.
 AUTO_SIZE_ESTIMATE = "1024x1024"
 AUTO_QUALITY_ESTIMATE = "high"
+#: Input-image tokens per input image of an edit, by model (values CometAPI reported; the real
+#: count depends on the image).
+EDIT_IMAGE_TOKENS: dict[str, int] = {"gpt-image-2": 768}
+#: Input-image tokens per input image of an edit for the other models (gpt-image-1's).
+EDIT_IMAGE_TOKENS_LEGACY = 194
+#: Characters of prompt text per estimated text token.
+CHARS_PER_TEXT_TOKEN = 4
 
 
 def price_for(model: str, prices: Mapping[str, ModelPrice] | None = None) -> ModelPrice | None:
@@ -137,7 +173,20 @@ def estimate_text_tokens(prompt: str) -> int:
     Returns:
         Estimated text input tokens (at least 1).
     """
-    return max(1, (len(prompt) + 3) // 4)
+    return max(1, -(-len(prompt) // CHARS_PER_TEXT_TOKEN))
+
+
+def estimate_input_image_tokens(model: str, images: int) -> int:
+    """Estimate the input-image tokens of an edit's input images.
+
+    Args:
+        model: The model (a snapshot such as ``gpt-image-2-2026-04-21`` counts as its base).
+        images: Number of input images.
+
+    Returns:
+        Estimated image input tokens (0 for no images).
+    """
+    return EDIT_IMAGE_TOKENS.get(base_model(model), EDIT_IMAGE_TOKENS_LEGACY) * images
 
 
 def estimate_cost(

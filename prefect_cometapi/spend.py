@@ -33,7 +33,12 @@ from typing import Any
 
 from prefect_cometapi.errors import SpendLimitError, ValidationError
 from prefect_cometapi.models import Usage
-from prefect_cometapi.pricing import cost_usd, estimate_output_tokens, estimate_text_tokens
+from prefect_cometapi.pricing import (
+    cost_usd,
+    estimate_input_image_tokens,
+    estimate_output_tokens,
+    estimate_text_tokens,
+)
 
 __all__ = [
     "FAIL_FAST_TIMEOUT_S",
@@ -174,11 +179,9 @@ def estimate_request_usd(params: dict[str, Any], input_images: int = 0) -> float
     Returns:
         USD; 0 when the model's price is unknown.
     """
-    from prefect_cometapi.emulator.images import EDIT_IMAGE_TOKENS, EDIT_IMAGE_TOKENS_LEGACY
-
     model = str(params.get("model"))
     text = estimate_text_tokens(str(params.get("prompt", "")))
-    image_in = EDIT_IMAGE_TOKENS.get(model, EDIT_IMAGE_TOKENS_LEGACY) * input_images
+    image_in = estimate_input_image_tokens(model, input_images)
     out = estimate_output_tokens(model, str(params.get("size") or "auto"), params.get("quality"))
     usage = Usage(
         input_tokens=text + image_in,

@@ -20,9 +20,13 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 
-from prefect_cometapi.emulator.images import EDIT_IMAGE_TOKENS
 from prefect_cometapi.models import Usage
-from prefect_cometapi.pricing import cost_usd, estimate_output_tokens, estimate_text_tokens
+from prefect_cometapi.pricing import (
+    cost_usd,
+    estimate_input_image_tokens,
+    estimate_output_tokens,
+    estimate_text_tokens,
+)
 
 MATERIALIZATION = "prefect.asset.materialization."
 EVENTS_PAGE = 50
@@ -55,7 +59,7 @@ def billed_cost(emulator: Any) -> float:
         model = params.get("model", "gpt-image-2")
         text = estimate_text_tokens(params["prompt"])
         images_in = sum(len(v) for k, v in record.files.items() if k.startswith("image"))
-        image_in = EDIT_IMAGE_TOKENS.get(model, 0) * images_in
+        image_in = estimate_input_image_tokens(model, images_in)
         out = estimate_output_tokens(model, params["size"], params.get("quality"))
         usage = Usage(
             input_tokens=text + image_in,

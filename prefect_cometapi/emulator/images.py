@@ -31,7 +31,11 @@ from prefect_cometapi.emulator.faults import (
 from prefect_cometapi.emulator.multipart import MultipartError, parse_multipart
 from prefect_cometapi.emulator.state import EmulatorState, RequestRecord
 from prefect_cometapi.errors import ValidationError
-from prefect_cometapi.pricing import estimate_output_tokens, estimate_text_tokens
+from prefect_cometapi.pricing import (
+    estimate_input_image_tokens,
+    estimate_output_tokens,
+    estimate_text_tokens,
+)
 from prefect_cometapi.validation import (
     INPUT_FIDELITY_MODELS,
     base_model,
@@ -42,8 +46,6 @@ from prefect_cometapi.validation import (
 
 __all__ = [
     "DEFAULT_MODELS",
-    "EDIT_IMAGE_TOKENS",
-    "EDIT_IMAGE_TOKENS_LEGACY",
     "IMAGE_FIELDS",
     "KNOWN_MODELS",
     "handle_image_request",
@@ -58,10 +60,6 @@ KNOWN_MODELS = frozenset(
 #: The model each endpoint uses when the request names none (what OpenAI documents; dall-e-2 is
 #: retired, so a generation without ``model`` gets a 404).
 DEFAULT_MODELS = {"generations": "dall-e-2", "edits": "gpt-image-1.5"}
-#: Deterministic input-image token estimate per edit input image (values observed on CometAPI:
-#: 768 for a gpt-image-2 edit, 194 for a gpt-image-1 edit). The real count depends on the image.
-EDIT_IMAGE_TOKENS = {"gpt-image-2": 768}
-EDIT_IMAGE_TOKENS_LEGACY = 194
 IMAGE_FIELDS = ("image", "image[]")
 _INT = re.compile(r"^[+-]?\d+$")
 _NO_REQUEST_SENT = " No request was sent."
@@ -290,8 +288,7 @@ async def _render(job: _Job, parsed: _Parsed, light: bool) -> list[bytes]:
 
 def _usage(job: _Job, input_images: int) -> dict[str, Any]:
     text = estimate_text_tokens(job.prompt)
-    per_image = EDIT_IMAGE_TOKENS.get(base_model(job.model), EDIT_IMAGE_TOKENS_LEGACY)
-    image_in = per_image * input_images
+    image_in = estimate_input_image_tokens(job.model, input_images)
     out = estimate_output_tokens(job.model, f"{job.width}x{job.height}", job.quality) * job.n
     return {
         "input_tokens": text + image_in,
