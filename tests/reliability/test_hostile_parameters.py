@@ -7,18 +7,22 @@ allowed root, a symlink or ``file://`` trick, a loopback, private or redirecting
 an invisible character, a template built to exhaust the worker, a key template under which items
 overwrite each other. Every row must be refused with a typed error, with zero requests at the
 emulator, nothing written to S3, and none of the secrets around (the API key, a fake
-``~/.aws/credentials``, a fake metadata server's token) in the error, the log records or the
-task-run names.
+``~/.aws/credentials``, a fake metadata server's token), in any form (:mod:`secret_scan`), in
+the error, the log records, what the Prefect test server keeps of the run (flow and task runs
+with their names, states and parameters, artifacts, logs), the results persisted meanwhile or
+the bucket's keys and metadata.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import os
 import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +30,14 @@ import pydantic
 import pytest
 from PIL import Image
 from prefect.exceptions import ParameterTypeError
+from prefect.logging.handlers import APILogHandler
+from secret_scan import (
+    assert_no_secret,
+    file_sources,
+    recent_server_sources,
+    record_sources,
+    s3_sources,
+)
 
 from prefect_cometapi import CometAPICredentials
 from prefect_cometapi.errors import ValidationError
@@ -36,7 +48,13 @@ from prefect_cometapi.flows import (
     edit_and_upload,
     generate_and_upload,
 )
-from prefect_cometapi.tasks import edit_image, generate_image, render_prompt, upload_to_s3
+from prefect_cometapi.tasks import (
+    edit_image,
+    generate_image,
+    render_prompt,
+    upload_to_s3,
+    upscale_image,
+)
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:Logger 'prefect.task_runs' attempted to send logs:UserWarning"
@@ -234,6 +252,12 @@ CASES: list[Case] = [
     Case("generate_and_upload-json-format-spec-in-key",
          lambda c: c.generate_flow(s3=c.s3_json(key_template="{item:.1}-{sha8:.1}.{ext}")),
          PT, "key_template", "format specs and conversions"),
+    Case("upscale_image-image-outside-root",
+         lambda c: upscale_image(str(c.aws_file), size="2048x2048"), V, "image",
+         "outside the folders"),
+    Case("upscale_image-metadata-url",
+         lambda c: upscale_image(c.metadata_url, size="2048x2048"), V, "image",
+         "loopback, link-local"),
     Case("upload_to_s3-conversion-in-key",
          lambda c: upload_to_s3(_generated(), c.bucket, key_template="{slug!r}.{ext}",
                                 endpoint_url=c.s3.endpoint_url), V, "key_template",
@@ -258,7 +282,7 @@ def test_the_matrix_covers_the_flows_and_tasks() -> None:
     assert len(ids) == len(set(ids)) and len(ids) >= 30
     for name in (
         "generate_and_upload", "edit_and_upload", "batch_generate", "generate_image",
-        "edit_image", "render_prompt", "upload_to_s3",
+        "edit_image", "render_prompt", "upscale_image", "upload_to_s3",
     ):  # fmt: skip
         assert any(i.startswith(name + "-") for i in ids), f"no row for {name}"
 
@@ -313,6 +337,7 @@ def test_hostile_parameter_is_refused_with_nothing_sent_and_no_secret_shown(
         salt=uuid.uuid4().hex[:10],
     )
     caplog.set_level(logging.DEBUG)
+    started = datetime.now(timezone.utc) - timedelta(seconds=1)
 
     with pytest.raises(BaseException) as info:  # noqa: PT011 - the type is checked below
         case.run(ctx)
@@ -327,11 +352,19 @@ def test_hostile_parameter_is_refused_with_nothing_sent_and_no_secret_shown(
         assert case.param in text, text
     assert re.search(case.rule, text, re.DOTALL), f"{case.rule!r} not in {text!r}"
 
-    secrets = (api_key, AWS_SECRET, METADATA_TOKEN)
-    logged = "\n".join(record.getMessage() for record in caplog.records)
-    for secret in secrets:
-        assert secret not in text and secret not in repr(error), f"{secret} in the error"
-        assert secret not in logged, f"{secret} in a log record"
+    APILogHandler().flush()
+    sources: dict[str, bytes | str] = {"the error": f"{text}\n{error!r}"}
+    sources.update(record_sources(caplog.records))
+    server, runs = recent_server_sources(started)
+    sources.update(server)
+    sources.update(s3_sources(s3_client, s3_bucket))
+    storage = Path(os.environ["PREFECT_LOCAL_STORAGE_PATH"])
+    since = started.timestamp()
+    persisted = [p for p in storage.rglob("*") if p.is_file() and p.stat().st_mtime >= since]
+    sources.update(file_sources(*persisted))
+    assert_no_secret(sources, (api_key, AWS_SECRET, METADATA_TOKEN))
+    # Every row but those refused while building their arguments left a run to read back.
+    assert runs or case.error is PV, "nothing of the run was read back from the server"
     assert emulator.requests == [], f"{len(emulator.requests)} request(s) reached the API"
     assert not [p for _, p in http_file_server.requests if "/meta-" in p], "metadata was read"
     listing = s3_client.list_objects_v2(Bucket=s3_bucket)
