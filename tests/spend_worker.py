@@ -1,63 +1,53 @@
-"""One process of the spend-limit test: generate images under a shared spend limit.
+"""One worker of the spend-limit test: serves the ``spend`` flow as a deployment.
 
-Usage: ``python spend_worker.py '<json>'`` with ``base_url``, ``limit``, ``prompts`` and
-``go_file``. The API key comes from ``COMETAPI_KEY`` and the Prefect API from the environment.
-The process warms up, waits for the go file (so both processes start together), runs one flow
-that maps ``generate_image`` over the prompts, and prints the sha256 of each image as JSON.
+Usage: ``python spend_worker.py '<json>'`` with ``deployment`` (its name) and ``runs_at_once``.
+Both workers of the test serve the same deployment on the same Prefect server, so each picks
+up some of its flow runs (each in a subprocess, as any served deployment's). The API key comes
+from ``COMETAPI_KEY``, the Prefect API from the environment, and the worker's name from
+``SPEND_WORKER``: a flow run writes the sha256 of its images and the name of the worker that ran
+it to ``<out_dir>/<flow run id>.json``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
-import time
 from pathlib import Path
 
 from prefect import flow, unmapped
+from prefect.runtime import flow_run
 
 from prefect_cometapi import CometAPICredentials
 from prefect_cometapi.tasks import generate_image
 
-GO_TIMEOUT_S = 120.0
 SIZE = "1024x1024"
 QUALITY = "medium"
 
 
 @flow
-def warm_up() -> None:
-    """An empty flow run: Prefect's client and threads start before the go."""
-
-
-@flow
-def spend(base_url: str, limit: str, prompts: list[str]) -> list[str]:
-    """Generate every prompt under the spend limit.
+def spend(base_url: str, limit: str, prompts: list[str], out_dir: str) -> None:
+    """Generate every prompt under the spend limit and write what was made.
 
     Args:
         base_url: The emulator.
         limit: The spend limit's name.
         prompts: What to draw.
-
-    Returns:
-        The sha256 of each image.
+        out_dir: Where the run's record goes.
     """
     credentials = CometAPICredentials(base_url=base_url)
     futures = generate_image.map(
         prompts, unmapped(credentials), size=SIZE, quality=QUALITY, spend_limit=limit
     )
-    return [f.result().images[0].sha256 for f in futures]
+    made = [f.result().images[0].sha256 for f in futures]
+    record = {"worker": os.environ["SPEND_WORKER"], "sha256": made}
+    Path(out_dir, f"{flow_run.id}.json").write_text(json.dumps(record))
 
 
 def main() -> None:
-    """Run it."""
+    """Serve the deployment until stopped."""
     spec = json.loads(sys.argv[1])
-    warm_up()
-    go = Path(spec["go_file"])
-    deadline = time.monotonic() + GO_TIMEOUT_S
-    while not go.exists():
-        if time.monotonic() > deadline:
-            raise SystemExit("no go")
-        time.sleep(0.05)
-    print(json.dumps(spend(spec["base_url"], spec["limit"], spec["prompts"])))
+    spend.serve(name=spec["deployment"], limit=spec["runs_at_once"])
 
 
 if __name__ == "__main__":

@@ -1,15 +1,17 @@
-"""A spend limit shared by two processes on one Prefect server, counted on the emulator."""
+"""A spend limit shared by two Prefect workers on one Prefect server, counted on the emulator."""
 
 import json
 import os
-import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
 
 import pytest
+from fixtures_deploy import ManagedProcess, stop_all
 from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL
 
 from prefect_cometapi import CometAPICredentials, SpendLimitError
@@ -25,16 +27,24 @@ SCRIPT = Path(__file__).parent / "spend_worker.py"
 BUDGET_IMAGES = 6
 """The budget: this many estimated images per window."""
 WINDOW_S = 6.0
-PER_PROCESS = 8
+FLOW_RUNS = 2
+PER_RUN = 8
+RUNS_AT_ONCE = 1
+"""Flow runs each worker runs at once: the two runs need both workers."""
+READY_TIMEOUT_S = 180.0
 RUN_TIMEOUT_S = 240.0
 
 
-def _prompts(word: str, process: int) -> list[str]:
+def _prompts(word: str, run: int) -> list[str]:
     # Equal lengths, so every request has the same estimate.
-    return [f"budget {word} p{process} i{i:02d}" for i in range(PER_PROCESS)]
+    return [f"budget {word} r{run} i{i:02d}" for i in range(PER_RUN)]
 
 
-def test_two_processes_never_spend_more_than_the_budget_per_window(
+def _serving(worker: ManagedProcess) -> bool:
+    return "polling for scheduled runs" in worker.log_tail(20000)
+
+
+def test_two_workers_never_spend_more_than_the_budget_per_window(
     emulator, api_key, tmp_path
 ) -> None:
     word = uuid.uuid4().hex[:8]
@@ -51,54 +61,67 @@ def test_two_processes_never_spend_more_than_the_budget_per_window(
     per_window = int(admitted // spend_slots(one))
     assert per_window <= BUDGET_IMAGES
 
-    go = tmp_path / "go"
-    processes = []
-    for process in range(2):
-        env = {
-            **os.environ,
-            "COMETAPI_KEY": api_key,
-            "PREFECT_API_URL": PREFECT_API_URL.value(),
-            "PYTHONPATH": os.pathsep.join([str(SCRIPT.parent), os.environ.get("PYTHONPATH", "")]),
-        }
-        spec = {
-            "base_url": emulator.base_url,
-            "limit": name,
-            "prompts": _prompts(word, process),
-            "go_file": str(go),
-        }
-        log = tmp_path / f"worker-{process}.log"
-        with log.open("wb") as out:
-            processes.append(
-                (
-                    subprocess.Popen(
-                        [sys.executable, str(SCRIPT), json.dumps(spec)],
-                        env=env,
-                        stdout=out,
-                        stderr=out,
-                    ),
-                    log,
-                )
-            )
+    deployment = f"spend-limit-{word}"
+    out_dir = tmp_path / "made"
+    out_dir.mkdir()
+    env = {
+        **os.environ,
+        "COMETAPI_KEY": api_key,
+        "PREFECT_API_URL": PREFECT_API_URL.value(),
+        "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+        "PYTHONPATH": os.pathsep.join([str(SCRIPT.parent), os.environ.get("PYTHONPATH", "")]),
+    }
+    spec = json.dumps({"deployment": deployment, "runs_at_once": RUNS_AT_ONCE})
+    workers = [
+        ManagedProcess.start(
+            f"spend worker {w}",
+            [sys.executable, str(SCRIPT), spec],
+            {**env, "SPEND_WORKER": w},
+            SCRIPT.parent,
+            tmp_path / f"worker-{w}.log",
+        )
+        for w in ("a", "b")
+    ]
     try:
-        time.sleep(1.0)
-        go.touch()
-        results = []
-        for process, log in processes:
-            code = process.wait(timeout=RUN_TIMEOUT_S)
-            text = log.read_text(errors="replace")
-            assert code == 0, text[-4000:]
-            results.append(json.loads(text.strip().splitlines()[-1]))
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not all(_serving(w) for w in workers):
+            for w in workers:
+                assert w.alive(), w.log_tail()
+            assert time.monotonic() < deadline, [w.log_tail() for w in workers]
+            time.sleep(0.5)
+        runs = [
+            run_deployment(
+                f"spend/{deployment}",
+                parameters={
+                    "base_url": emulator.base_url,
+                    "limit": name,
+                    "prompts": _prompts(word, r),
+                    "out_dir": str(out_dir),
+                },
+                timeout=0,
+            )  # fmt: skip
+            for r in range(FLOW_RUNS)
+        ]
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        with get_client(sync_client=True) as client:
+            while True:
+                states = [client.read_flow_run(run.id).state for run in runs]
+                if all(state is not None and state.is_final() for state in states):
+                    break
+                assert time.monotonic() < deadline, [w.log_tail() for w in workers]
+                time.sleep(1.0)
+        assert all(state.is_completed() for state in states), [w.log_tail() for w in workers]
     finally:
-        for process, _ in processes:
-            if process.poll() is None:
-                process.kill()
-                process.wait(timeout=30)
+        stop_all(workers)
 
-    # Nothing lost, nothing paid twice.
-    assert [len(r) for r in results] == [PER_PROCESS, PER_PROCESS]
+    # Both workers ran flow runs; nothing lost, nothing paid twice.
+    made = [json.loads(p.read_text()) for p in out_dir.glob("*.json")]
+    assert len(made) == FLOW_RUNS
+    assert {m["worker"] for m in made} == {"a", "b"}
+    assert sum(len(m["sha256"]) for m in made) == FLOW_RUNS * PER_RUN
     records = [r for r in emulator.requests if r.billed_images]
-    assert len(records) == 2 * PER_PROCESS
-    assert len({r.params["prompt"] for r in records}) == 2 * PER_PROCESS
+    assert len(records) == FLOW_RUNS * PER_RUN
+    assert len({r.params["prompt"] for r in records}) == FLOW_RUNS * PER_RUN
     # Never more than the budget in any window, counted where the bill is made.
     starts = sorted(r.started_at for r in records)
     busiest = max(sum(1 for t in starts if s <= t < s + WINDOW_S) for s in starts)
@@ -107,7 +130,8 @@ def test_two_processes_never_spend_more_than_the_budget_per_window(
           f"{BUDGET_IMAGES}), {len(starts)} images in {span:.1f} s")  # fmt: skip
     assert busiest <= BUDGET_IMAGES
     # ... and the limit is what held them back: unlimited, they would all go at once.
-    assert span >= (2 * PER_PROCESS - per_window) / per_window * WINDOW_S * 0.8
+    total = FLOW_RUNS * PER_RUN
+    assert span >= (total - per_window) / per_window * WINDOW_S * 0.8
 
 
 def test_over_the_budget_without_waiting_fails_before_sending(emulator, api_key) -> None:
