@@ -13,13 +13,21 @@ import os
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from prefect_cometapi import CometAPICredentials
 from prefect_cometapi.allowlist import ALLOWED_BASE_URLS_ENV
 from prefect_cometapi.emulator import RequestRecord
 from prefect_cometapi.exchange import CALL_ATTEMPT_HEADER, CALL_ID_HEADER
-from prefect_cometapi.flows import ImageOptions, ItemOutcome, RunSummary, S3Options
+from prefect_cometapi.flows import (
+    ImageOptions,
+    ItemOutcome,
+    RunSummary,
+    S3Options,
+    batch_generate,
+    edit_and_upload,
+    generate_and_upload,
+)
 
 #: Small and cheap: the reliability suite is about what happens around the request.
 SMALL_IMAGE = {"size": "1024x1024", "quality": "low"}
@@ -342,3 +350,61 @@ def cached_prompts(
             )
         )
     }
+
+
+@dataclass
+class FailingRuns:
+    """Runs the three flows with good defaults, so that a row breaks one thing; each must fail.
+
+    The input-matrix tests (``test_bad_inputs.py``, ``test_hostile_parameters.py``) subclass it
+    with their own servers and files.
+
+    Attributes:
+        credentials: A block for the emulator.
+        s3: Good S3 options (the test's bucket on moto).
+        salt: A fresh word for prompts.
+        edit_size: The ``size`` an edit run asks for by default.
+    """
+
+    credentials: CometAPICredentials
+    s3: S3Options
+    salt: str
+    edit_size: ClassVar[str] = "1024x1024"
+
+    def prompt(self, text: str = "a lighthouse at dawn") -> str:
+        """A prompt no other test has sent."""
+        return f"{text} {self.salt}"
+
+    def good_image(self) -> str:
+        """The path of a good edit input (subclasses say where it is)."""
+        raise NotImplementedError
+
+    def flow(self, flow: Any, **params: Any) -> Any:
+        """Run a flow that must fail; raise the exception its failed state holds."""
+        params.setdefault("credentials_block", self.credentials)
+        params.setdefault("s3", self.s3)
+        state = flow(**params, return_state=True)
+        assert state.is_failed(), f"the run ended {state.type}: {state.message}"
+        error = state.result(raise_on_failure=False)
+        assert isinstance(error, BaseException), error
+        raise error
+
+    def generate_flow(self, **params: Any) -> Any:
+        """``generate_and_upload`` with a fresh prompt and small images, plus ``params``."""
+        params.setdefault("prompt", self.prompt())
+        params.setdefault("image", ImageOptions(size="1024x1024", quality="low"))
+        return self.flow(generate_and_upload, **params)
+
+    def edit_flow(self, **params: Any) -> Any:
+        """``edit_and_upload`` of a good image with a fresh prompt, plus ``params``."""
+        params.setdefault("prompt", self.prompt("make it blue"))
+        params.setdefault("images", [self.good_image()])
+        params.setdefault("image", ImageOptions(size=self.edit_size, quality="low"))
+        return self.flow(edit_and_upload, **params)
+
+    def batch_flow(self, **params: Any) -> Any:
+        """``batch_generate`` of two good items with a fresh template, plus ``params``."""
+        params.setdefault("template", f"A banner for {{{{ name }}}} {self.salt}")
+        params.setdefault("items", [{"id": "a", "name": "Lamp"}, {"id": "b", "name": "Chair"}])
+        params.setdefault("image", ImageOptions(size="1024x1024", quality="low"))
+        return self.flow(batch_generate, **params)

@@ -27,20 +27,18 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from PIL import Image
 from prefect.exceptions import ParameterTypeError
+from reliability_support import FailingRuns
 
 from prefect_cometapi import AsyncCometAPIClient, CometAPIClient, CometAPICredentials
 from prefect_cometapi.errors import MissingAPIKeyError, ValidationError
 from prefect_cometapi.flows import (
     ImageOptions,
     S3Options,
-    batch_generate,
-    edit_and_upload,
-    generate_and_upload,
 )
 from prefect_cometapi.models import GeneratedImage
 from prefect_cometapi.tasks import (
@@ -102,32 +100,26 @@ def generated(data: bytes, fmt: str = "png", size: tuple[int, int] = (1024, 1024
 
 
 @dataclass
-class Ctx:
-    """What a row needs: the servers, good defaults to break one thing at a time, and files.
+class Ctx(FailingRuns):
+    """What a row needs: the servers, the flows with good defaults (:class:`FailingRuns`), files.
 
     Attributes:
         base_url: The emulator's base URL.
         api_key: The key it accepts.
-        credentials: A block for it (no client retries: nothing may be sent anyway).
-        s3: Good S3 options (the test's fresh bucket on moto).
-        bucket: That bucket.
+        bucket: The test's fresh bucket on moto.
         endpoint_url: moto's endpoint.
         tmp: A directory for input files.
-        salt: A fresh word for prompts.
     """
 
     base_url: str
     api_key: str
-    credentials: CometAPICredentials
-    s3: S3Options
     bucket: str
     endpoint_url: str
     tmp: Path
-    salt: str
+    edit_size: ClassVar[str] = "auto"
 
-    def prompt(self, text: str = "a lighthouse at dawn") -> str:
-        """A prompt no other test has sent."""
-        return f"{text} {self.salt}"
+    def good_image(self) -> str:
+        return self.file("good.png", encode())
 
     def file(self, name: str, data: bytes) -> str:
         """Write ``data`` to ``name`` in the temp dir; return its path."""
@@ -154,36 +146,6 @@ class Ctx:
                 return await getattr(client, call)(*args, **kwargs)
 
         return asyncio.run(main())
-
-    def flow(self, flow: Any, **params: Any) -> Any:
-        """Run a flow that must fail; raise the exception its failed state holds."""
-        params.setdefault("credentials_block", self.credentials)
-        params.setdefault("s3", self.s3)
-        state = flow(**params, return_state=True)
-        assert state.is_failed(), f"the run ended {state.type}: {state.message}"
-        error = state.result(raise_on_failure=False)
-        assert isinstance(error, BaseException), error
-        raise error
-
-    def generate_flow(self, **params: Any) -> Any:
-        """``generate_and_upload`` with a fresh prompt and small images, plus ``params``."""
-        params.setdefault("prompt", self.prompt())
-        params.setdefault("image", ImageOptions(size="1024x1024", quality="low"))
-        return self.flow(generate_and_upload, **params)
-
-    def edit_flow(self, **params: Any) -> Any:
-        """``edit_and_upload`` of a good 1024x1024 PNG with a fresh prompt, plus ``params``."""
-        params.setdefault("prompt", self.prompt("make it blue"))
-        params.setdefault("images", [self.file("good.png", encode())])
-        params.setdefault("image", ImageOptions(size="auto", quality="low"))
-        return self.flow(edit_and_upload, **params)
-
-    def batch_flow(self, **params: Any) -> Any:
-        """``batch_generate`` of two good items with a fresh template, plus ``params``."""
-        params.setdefault("template", f"A banner for {{{{ name }}}} {self.salt}")
-        params.setdefault("items", [{"id": "a", "name": "Lamp"}, {"id": "b", "name": "Chair"}])
-        params.setdefault("image", ImageOptions(size="1024x1024", quality="low"))
-        return self.flow(batch_generate, **params)
 
 
 @dataclass(frozen=True)

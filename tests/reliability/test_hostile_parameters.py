@@ -31,6 +31,7 @@ import pytest
 from PIL import Image
 from prefect.exceptions import ParameterTypeError
 from prefect.logging.handlers import APILogHandler
+from reliability_support import FailingRuns
 from secret_scan import (
     assert_no_secret,
     file_sources,
@@ -42,11 +43,7 @@ from secret_scan import (
 from prefect_cometapi import CometAPICredentials
 from prefect_cometapi.errors import ValidationError
 from prefect_cometapi.flows import (
-    ImageOptions,
     S3Options,
-    batch_generate,
-    edit_and_upload,
-    generate_and_upload,
 )
 from prefect_cometapi.tasks import (
     edit_image,
@@ -73,64 +70,32 @@ def png() -> bytes:
 
 
 @dataclass
-class Ctx:
-    """The servers, good defaults to break one thing at a time, and the planted secrets.
+class Ctx(FailingRuns):
+    """The servers, the flows with good defaults (:class:`FailingRuns`) and the planted secrets.
 
     Attributes:
         api_key: The key the emulator accepts (a secret too).
         base_url: The emulator (allowed by the session, as a worker's owner would).
-        credentials: A block for the emulator.
-        s3: Good S3 options (the test's bucket on moto).
-        bucket: That bucket.
+        bucket: The test's bucket on moto.
         root: The working directory, the only allowed input root.
         aws_file: A fake ``~/.aws/credentials`` outside the root.
         metadata_url: A fake instance-metadata endpoint on loopback (not allowed).
         redirect_url: A URL on an allowed host that redirects to ``metadata_url``.
-        salt: A fresh word for prompts.
     """
 
     api_key: str
     base_url: str
-    credentials: CometAPICredentials
-    s3: S3Options
     bucket: str
     root: Path
     aws_file: Path
     metadata_url: str
     redirect_url: str
-    salt: str
 
-    def prompt(self, text: str = "a lighthouse at dawn") -> str:
-        return f"{text} {self.salt}"
+    def good_image(self) -> str:
+        return str(self.root / "good.png")
 
     def s3_json(self, **changes: Any) -> dict[str, Any]:
         return {"bucket": self.bucket, "endpoint_url": self.s3.endpoint_url, **changes}
-
-    def flow(self, flow: Any, **params: Any) -> Any:
-        params.setdefault("credentials_block", self.credentials)
-        params.setdefault("s3", self.s3)
-        state = flow(**params, return_state=True)
-        assert state.is_failed(), f"the run ended {state.type}: {state.message}"
-        error = state.result(raise_on_failure=False)
-        assert isinstance(error, BaseException), error
-        raise error
-
-    def generate_flow(self, **params: Any) -> Any:
-        params.setdefault("prompt", self.prompt())
-        params.setdefault("image", ImageOptions(size="1024x1024", quality="low"))
-        return self.flow(generate_and_upload, **params)
-
-    def edit_flow(self, **params: Any) -> Any:
-        params.setdefault("prompt", self.prompt("make it blue"))
-        params.setdefault("images", [str(self.root / "good.png")])
-        params.setdefault("image", ImageOptions(size="1024x1024", quality="low"))
-        return self.flow(edit_and_upload, **params)
-
-    def batch_flow(self, **params: Any) -> Any:
-        params.setdefault("template", f"A banner for {{{{ name }}}} {self.salt}")
-        params.setdefault("items", [{"id": "a", "name": "Lamp"}, {"id": "b", "name": "Chair"}])
-        params.setdefault("image", ImageOptions(size="1024x1024", quality="low"))
-        return self.flow(batch_generate, **params)
 
 
 @dataclass(frozen=True)
