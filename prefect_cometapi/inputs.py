@@ -445,6 +445,15 @@ def single_image(result: ImageResult, param: str = "image") -> GeneratedImage:
     return result.images[0]
 
 
+def _given_image(value: Any, param: str) -> GeneratedImage | None:
+    """The image itself when ``value`` already is one (or a result holding one), else ``None``."""
+    if isinstance(value, ImageResult):
+        return single_image(value, param)
+    if isinstance(value, GeneratedImage):
+        return value
+    return None
+
+
 def as_image_bytes(
     value: ImageLike, param: str = "image", *, endpoint_url: str | None = None
 ) -> bytes:
@@ -462,10 +471,9 @@ def as_image_bytes(
         ValidationError: See :func:`single_image` and :func:`load_image_bytes`.
         InputFetchError: See :func:`load_image_bytes`.
     """
-    if isinstance(value, ImageResult):
-        return single_image(value, param).data
-    if isinstance(value, GeneratedImage):
-        return value.data
+    given = _given_image(value, param)
+    if given is not None:
+        return given.data
     return load_image_bytes(value, endpoint_url=endpoint_url, param=param)
 
 
@@ -475,9 +483,10 @@ def as_generated_image(
     """One image as a ``GeneratedImage`` (bytes and files are inspected for format and size).
 
     Args:
-        value: The image.
+        value: The image (as for :func:`as_image_bytes`, whose ``param`` and ``endpoint_url``
+            mean the same here).
         param: The parameter name to blame.
-        endpoint_url: S3-compatible endpoint for ``s3://`` URIs.
+        endpoint_url: For ``s3://`` URIs.
 
     Returns:
         The image; for bytes, paths and URIs ``model`` and ``prompt`` are empty.
@@ -486,10 +495,9 @@ def as_generated_image(
         ValidationError: Not an image, an ``ImageResult`` with several images, unreadable.
         InputFetchError: See :func:`load_image_bytes`.
     """
-    if isinstance(value, ImageResult):
-        return single_image(value, param)
-    if isinstance(value, GeneratedImage):
-        return value
+    given = _given_image(value, param)
+    if given is not None:
+        return given
     if not isinstance(value, (bytes, bytearray, memoryview, str, os.PathLike)):
         raise ValidationError(
             param,

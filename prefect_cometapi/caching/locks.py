@@ -14,13 +14,15 @@ several machines) so that Prefect's second release of a lock never aborts a comm
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import anyio.to_thread
@@ -38,6 +40,7 @@ __all__ = [
 ]
 
 POLL_S = 0.05
+_T = TypeVar("_T")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -48,6 +51,25 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _in_a_thread(method: Callable[..., _T]) -> Callable[..., Awaitable[_T]]:
+    """The async twin of a blocking lock method: the same call, run in a worker thread.
+
+    Args:
+        method: A method of :class:`AtomicFileLockManager` that may wait.
+
+    Returns:
+        An ``async`` method with the same arguments and result.
+    """
+
+    @functools.wraps(method)
+    async def twin(self: Any, *args: Any, **kwargs: Any) -> _T:
+        blocking = getattr(self, method.__name__)  # a subclass's override, if any
+        return await anyio.to_thread.run_sync(functools.partial(blocking, *args, **kwargs))
+
+    twin.__doc__ = f"Async :meth:`{method.__name__}` (same arguments and result)."
+    return twin
 
 
 class AtomicFileLockManager(LockManager):
@@ -142,28 +164,6 @@ class AtomicFileLockManager(LockManager):
             time.sleep(POLL_S)
         return True
 
-    async def aacquire_lock(
-        self,
-        key: str,
-        holder: str,
-        acquire_timeout: float | None = None,
-        hold_timeout: float | None = None,
-    ) -> bool:
-        """Async :meth:`acquire_lock`.
-
-        Args:
-            key: The lock's key.
-            holder: Who holds it.
-            acquire_timeout: Seconds to wait for it; ``None`` waits as long as it takes.
-            hold_timeout: Seconds after which the lock expires by itself.
-
-        Returns:
-            Whether the lock was acquired.
-        """
-        return await anyio.to_thread.run_sync(
-            self.acquire_lock, key, holder, acquire_timeout, hold_timeout
-        )
-
     def release_lock(self, key: str, holder: str) -> None:
         """Release a lock held by ``holder``; a no-op if ``holder`` does not hold it.
 
@@ -222,17 +222,8 @@ class AtomicFileLockManager(LockManager):
             time.sleep(POLL_S)
         return True
 
-    async def await_for_lock(self, key: str, timeout: float | None = None) -> bool:
-        """Async :meth:`wait_for_lock`.
-
-        Args:
-            key: The lock's key.
-            timeout: Seconds to wait; ``None`` waits as long as it takes.
-
-        Returns:
-            ``True`` once unlocked, ``False`` on timeout.
-        """
-        return await anyio.to_thread.run_sync(self.wait_for_lock, key, timeout)
+    aacquire_lock = _in_a_thread(acquire_lock)
+    await_for_lock = _in_a_thread(wait_for_lock)
 
 
 class RetrySafeLockManager(LockManager):
