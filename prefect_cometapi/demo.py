@@ -4,7 +4,9 @@ By default it starts the CometAPI emulator and moto's S3 server on 127.0.0.1, ru
 ``batch_generate`` flow on Prefect's temporary local server over the packaged example products
 (1536x864 at quality low, upscaled to 3840x2160), uploads to a demo bucket, copies the images to
 ``./demo-output/`` and prints where everything went. Nothing leaves the machine: the AWS
-credentials it sets are moto's fake ones, and only inside this process.
+credentials it sets are moto's fake ones, and only inside this process. moto keeps its objects in
+memory, so the demo keeps its bucket under ``PREFECT_HOME`` between runs
+(:mod:`prefect_cometapi.demo_bucket`): a second run finds every item already in S3 and says so.
 
 With ``--live --bucket NAME`` (and ``COMETAPI_KEY`` set) the same flow runs against the real
 API and your S3 bucket through boto3's standard credential chain, within ``--max-cost-usd``.
@@ -14,11 +16,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import logging
 import os
 import socket
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +39,10 @@ __all__ = [
 DEMO_BUCKET = "prefect-cometapi-demo"
 DEMO_KEY = "sk-demo-emulator-key"
 UI_URL = "http://127.0.0.1:4200"
-DEMO_EMULATOR_PORT = 47_421
+DEMO_EMULATOR_PORT = 28_421
 """The emulator's port when it is free: the image cache is keyed on the API's host and port, so a
-stable address lets a second demo run take its images from the cache."""
+stable address lets a second demo run take its images from the cache. It lies below Linux's
+range of ephemeral ports (32768-60999), where an outgoing connection could hold it."""
 OFFLINE_VARIANT = 20_260_421
 """The cache ``variant`` of the offline demo's images (see :func:`_run`)."""
 _FAKE_AWS = {
@@ -93,12 +98,15 @@ def add_demo_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 @contextlib.contextmanager
-def _fake_aws_env() -> Iterator[None]:
-    """moto's fake credentials for this process only; the developer's AWS settings put aside."""
+def _fake_aws_env(endpoint_url: str) -> Iterator[None]:
+    """moto as this process's S3, with its fake credentials; the developer's AWS settings put
+    aside. The endpoint is set as a worker sets its own (``AWS_ENDPOINT_URL_S3``), so the runs'
+    parameters and the delivery ledger's keys do not depend on moto's port."""
     saved = {name: os.environ.get(name) for name in (*_FAKE_AWS, *_AWS_DROPPED)}
     os.environ.update(_FAKE_AWS)
     for name in _AWS_DROPPED:
         os.environ.pop(name, None)
+    os.environ["AWS_ENDPOINT_URL_S3"] = endpoint_url
     try:
         yield
     finally:
@@ -133,8 +141,13 @@ def _local_services() -> Iterator[tuple[str, str]]:
 
 
 def _free_or_any(port: int) -> int:
-    """``port`` when nothing listens on it on 127.0.0.1, else 0 (any free port)."""
+    """``port`` when nothing listens on it on 127.0.0.1, else 0 (any free port).
+
+    The probe reuses the address as the servers do, so the server side of an earlier run's
+    connections still in TIME_WAIT does not count as a listener.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:
@@ -153,12 +166,22 @@ def _save_copies(summary: Any, output_dir: Path, endpoint_url: str | None) -> li
             suffix = f"-{number + 1}" if len(outcome.images) > 1 else ""
             ext = "jpg" if image.format == "jpeg" else image.format
             path = output_dir / f"{outcome.item_id}{suffix}.{ext}"
+            files.append(path)
+            if path.is_file() and _sha256_of(path) == image.sha256:
+                continue  # the copy from an earlier run is this very image
             body = client.get_object(Bucket=image.bucket, Key=image.key)["Body"]
             with body, path.open("wb") as handle:
                 for chunk in body.iter_chunks(1 << 20):
                     handle.write(chunk)
-            files.append(path)
     return files
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _add_local_copies_to_gallery(summary: Any, flow_run_id: Any, files: list[Path]) -> None:
@@ -203,9 +226,15 @@ def _report(
             print(f"  {outcome.item_id:<16} {image.size:>9} {image.format:<4} {image.uri}")
             if path is not None:
                 print(f"  {'':<16} -> {path}")
+        if outcome.already_delivered:
+            note = " (already in S3 from an earlier run: nothing requested, upscaled or uploaded)"
+        elif outcome.cached:
+            note = " (from cache, not paid again)"
+        else:
+            note = ""
         print(
             f"  {'':<16} tokens {outcome.input_tokens} in / {outcome.output_tokens} out, "
-            f"${outcome.cost_usd:.6f}" + (" (from cache, not paid again)" if outcome.cached else "")
+            f"${outcome.cost_usd:.6f}{note}"
         )
     prices = "at CometAPI's list prices" if live else "emulated, at CometAPI's list prices"
     print(
@@ -224,6 +253,22 @@ def _report(
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.live:
+        if not args.bucket:
+            print("error: --live needs --bucket NAME (an existing S3 bucket)", file=sys.stderr)
+            return 2
+        if not os.environ.get("COMETAPI_KEY"):
+            print("error: --live needs the COMETAPI_KEY environment variable", file=sys.stderr)
+            return 2
+    # The Prefect server starts first: it takes the longest, and the flow's modules, the
+    # emulator, the S3 server and the kept bucket are made ready meanwhile.
+    with _prefect_for_demo() as connect:
+        return _run_with(args, connect)
+
+
+def _run_with(
+    args: argparse.Namespace, connect: Callable[[], AbstractContextManager[str | None]]
+) -> int:
     from prefect_cometapi.allowlist import allowing
     from prefect_cometapi.blocks import CometAPICredentials
     from prefect_cometapi.flows.batch import batch_generate
@@ -257,12 +302,6 @@ def _run(args: argparse.Namespace) -> int:
         return 0 if summary.failed == 0 else 1
 
     if args.live:
-        if not args.bucket:
-            print("error: --live needs --bucket NAME (an existing S3 bucket)", file=sys.stderr)
-            return 2
-        if not os.environ.get("COMETAPI_KEY"):
-            print("error: --live needs the COMETAPI_KEY environment variable", file=sys.stderr)
-            return 2
         # The command line is the worker owner's own choice: allow what it names.
         with allowing([args.base_url or ""], [args.endpoint_url or ""]):
             credentials = CometAPICredentials()
@@ -272,35 +311,48 @@ def _run(args: argparse.Namespace) -> int:
             print(
                 f"Live run: {len(items)} images from {credentials.base_url} to s3://{args.bucket}"
             )
-            with _prefect_for_demo() as ui_url:
+            with connect() as ui_url:
                 return run(credentials, s3, args.max_cost_usd, ui_url)
 
     with (
-        _fake_aws_env(),
         _local_services() as (base_url, endpoint_url),
-        allowing([base_url], [endpoint_url]),
+        _fake_aws_env(endpoint_url),
+        allowing([base_url]),
     ):
         import boto3
+        from prefect.settings import PREFECT_HOME
 
-        boto3.client("s3", endpoint_url=endpoint_url).create_bucket(Bucket=DEMO_BUCKET)
+        from prefect_cometapi.demo_bucket import keep_bucket, kept_dir, restore_bucket
+
+        client = boto3.client("s3")
+        client.create_bucket(Bucket=DEMO_BUCKET)
+        kept = kept_dir(Path(PREFECT_HOME.value()), DEMO_BUCKET)
+        restored = restore_bucket(client, DEMO_BUCKET, kept)
         print(f"CometAPI emulator: {base_url} (offline: no real requests, nothing billed)")
-        print(f"S3 (moto):         {endpoint_url}, bucket {DEMO_BUCKET}", flush=True)
+        print(
+            f"S3 (moto):         {endpoint_url}, bucket {DEMO_BUCKET}"
+            + (f" ({restored} objects kept from earlier demo runs)" if restored else ""),
+            flush=True,
+        )
         credentials = CometAPICredentials(api_key=DEMO_KEY, base_url=base_url)
         # No presigned links: they would point at the S3 server that stops with the demo (the
         # gallery shows previews, the S3 URIs and the local copies instead).
-        s3 = S3Options(
-            bucket=DEMO_BUCKET, prefix=args.prefix, endpoint_url=endpoint_url, presign_expires=None
-        )
+        s3 = S3Options(bucket=DEMO_BUCKET, prefix=args.prefix, presign_expires=None)
         # The image cache is keyed on the API's address already; a variant of its own also
         # keeps the emulator's drawings apart from any older cache entries of these products.
         parameters["image"] = parameters["image"].model_copy(update={"variant": OFFLINE_VARIANT})
-        with _prefect_for_demo() as ui_url:
+        with connect() as ui_url:
             print(
                 f"Running batch_generate: {len(items)} example products, 1536x864 quality low, "
                 "upscaled to 3840x2160 ...",
                 flush=True,
             )
-            return run(credentials, s3, None, ui_url)
+            status = run(credentials, s3, None, ui_url)
+        try:
+            keep_bucket(client, DEMO_BUCKET, kept)
+        except OSError as exc:
+            print(f"note: the demo bucket could not be kept for the next run ({exc})")
+        return status
 
 
 @contextlib.contextmanager
@@ -326,34 +378,51 @@ def _console_warnings_only() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _prefect_for_demo() -> Iterator[str | None]:
+def _prefect_for_demo() -> Iterator[Callable[[], AbstractContextManager[str | None]]]:
     """The Prefect server the demo reports to, with telemetry off and a quiet console.
 
     The configured ``PREFECT_API_URL`` when there is one; otherwise a temporary local server
-    (:func:`prefect_cometapi.local_server.temporary_prefect_server`) whose database under
-    ``PREFECT_HOME`` keeps the run for ``prefect server start``.
+    (:func:`prefect_cometapi.local_server.launching_prefect_server`), started at once, whose
+    database under ``PREFECT_HOME`` keeps the run for ``prefect server start``.
 
     Yields:
-        The configured server's UI URL, or ``None`` for the temporary server (it has no UI).
+        ``connect``: a context manager that waits until the server answers, points this
+        process's Prefect client at it for the block's duration and yields the configured
+        server's UI URL, or ``None`` for the temporary server (it has no UI).
     """
     from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
 
-    from prefect_cometapi.local_server import ServerStartError, temporary_prefect_server
+    from prefect_cometapi.local_server import ServerStartError, launching_prefect_server
+
+    def say(line: str) -> None:
+        print(line, flush=True)
 
     saved = os.environ.get("DO_NOT_TRACK")
     os.environ["DO_NOT_TRACK"] = "1"  # Prefect's client-side usage events
     try:
-        with _console_warnings_only():
-            if PREFECT_API_URL.value():
-                print(f"Prefect:           {PREFECT_API_URL.value()} (PREFECT_API_URL)")
-                yield PREFECT_UI_URL.value()
-                return
-            try:
-                server = temporary_prefect_server(say=lambda line: print(line, flush=True))
-                with server:
+        if PREFECT_API_URL.value():
+            say(f"Prefect:           {PREFECT_API_URL.value()} (PREFECT_API_URL)")
+
+            @contextlib.contextmanager
+            def configured() -> Iterator[str | None]:
+                with _console_warnings_only():
+                    yield PREFECT_UI_URL.value()
+
+            yield configured
+            return
+        with launching_prefect_server(say=say) as server:
+
+            @contextlib.contextmanager
+            def temporary() -> Iterator[str | None]:
+                try:
+                    waited = server.wait()
+                except ServerStartError as exc:
+                    raise SystemExit(f"error: {exc}") from None
+                say(f"Prefect:           ready after {waited:.0f} s ({server.api_url})")
+                with _console_warnings_only(), server.connected():
                     yield None
-            except ServerStartError as exc:
-                raise SystemExit(f"error: {exc}") from None
+
+            yield temporary
     finally:
         if saved is None:
             os.environ.pop("DO_NOT_TRACK", None)

@@ -22,7 +22,13 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["STARTUP_TIMEOUT_S", "ServerStartError", "temporary_prefect_server"]
+__all__ = [
+    "STARTUP_TIMEOUT_S",
+    "LaunchedServer",
+    "ServerStartError",
+    "launching_prefect_server",
+    "temporary_prefect_server",
+]
 
 STARTUP_TIMEOUT_S = 600.0
 """How long to wait for the server's health check (a first start on 2 busy cores needs minutes)."""
@@ -82,31 +88,88 @@ def _drain_to_server() -> None:
     run_coro_as_sync(drain())
 
 
-@contextlib.contextmanager
-def temporary_prefect_server(
-    say: Callable[[str], None] = print, timeout_s: float = STARTUP_TIMEOUT_S
-) -> Iterator[str]:
-    """Start a Prefect server on 127.0.0.1 for this process; stop it when the block ends.
+class LaunchedServer:
+    """A temporary Prefect server process that was started and may not answer yet.
 
-    Inside the block, ``PREFECT_API_URL`` points at it (flows, tasks and artifacts go there, and
-    its database under ``PREFECT_HOME`` keeps them for ``prefect server start`` later).
+    Attributes:
+        api_url: Its API URL, e.g. ``http://127.0.0.1:43123/api``.
+        log_path: Where its output goes.
+    """
+
+    def __init__(self, api_url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
+        self.api_url = api_url
+        self.log_path = log_path
+        self._process = process
+        self._started = time.monotonic()
+
+    def wait(self, timeout_s: float = STARTUP_TIMEOUT_S) -> float:
+        """Wait until it answers its health check.
+
+        Args:
+            timeout_s: How long after the launch to wait at most.
+
+        Returns:
+            Seconds from the launch until it answered.
+
+        Raises:
+            ServerStartError: It exited or did not answer within ``timeout_s``.
+        """
+        while not _healthy(self.api_url):
+            if self._process.poll() is not None:
+                raise ServerStartError(
+                    f"the temporary Prefect server exited with status {self._process.returncode}; "
+                    f"its log ({self.log_path}) ends with:\n{_log_tail(self.log_path)}"
+                )
+            if time.monotonic() - self._started > timeout_s:
+                raise ServerStartError(
+                    f"the temporary Prefect server did not answer within {timeout_s:.0f} s; "
+                    f"its log ({self.log_path}) ends with:\n{_log_tail(self.log_path)}"
+                )
+            time.sleep(0.25)
+        return time.monotonic() - self._started
+
+    @contextlib.contextmanager
+    def connected(self) -> Iterator[str]:
+        """Point this process's Prefect client at the server for the block's duration.
+
+        On exit, the logs and events still queued in this process are sent first.
+
+        Yields:
+            The API URL.
+        """
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings(updates={PREFECT_API_URL: self.api_url}):
+            try:
+                yield self.api_url
+            finally:
+                _drain_to_server()
+
+    def stop(self) -> None:
+        """Stop the process (SIGTERM, then SIGKILL after 10 s)."""
+        self._process.terminate()
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+
+
+@contextlib.contextmanager
+def launching_prefect_server(say: Callable[[str], None] = print) -> Iterator[LaunchedServer]:
+    """Start a Prefect server process on 127.0.0.1 without waiting for it; stop it at the end.
+
+    The caller can do other work while the server starts (it needs seconds, and on a first
+    start on ``PREFECT_HOME`` a minute or more for its migrations), then call
+    :meth:`LaunchedServer.wait` and :meth:`LaunchedServer.connected`.
 
     Args:
-        say: Where the one-line status messages go.
-        timeout_s: How long to wait for the first health check.
+        say: Where the one-line status message goes.
 
     Yields:
-        The server's API URL, e.g. ``http://127.0.0.1:43123/api``.
-
-    Raises:
-        ServerStartError: The server exited or did not answer within ``timeout_s``.
+        The launched server.
     """
-    from prefect.settings import (
-        PREFECT_API_URL,
-        PREFECT_HOME,
-        get_current_settings,
-        temporary_settings,
-    )
+    from prefect.settings import PREFECT_HOME, get_current_settings
 
     home = Path(PREFECT_HOME.value())
     home.mkdir(parents=True, exist_ok=True)
@@ -132,34 +195,38 @@ def temporary_prefect_server(
             else f"it opens its database under {home}"
         )
     )
-    started = time.monotonic()
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
         )
+    server = LaunchedServer(api_url, process, log_path)
     try:
-        while not _healthy(api_url):
-            if process.poll() is not None:
-                raise ServerStartError(
-                    f"the temporary Prefect server exited with status {process.returncode}; "
-                    f"its log ({log_path}) ends with:\n{_log_tail(log_path)}"
-                )
-            if time.monotonic() - started > timeout_s:
-                raise ServerStartError(
-                    f"the temporary Prefect server did not answer within {timeout_s:.0f} s; "
-                    f"its log ({log_path}) ends with:\n{_log_tail(log_path)}"
-                )
-            time.sleep(0.25)
-        say(f"Prefect:           ready after {time.monotonic() - started:.0f} s ({api_url})")
-        with temporary_settings(updates={PREFECT_API_URL: api_url}):
-            try:
-                yield api_url
-            finally:
-                _drain_to_server()
+        yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        server.stop()
+
+
+@contextlib.contextmanager
+def temporary_prefect_server(
+    say: Callable[[str], None] = print, timeout_s: float = STARTUP_TIMEOUT_S
+) -> Iterator[str]:
+    """Start a Prefect server on 127.0.0.1 for this process; stop it when the block ends.
+
+    Inside the block, ``PREFECT_API_URL`` points at it (flows, tasks and artifacts go there, and
+    its database under ``PREFECT_HOME`` keeps them for ``prefect server start`` later).
+
+    Args:
+        say: Where the one-line status messages go.
+        timeout_s: How long to wait for the first health check.
+
+    Yields:
+        The server's API URL, e.g. ``http://127.0.0.1:43123/api``.
+
+    Raises:
+        ServerStartError: The server exited or did not answer within ``timeout_s``.
+    """
+    with launching_prefect_server(say) as server:
+        waited = server.wait(timeout_s)
+        say(f"Prefect:           ready after {waited:.0f} s ({server.api_url})")
+        with server.connected() as api_url:
+            yield api_url

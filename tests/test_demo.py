@@ -104,6 +104,19 @@ def test_demo_runs_offline_end_to_end(tmp_path: Path, busy_core: None) -> None:
         assert f"`{uri}` · local copy `{path}`" in gallery
     assert "sk-demo" not in out + done.stderr
 
+    # Again in the same home: the bucket kept between runs holds every item with its recorded
+    # SHA-256, so nothing is requested, upscaled or uploaded, and each item says so.
+    again = _run_demo(tmp_path, "--limit", "2", "--concurrency", "2")
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "(2 objects kept from earlier demo runs)" in again.stdout, again.stdout
+    assert (
+        "Results: 2/2 items delivered, 0 failed, 2 images, $0.0000 (2 from cache)" in again.stdout
+    )
+    skipped = "already in S3 from an earlier run: nothing requested, upscaled or uploaded"
+    assert again.stdout.count(skipped) == 2, again.stdout
+    assert sorted(re.findall(r"s3://prefect-cometapi-demo/\S+\.png", again.stdout)) == sorted(uris)
+    assert sorted((tmp_path / "demo-output").glob("*.png")) == files
+
 
 @pytest.mark.parametrize(
     ("args", "env", "message"),
