@@ -331,7 +331,11 @@ def _run_with(
         print(f"CometAPI emulator: {base_url} (offline: no real requests, nothing billed)")
         print(
             f"S3 (moto):         {endpoint_url}, bucket {DEMO_BUCKET}"
-            + (f" ({restored} objects kept from earlier demo runs)" if restored else ""),
+            + (
+                f" ({restored} object{'s' if restored != 1 else ''} kept from earlier demo runs)"
+                if restored
+                else ""
+            ),
             flush=True,
         )
         credentials = CometAPICredentials(api_key=DEMO_KEY, base_url=base_url)
