@@ -223,3 +223,32 @@ def test_separate_key_storage_naming_pickle_is_a_miss(
     assert not marker.exists(), "a pickle in the cache was executed"
     assert len(emulator.requests) == 2 and isinstance(again, ImageResult)
     assert json.loads(meta_path.read_text())["serializer"] == {"type": "cometapi-image"}
+
+
+def test_separate_key_storage_with_a_tampered_payload_is_a_miss(
+    emulator: Any, api_key: str, tmp_path: Path
+) -> None:
+    from prefect_cometapi.caching import image_cache_policy
+
+    credentials = CometAPICredentials(api_key=api_key, base_url=emulator.base_url)
+    keys = tmp_path / "keys"
+    step = generate_image.with_options(cache_policy=image_cache_policy(key_storage=keys))
+    prompt = f"separate key storage, tampered payload {uuid.uuid4().hex[:8]}"
+
+    @flow
+    def once() -> Any:
+        return step(prompt, credentials, size="1024x1024", quality="low")
+
+    once()
+    (meta_path,) = [p for p in keys.iterdir() if p.is_file()]
+    metadata = json.loads(meta_path.read_text())
+    payload = Path(os.environ["PREFECT_LOCAL_STORAGE_PATH"]) / metadata["storage_key"]
+    cached = IMAGE_RESULT_SERIALIZER.loads(payload.read_bytes())
+    image = cached.images[0]
+    tampered = dataclasses.replace(cached, images=[dataclasses.replace(image, data=b"not it")])
+    payload.write_bytes(IMAGE_RESULT_SERIALIZER.dumps(tampered))
+
+    again = once()
+    assert len(emulator.requests) == 2, "a tampered payload was served (or failed the run)"
+    replaced = IMAGE_RESULT_SERIALIZER.loads(payload.read_bytes())
+    assert replaced.images[0].data == again.images[0].data

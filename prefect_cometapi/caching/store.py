@@ -7,7 +7,9 @@ its cache, before any serializer of ours is consulted. :func:`vetted_store` wrap
 store's storage so that every record is checked as plain JSON first; a record that names another
 serializer (or, for the image serializer, holds anything but an image result) is refused with a
 warning. Prefect treats a record that cannot be read as "no cached result": the task runs again
-and its new record replaces the refused one.
+and its new record replaces the refused one. With a separate key storage (a cache policy's
+``key_storage``) Prefect decides from the metadata alone; the result it points to is then loaded
+as part of the check, so a damaged result is a miss there too, not a failed run.
 
 The image tasks' cache policy applies it to each task run's store
 (:class:`~prefect_cometapi.caching.policy.ImageRequestCachePolicy`); the delivery ledger applies
@@ -45,6 +47,11 @@ class VettedStorage(WritableFileSystem):
         part: What this storage holds: whole ``record``\\ s, ``metadata`` only (a cache
             policy's key storage), or ``payload``\\ s (the results beside that metadata).
         payload_prefix: What a serialized result must start with (empty: anything).
+        payloads: With ``part="metadata"``: the storage of the results the metadata points
+            to. Each is then read and loaded with ``loader`` as part of the check, so a record
+            whose result is damaged is missing (Prefect reads only the metadata to decide
+            that a cached result exists, and would fail the run when loading it).
+        loader: The serializer that loads those results.
     """
 
     _block_type_name = "CometAPI Vetted Result Storage"
@@ -53,6 +60,8 @@ class VettedStorage(WritableFileSystem):
     serializer: dict[str, Any]
     part: Part = "record"
     payload_prefix: str = ""
+    payloads: Any = None
+    loader: Any = None
 
     def _resolve_path(self, path: str) -> Path | None:
         resolve = getattr(self.inner, "_resolve_path", None)
@@ -122,7 +131,20 @@ class VettedStorage(WritableFileSystem):
         if self.part == "record":
             result = document.get("result")
             self._check_payload(result.encode() if isinstance(result, str) else result)
+        elif self.payloads is not None and self.loader is not None:
+            self._check_result(metadata.get("storage_key"))
         return content
+
+    def _check_result(self, storage_key: Any) -> None:
+        """Read and load the result a metadata record points to (``ValueError`` if unsound)."""
+        try:
+            payload = call_explicitly_sync_block_method(
+                self.payloads, "read_path", (str(storage_key),), {}
+            )
+        except Exception:  # noqa: BLE001 - a result that cannot be read is missing
+            raise _refused("the result it points to cannot be read") from None
+        self._check_payload(payload)
+        self.loader.loads(payload)  # raises ValueError (logged) for an unsound result
 
     def _check_payload(self, payload: Any) -> None:
         if self.payload_prefix and not (
@@ -138,10 +160,12 @@ def _refused(problem: str) -> ValueError:
     return ValueError(f"untrusted result record: {problem}")
 
 
-def _vetted(storage: Any, serializer: dict[str, Any], part: Part, prefix: str) -> Any:
+def _vetted(storage: Any, serializer: dict[str, Any], part: Part, prefix: str, **more: Any) -> Any:
     if storage is None or isinstance(storage, VettedStorage):
         return storage
-    vetted = VettedStorage(inner=storage, serializer=serializer, part=part, payload_prefix=prefix)
+    vetted = VettedStorage(
+        inner=storage, serializer=serializer, part=part, payload_prefix=prefix, **more
+    )
     vetted._block_document_id = getattr(storage, "_block_document_id", None)
     return vetted
 
@@ -161,7 +185,14 @@ def vetted_store(store: Any, payload_prefix: bytes = b"") -> Any:
     prefix = payload_prefix.decode()
     if store.metadata_storage is not None:
         update = {
-            "metadata_storage": _vetted(store.metadata_storage, expected, "metadata", ""),
+            "metadata_storage": _vetted(
+                store.metadata_storage,
+                expected,
+                "metadata",
+                prefix,
+                payloads=store.result_storage,
+                loader=serializer,
+            ),
             "result_storage": _vetted(store.result_storage, expected, "payload", prefix),
         }
     else:
