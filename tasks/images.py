@@ -5,8 +5,8 @@ Named as in prefect-aws (``upload_to_bucket`` / ``aupload_to_bucket``): ``agener
 :mod:`prefect_cometapi.image_params`) and are awaited in ``async def`` flows, or gathered; they
 use the async HTTP client (no thread per request). Both twins of a task share one cache policy,
 so a sync and an async call of the same request share one cache entry, and everything around
-the request (:mod:`prefect_cometapi.tasks.image_core`): the attempt budget, the serializer
-check, persistence, logs, events and the cost ledger.
+the request (:mod:`prefect_cometapi.image_tasks_core`): the attempt budget, the serializer
+check, limits, persistence, logs, events and the cost ledger.
 
 Attempt budget (one number to remember): each task attempt lets the client try
 ``credentials.max_retries + 1`` times (default 3) with short backoff, honouring Retry-After; the
@@ -20,32 +20,25 @@ the block's ``max_retries``.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from prefect import task
-from prefect.runtime import task_run as runtime_task_run
 
-from prefect_cometapi.blocks.credentials import (
-    CredentialsLike,
-    aresolve_credentials,
-    resolve_credentials,
-)
-from prefect_cometapi.caching.policy import fetched_inputs
+from prefect_cometapi.blocks.credentials import CredentialsLike
 from prefect_cometapi.image_params import image_request
-from prefect_cometapi.inputs import EditSource, resolve_inputs
-from prefect_cometapi.limits import aapi_budget, api_budget
-from prefect_cometapi.models import ImageResult
-from prefect_cometapi.spend import aacquire_spend, acquire_spend
-from prefect_cometapi.tasks.image_core import (
+from prefect_cometapi.image_tasks_core import (
     ASYNC_TASK_OPTIONS,
     CACHE_EXPIRATION,
     TASK_OPTIONS,
     TASK_RETRIES,
     TASK_RETRY_DELAYS,
     ImageCall,
+    aedit_inputs,
+    edit_inputs,
     run_name,
 )
+from prefect_cometapi.inputs import EditSource
+from prefect_cometapi.models import ImageResult
 
 __all__ = [
     "CACHE_EXPIRATION",
@@ -58,11 +51,6 @@ __all__ = [
 ]
 
 ImageSource = EditSource
-
-
-def _needs_io(images: Any, mask: Any) -> bool:
-    many = images if isinstance(images, (list, tuple)) else [images]
-    return any(isinstance(s, str) or hasattr(s, "__fspath__") for s in [*many, mask])
 
 
 @task(name="generate-image", task_run_name=run_name("generate-image"), **TASK_OPTIONS)
@@ -113,19 +101,9 @@ def generate_image(
             return generate_image("a lighthouse at dawn", "BLOCK_NAME", size="1536x1024")
         ```
     """
-    call = ImageCall("generations", {"prompt": prompt, **params})
-    params.pop("variant")
-    try:
-        with (
-            resolve_credentials(credentials).get_client() as client,
-            acquire_spend(spend_limit, call.estimated_usd(), spend_limit_wait),
-            api_budget(concurrency_limit, rate_limit),
-        ):
-            result = client.generate(prompt, **params)
-    except Exception as exc:
-        call.failed(exc)
-        raise
-    return call.succeeded(result)
+    limits = (concurrency_limit, rate_limit, spend_limit, spend_limit_wait)
+    call = ImageCall("generations", prompt, params, credentials, limits)
+    return call.run(lambda client, _: client.generate(prompt, **call.sent))
 
 
 @task(name="generate-image", task_run_name=run_name("generate-image"), **ASYNC_TASK_OPTIONS)
@@ -168,20 +146,9 @@ async def agenerate_image(
             return await asyncio.gather(*(agenerate_image(p, "BLOCK_NAME") for p in prompts))
         ```
     """
-    call = ImageCall("generations", {"prompt": prompt, **params})
-    params.pop("variant")
-    try:
-        creds = await aresolve_credentials(credentials)
-        async with (
-            creds.get_async_client() as client,
-            aacquire_spend(spend_limit, call.estimated_usd(), spend_limit_wait),
-            aapi_budget(concurrency_limit, rate_limit),
-        ):
-            result = await client.generate(prompt, **params)
-    except Exception as exc:
-        call.failed(exc)
-        raise
-    return call.succeeded(result)
+    limits = (concurrency_limit, rate_limit, spend_limit, spend_limit_wait)
+    call = ImageCall("generations", prompt, params, credentials, limits)
+    return await call.arun(lambda client, _: client.generate(prompt, **call.sent))
 
 
 @task(name="edit-image", task_run_name=run_name("edit-image"), **TASK_OPTIONS)
@@ -224,22 +191,12 @@ def edit_image(
     Returns:
         The images with the request's usage and cost.
     """
-    call = ImageCall("edits", {"prompt": prompt, **params})
-    params.pop("variant")
-    try:
-        # The bytes the cache key was computed from, when it was: fetched once, hashed and sent.
-        fetched = fetched_inputs(runtime_task_run.id)
-        image_bytes, mask_bytes = fetched or resolve_inputs(images, mask, s3_endpoint_url)
-        with (
-            resolve_credentials(credentials).get_client() as client,
-            acquire_spend(spend_limit, call.estimated_usd(len(image_bytes)), spend_limit_wait),
-            api_budget(concurrency_limit, rate_limit),
-        ):
-            result = client.edit(prompt, image_bytes, mask=mask_bytes, **params)
-    except Exception as exc:
-        call.failed(exc)
-        raise
-    return call.succeeded(result)
+    limits = (concurrency_limit, rate_limit, spend_limit, spend_limit_wait)
+    call = ImageCall("edits", prompt, params, credentials, limits)
+    return call.run(
+        lambda client, inputs: client.edit(prompt, inputs[0], mask=inputs[1], **call.sent),
+        lambda: edit_inputs(images, mask, s3_endpoint_url),
+    )
 
 
 @task(name="edit-image", task_run_name=run_name("edit-image"), **ASYNC_TASK_OPTIONS)
@@ -278,26 +235,9 @@ async def aedit_image(
     Returns:
         The images with the request's usage and cost.
     """
-    call = ImageCall("edits", {"prompt": prompt, **params})
-    params.pop("variant")
-    try:
-        fetched = fetched_inputs(runtime_task_run.id)
-        if fetched:
-            image_bytes, mask_bytes = fetched
-        elif _needs_io(images, mask):
-            image_bytes, mask_bytes = await asyncio.to_thread(
-                resolve_inputs, images, mask, s3_endpoint_url
-            )
-        else:
-            image_bytes, mask_bytes = resolve_inputs(images, mask, s3_endpoint_url)
-        creds = await aresolve_credentials(credentials)
-        async with (
-            creds.get_async_client() as client,
-            aacquire_spend(spend_limit, call.estimated_usd(len(image_bytes)), spend_limit_wait),
-            aapi_budget(concurrency_limit, rate_limit),
-        ):
-            result = await client.edit(prompt, image_bytes, mask=mask_bytes, **params)
-    except Exception as exc:
-        call.failed(exc)
-        raise
-    return call.succeeded(result)
+    limits = (concurrency_limit, rate_limit, spend_limit, spend_limit_wait)
+    call = ImageCall("edits", prompt, params, credentials, limits)
+    return await call.arun(
+        lambda client, inputs: client.edit(prompt, inputs[0], mask=inputs[1], **call.sent),
+        lambda: aedit_inputs(images, mask, s3_endpoint_url),
+    )

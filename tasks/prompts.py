@@ -1,7 +1,7 @@
 """The ``render_prompt`` task: a prompt template rendered into a checked prompt.
 
 The rendering and its rules are :func:`prefect_cometapi.templates.render_template`, usable
-without Prefect.
+without Prefect. ``arender_prompt`` is its async twin.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from prefect_cometapi.task_twins import async_twin
 from prefect_cometapi.templates import render_template
 
-__all__ = ["render_prompt", "render_template"]
+__all__ = ["arender_prompt", "render_prompt", "render_template"]
 
 
 @task(name="render-prompt", cache_policy=NO_CACHE)
@@ -38,3 +39,6 @@ def render_prompt(
     prompt = render_template(template, variables)
     get_run_logger().info("Rendered a prompt of %d characters", len(prompt))
     return prompt
+
+
+arender_prompt = async_twin(render_prompt)

@@ -3,7 +3,8 @@
 A thin Prefect wrapper around :func:`prefect_cometapi.s3.upload_image`, which can be used
 without Prefect. Attempt budget: botocore retries each request
 (:data:`~prefect_cometapi.s3.client.S3_MAX_ATTEMPTS` attempts), and the task retries the whole
-upload :data:`UPLOAD_TASK_RETRIES` times, only when the error is transient.
+upload :data:`UPLOAD_TASK_RETRIES` times, only when the error is transient. ``aupload_to_s3`` is
+its async twin (the same upload in a worker thread).
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from prefect_cometapi.s3.upload import (
     check_presign_expires,
     upload_image,
 )
+from prefect_cometapi.task_twins import async_twin
 
-__all__ = ["UPLOAD_TASK_RETRIES", "upload_to_s3"]
+__all__ = ["UPLOAD_TASK_RETRIES", "aupload_to_s3", "upload_to_s3"]
 
 UPLOAD_TASK_RETRIES = len(UPLOAD_RETRY_DELAYS)
 
@@ -96,3 +98,6 @@ def upload_to_s3(
     verb = "already there, not re-uploaded" if result.existed else "uploaded"
     logger.info("%s (%d bytes) %s", result.uri, result.size, verb)
     return result
+
+
+aupload_to_s3 = async_twin(upload_to_s3)

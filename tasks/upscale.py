@@ -2,6 +2,7 @@
 
 The work is done by :func:`prefect_cometapi.upscaling.upscale`, which can be used without
 Prefect; the task takes the same parameters (its signature is that function's).
+``aupscale_image`` is its async twin (the same work in a worker thread).
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from prefect.cache_policies import NO_CACHE
 
 from prefect_cometapi.inputs import ImageLike, as_generated_image
 from prefect_cometapi.models import GeneratedImage
+from prefect_cometapi.task_twins import async_twin
 from prefect_cometapi.upscaling import MAX_UPSCALE_PIXELS, upscale
 
-__all__ = ["MAX_UPSCALE_PIXELS", "upscale_image"]
+__all__ = ["MAX_UPSCALE_PIXELS", "aupscale_image", "upscale_image"]
 
 
 def _upscale_image(image: ImageLike, **options: Any) -> GeneratedImage:
@@ -57,3 +59,4 @@ _upscale_image.__signature__ = _SIGNATURE.replace(  # type: ignore[attr-defined]
     ]
 )
 upscale_image = task(name="upscale-image", cache_policy=NO_CACHE)(_upscale_image)
+aupscale_image = async_twin(upscale_image)

@@ -170,8 +170,8 @@ def test_the_decoder_never_inflates_past_its_limit() -> None:
 
 
 def test_async_image_tasks_have_an_attempt_timeout_and_sync_ones_do_not_warn() -> None:
+    from prefect_cometapi.image_tasks_core import TASK_TIMEOUT_SECONDS
     from prefect_cometapi.tasks import aedit_image, agenerate_image, edit_image, generate_image
-    from prefect_cometapi.tasks.image_core import TASK_TIMEOUT_SECONDS
 
     assert agenerate_image.timeout_seconds == aedit_image.timeout_seconds == TASK_TIMEOUT_SECONDS
     # A sync task with a timeout makes Prefect warn on every run in a worker thread.

@@ -1,15 +1,18 @@
 """What the sync and async image tasks share: options, limits, persistence, logs and events.
 
 Each image task (``generate_image``, ``edit_image`` and their async twins ``agenerate_image``,
-``aedit_image``) is a thin driver: it opens an :class:`ImageCall`, makes one client call (sync or
-async) inside the API budget, and hands the result or the error back to the call. Everything
-else happens here, once, for both twins:
+``aedit_image``, in :mod:`prefect_cometapi.tasks.images`) is a few lines: it opens an
+:class:`ImageCall` and hands it the one client call to make. :meth:`ImageCall.run` (sync) and
+:meth:`ImageCall.arun` (async) do the rest, once for both twins:
 
 - the task options (the attempt budget, the cache policy, expiration, persistence; no tags:
   Prefect asks its server for a tag concurrency slot before every run of a tagged task, a
   round trip per image even when no such limit exists; add tags with ``with_options``);
 - before any request: the result serializer is checked to round-trip an ``ImageResult``, so a
-  ``result_serializer`` that would silently turn the cache off is refused instead;
+  ``result_serializer`` that would silently turn the cache off is refused instead; the edit
+  inputs are read (the bytes the cache key was computed from, when it was), the credentials
+  resolved, the request's estimated cost taken from the spend limit and a slot of the
+  concurrency and rate limits held;
 - on success: the task's own transaction is switched to commit eagerly, so a paid image is
   persisted when the image task ends even inside another task (whose later failure would
   otherwise lose it); the success log line with tokens, cost and request id; the
@@ -28,9 +31,11 @@ can succeed on a retry.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -41,8 +46,14 @@ from prefect.runtime import task_run as runtime_task_run
 from prefect.states import State
 from prefect.transactions import CommitMode, get_transaction
 
-from prefect_cometapi.caching.policy import image_cache_policy
+from prefect_cometapi.blocks.credentials import (
+    CredentialsLike,
+    aresolve_credentials,
+    resolve_credentials,
+)
+from prefect_cometapi.caching.policy import fetched_inputs, image_cache_policy
 from prefect_cometapi.caching.serializer import IMAGE_RESULT_SERIALIZER
+from prefect_cometapi.client import AsyncCometAPIClient, CometAPIClient
 from prefect_cometapi.costs import record_failure, record_request
 from prefect_cometapi.errors import (
     APIStatusError,
@@ -52,19 +63,24 @@ from prefect_cometapi.errors import (
     retry_on_transient,
 )
 from prefect_cometapi.events import emit_image_event, emit_spend
+from prefect_cometapi.inputs import resolve_inputs
+from prefect_cometapi.limits import aapi_budget, api_budget
 from prefect_cometapi.models import GeneratedImage, ImageResult, Usage
-from prefect_cometapi.spend import estimate_request_usd
+from prefect_cometapi.spend import aacquire_spend, acquire_spend, estimate_request_usd
 from prefect_cometapi.text import excerpt, slugify
 
 __all__ = [
+    "ASYNC_TASK_OPTIONS",
     "CACHE_EXPIRATION",
     "TASK_OPTIONS",
-    "ASYNC_TASK_OPTIONS",
     "TASK_RETRIES",
     "TASK_RETRY_DELAYS",
     "TASK_TIMEOUT_SECONDS",
+    "EditInputs",
     "ImageCall",
+    "aedit_inputs",
     "check_result_serializer",
+    "edit_inputs",
     "on_cache_hit",
     "persist_on_finish",
     "run_name",
@@ -174,31 +190,148 @@ def _cost(cost_usd: float | None) -> str:
     return f"${cost_usd:.4f}" if cost_usd is not None else "n/a"
 
 
+EditInputs = tuple[list[bytes], "bytes | None"]
+"""An edit's input images and mask, as bytes."""
+
+
+def _needs_io(images: Any, mask: Any) -> bool:
+    many = images if isinstance(images, (list, tuple)) else [images]
+    return any(isinstance(s, str) or hasattr(s, "__fspath__") for s in [*many, mask])
+
+
+def edit_inputs(images: Any, mask: Any, s3_endpoint_url: str | None) -> EditInputs:
+    """An edit's inputs as bytes: those its cache key was computed from, else read now.
+
+    Args:
+        images: The task's ``images``.
+        mask: The task's ``mask``.
+        s3_endpoint_url: Endpoint for ``s3://`` inputs.
+
+    Returns:
+        The image bytes and the mask bytes (or ``None``).
+    """
+    # The bytes the cache key was computed from, when it was: fetched once, hashed and sent.
+    fetched = fetched_inputs(runtime_task_run.id)
+    return fetched or resolve_inputs(images, mask, s3_endpoint_url)
+
+
+async def aedit_inputs(images: Any, mask: Any, s3_endpoint_url: str | None) -> EditInputs:
+    """:func:`edit_inputs` for async tasks: paths, URLs and ``s3://`` URIs read in a thread.
+
+    Args:
+        images: The task's ``images``.
+        mask: The task's ``mask``.
+        s3_endpoint_url: Endpoint for ``s3://`` inputs.
+
+    Returns:
+        The image bytes and the mask bytes (or ``None``).
+    """
+    if fetched_inputs(runtime_task_run.id) is None and _needs_io(images, mask):
+        return await asyncio.to_thread(resolve_inputs, images, mask, s3_endpoint_url)
+    return edit_inputs(images, mask, s3_endpoint_url)
+
+
 class ImageCall:
-    """One call of an image task: checks before the request, everything after it.
+    """One call of an image task: checks before the request, the request's limits, the rest after.
 
     Args:
         endpoint: ``generations`` or ``edits``.
-        params: The task's inputs that describe the request (model, prompt, size, quality...).
+        prompt: The prompt.
+        params: The task's image parameters (``variant`` included; it is not sent).
+        credentials: A block, a saved block's name or ``None``.
+        limits: The task's ``(concurrency_limit, rate_limit, spend_limit, spend_limit_wait)``:
+            the names of a global concurrency limit to hold a slot of, of one with slot decay
+            used as a rate, of a spend limit (each ``None`` for none), and whether to wait for
+            the spend limit's budget (else raise).
+
+    Attributes:
+        sent: The parameters to send (``params`` without ``variant``).
     """
 
-    def __init__(self, endpoint: str, params: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        prompt: str,
+        params: dict[str, Any],
+        credentials: CredentialsLike,
+        limits: tuple[str | None, str | None, str | None, bool],
+    ) -> None:
         self.endpoint = endpoint
-        self.params = params
+        self.params = {"prompt": prompt, **params}
+        self.sent = {k: v for k, v in params.items() if k != "variant"}
         self.model = str(params.get("model"))
+        self.credentials = credentials
+        concurrency_limit, rate_limit, spend_limit, spend_limit_wait = limits
+        self._budget = (concurrency_limit, rate_limit)
+        self._spend = (spend_limit, spend_limit_wait)
         self.started = time.monotonic()
         check_result_serializer()
 
-    def estimated_usd(self, input_images: int = 0) -> float:
+    def run(
+        self,
+        send: Callable[[CometAPIClient, EditInputs | None], ImageResult],
+        inputs: Callable[[], EditInputs] | None = None,
+    ) -> ImageResult:
+        """Make the request with the sync client and report it.
+
+        Args:
+            send: Makes the client call (given the client and the edit inputs).
+            inputs: Reads the edit inputs (edits only).
+
+        Returns:
+            The result.
+        """
+        try:
+            loaded = inputs() if inputs else None
+            with (
+                resolve_credentials(self.credentials).get_client() as client,
+                acquire_spend(self._spend[0], self.estimated_usd(loaded), self._spend[1]),
+                api_budget(*self._budget),
+            ):
+                result = send(client, loaded)
+        except Exception as exc:
+            self.failed(exc)
+            raise
+        return self.succeeded(result)
+
+    async def arun(
+        self,
+        send: Callable[[AsyncCometAPIClient, EditInputs | None], Awaitable[ImageResult]],
+        inputs: Callable[[], Awaitable[EditInputs]] | None = None,
+    ) -> ImageResult:
+        """Make the request with the async client and report it (as :meth:`run`).
+
+        Args:
+            send: Makes the client call (given the client and the edit inputs).
+            inputs: Reads the edit inputs (edits only).
+
+        Returns:
+            The result.
+        """
+        try:
+            loaded = await inputs() if inputs else None
+            credentials = await aresolve_credentials(self.credentials)
+            async with (
+                credentials.get_async_client() as client,
+                aacquire_spend(self._spend[0], self.estimated_usd(loaded), self._spend[1]),
+                aapi_budget(*self._budget),
+            ):
+                result = await send(client, loaded)
+        except Exception as exc:
+            self.failed(exc)
+            raise
+        return self.succeeded(result)
+
+    def estimated_usd(self, inputs: EditInputs | None = None) -> float:
         """The request's estimated cost (what a spend limit takes before sending).
 
         Args:
-            input_images: Number of input images (edits).
+            inputs: The edit inputs, if any (their images count).
 
         Returns:
             USD.
         """
-        return estimate_request_usd(self.params, input_images)
+        return estimate_request_usd(self.params, len(inputs[0]) if inputs else 0)
 
     @property
     def seconds(self) -> float:

@@ -1,10 +1,11 @@
-"""Async twins of the tasks that do not call the Images API: upscale, upload, render.
+"""Async twins of sync tasks: the same function run in a worker thread, as an async task.
 
-Named as in prefect-aws (``aupload_to_bucket`` beside ``upload_to_bucket``). Each runs the sync
-task's own function in a worker thread (Pillow and boto3 block; the context, so the run's
-logger and ledger, goes with it), with the sync task's name, options and signature, so the
-twins cannot drift. ``agenerate_image`` and ``aedit_image`` (in
-:mod:`prefect_cometapi.tasks.images`) use the async HTTP client instead.
+Named as in prefect-aws (``aupload_to_bucket`` beside ``upload_to_bucket``). :func:`async_twin`
+runs the sync task's own function in a worker thread (Pillow and boto3 block; the context, so
+the run's logger and ledger, goes with it), with the sync task's name, options and signature,
+so the twins cannot drift. The tasks that do not call the Images API get their twins this way
+(``aupscale_image``, ``aupload_to_s3``, ``arender_prompt``, each beside its sync task);
+``agenerate_image`` and ``aedit_image`` use the async HTTP client instead.
 """
 
 from __future__ import annotations
@@ -15,11 +16,7 @@ from typing import Any
 
 from prefect import Task, task
 
-from prefect_cometapi.tasks.prompts import render_prompt
-from prefect_cometapi.tasks.s3 import upload_to_s3
-from prefect_cometapi.tasks.upscale import upscale_image
-
-__all__ = ["arender_prompt", "aupload_to_s3", "aupscale_image"]
+__all__ = ["async_twin"]
 
 _OPTIONS = (
     "name", "tags", "retries", "retry_delay_seconds", "retry_jitter_factor",
@@ -50,8 +47,3 @@ def async_twin(sync_task: Task[..., Any]) -> Task[..., Any]:
     options = {name: getattr(sync_task, name) for name in _OPTIONS}
     retry_delays = options.pop("retry_delay_seconds")
     return task(twin, retry_delay_seconds=retry_delays, **options)
-
-
-aupscale_image = async_twin(upscale_image)
-aupload_to_s3 = async_twin(upload_to_s3)
-arender_prompt = async_twin(render_prompt)
