@@ -34,6 +34,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from prefect_cometapi.environ import patched_environ
 from prefect_cometapi.errors import ValidationError
 
 __all__ = [
@@ -193,18 +194,12 @@ def allowing(base_urls: Iterable[str] = (), s3_endpoints: Iterable[str] = ()) ->
         Nothing; the previous values are restored on exit.
     """
     added = {ALLOWED_BASE_URLS_ENV: base_urls, ALLOWED_S3_ENDPOINTS_ENV: s3_endpoints}
-    saved = {name: os.environ.get(name) for name in added}
+    values = {}
     for name, extra in added.items():
-        entries = [saved[name] or "", *[e for e in extra if e]]
-        os.environ[name] = ",".join(e for e in entries if e)
-    try:
+        entries = [os.environ.get(name, ""), *[e for e in extra if e]]
+        values[name] = ",".join(e for e in entries if e)
+    with patched_environ(set=values):
         yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def input_roots() -> list[Path]:

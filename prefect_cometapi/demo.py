@@ -26,6 +26,8 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
+from prefect_cometapi.environ import patched_environ
+
 __all__ = [
     "DEMO_BUCKET",
     "DEMO_KEY",
@@ -51,7 +53,6 @@ _FAKE_AWS = {
     "AWS_DEFAULT_REGION": "us-east-1",
 }
 _AWS_DROPPED = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ENDPOINT_URL")
-_AWS_DROPPED += ("AWS_ENDPOINT_URL_S3",)
 
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
@@ -97,24 +98,13 @@ def add_demo_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
-@contextlib.contextmanager
-def _fake_aws_env(endpoint_url: str) -> Iterator[None]:
+def _fake_aws_env(endpoint_url: str) -> AbstractContextManager[None]:
     """moto as this process's S3, with its fake credentials; the developer's AWS settings put
     aside. The endpoint is set as a worker sets its own (``AWS_ENDPOINT_URL_S3``), so the runs'
     parameters and the delivery ledger's keys do not depend on moto's port."""
-    saved = {name: os.environ.get(name) for name in (*_FAKE_AWS, *_AWS_DROPPED)}
-    os.environ.update(_FAKE_AWS)
-    for name in _AWS_DROPPED:
-        os.environ.pop(name, None)
-    os.environ["AWS_ENDPOINT_URL_S3"] = endpoint_url
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    return patched_environ(
+        set={**_FAKE_AWS, "AWS_ENDPOINT_URL_S3": endpoint_url}, drop=_AWS_DROPPED
+    )
 
 
 @contextlib.contextmanager
@@ -401,9 +391,8 @@ def _prefect_for_demo() -> Iterator[Callable[[], AbstractContextManager[str | No
     def say(line: str) -> None:
         print(line, flush=True)
 
-    saved = os.environ.get("DO_NOT_TRACK")
-    os.environ["DO_NOT_TRACK"] = "1"  # Prefect's client-side usage events
-    try:
+    # DO_NOT_TRACK: Prefect's client-side usage events.
+    with patched_environ(set={"DO_NOT_TRACK": "1"}):
         if PREFECT_API_URL.value():
             say(f"Prefect:           {PREFECT_API_URL.value()} (PREFECT_API_URL)")
 
@@ -427,11 +416,6 @@ def _prefect_for_demo() -> Iterator[Callable[[], AbstractContextManager[str | No
                     yield None
 
             yield temporary
-    finally:
-        if saved is None:
-            os.environ.pop("DO_NOT_TRACK", None)
-        else:
-            os.environ["DO_NOT_TRACK"] = saved
 
 
 def run_demo(args: argparse.Namespace | Sequence[str] | None = None) -> int:
