@@ -252,3 +252,47 @@ def test_separate_key_storage_with_a_tampered_payload_is_a_miss(
     assert len(emulator.requests) == 2, "a tampered payload was served (or failed the run)"
     replaced = IMAGE_RESULT_SERIALIZER.loads(payload.read_bytes())
     assert replaced.images[0].data == again.images[0].data
+
+
+def test_a_crafted_pickle_in_an_s3_results_bucket_is_never_executed(
+    emulator: Any, api_key: str, s3_server: Any, s3_bucket: str, s3_client: Any, tmp_path: Path
+) -> None:
+    """Shared storage as the fleet uses it: an S3Bucket block (on moto) holds the cache."""
+    from prefect_aws import AwsCredentials, S3Bucket
+
+    aws = AwsCredentials(
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+        aws_client_parameters={"endpoint_url": s3_server.endpoint_url},
+    )
+    name = f"results-{uuid.uuid4().hex[:8]}"
+    S3Bucket(bucket_name=s3_bucket, bucket_folder="results", credentials=aws).save(name)
+    step = generate_image.with_options(result_storage=S3Bucket.load(name))
+    credentials = CometAPICredentials(api_key=api_key, base_url=emulator.base_url)
+    prompt = f"an S3 results bucket {uuid.uuid4().hex[:8]}"
+
+    @flow
+    def once() -> Any:
+        return step(prompt, credentials, size="1024x1024", quality="low")
+
+    def stored() -> tuple[str, dict[str, Any]]:
+        listing = s3_client.list_objects_v2(Bucket=s3_bucket, Prefix="results/")["Contents"]
+        (key,) = [o["Key"] for o in listing if "cometapi-generations" in o["Key"]]
+        return key, json.loads(s3_client.get_object(Bucket=s3_bucket, Key=key)["Body"].read())
+
+    once()
+    once()
+    assert len(emulator.requests) == 1, "the S3 results bucket does not cache"
+    key, record = stored()
+    marker = tmp_path / "executed"
+    record["metadata"]["serializer"] = {"type": "pickle", "picklelib": "pickle"}
+    record["result"] = base64.b64encode(pickle.dumps(_Marker(marker))).decode()
+    s3_client.put_object(Bucket=s3_bucket, Key=key, Body=json.dumps(record).encode())
+
+    once()
+    assert not marker.exists(), "a pickle in the S3 results bucket was executed"
+    assert len(emulator.requests) == 2
+    assert stored()[1]["metadata"]["serializer"] == {"type": "cometapi-image"}
+    once()
+    assert len(emulator.requests) == 2, "the replaced entry is not a cache hit"
