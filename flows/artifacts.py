@@ -30,6 +30,7 @@ __all__ = [
     "details_table",
     "gallery_markdown",
     "publish",
+    "results_description",
     "results_table",
 ]
 
@@ -209,39 +210,63 @@ def gallery_markdown(
 
 
 def results_table(summary: RunSummary) -> list[dict[str, object]]:
-    """What a person reads first: one row per image (or per failed item).
+    """What a person reads first, narrow enough for the Prefect UI: one row per image (or per
+    failed item) with the object's name; its full S3 URI is in :func:`details_table`, and the
+    folder the objects are in is in the table's description (:func:`results_description`).
 
     Args:
         summary: The run's summary.
 
     Returns:
-        Rows with ``item``, ``status``, ``cost_usd`` and ``s3_uri``.
+        Rows with ``item``, ``status``, ``cost_usd`` and ``object`` (the key's last segment).
     """
     return [
         {
             "item": outcome.item_id,
             "status": outcome.status,
             "cost_usd": round(outcome.cost_usd, 6),
-            "s3_uri": image.uri if image else "",
+            "object": image.key.rsplit("/", 1)[-1] if image else "",
         }
         for outcome in summary.outcomes
         for image in outcome.images or [None]
     ]
 
 
-def details_table(summary: RunSummary) -> list[dict[str, object]]:
-    """The rest of each row of :func:`results_table`: request, tokens, cache, output, error.
+def results_description(summary: RunSummary) -> str:
+    """The results table's description: where the objects are, and the run's headline.
 
     Args:
         summary: The run's summary.
 
     Returns:
-        Rows with ``item``, ``prompt``, ``size``, ``quality``, ``input_tokens``,
+        E.g. ``Objects in s3://bucket/banners/2026-01-01/. 5/5 items delivered, ...``.
+    """
+    folders = sorted(
+        {image.uri.rsplit("/", 1)[0] + "/" for o in summary.outcomes for image in o.images}
+    )
+    if len(folders) == 1:
+        where = f"Objects in {folders[0]} (full S3 URIs in the details table)."
+    elif folders:
+        where = "Full S3 URIs in the details table."
+    else:
+        where = "No object stored."
+    return f"{where} {summary.headline()}"
+
+
+def details_table(summary: RunSummary) -> list[dict[str, object]]:
+    """The rest of each row of :func:`results_table`: S3 URI, request, tokens, cache, output, error.
+
+    Args:
+        summary: The run's summary.
+
+    Returns:
+        Rows with ``item``, ``s3_uri``, ``prompt``, ``size``, ``quality``, ``input_tokens``,
         ``output_tokens``, ``cached``, ``output_size``, ``bytes``, ``seconds`` and ``error``.
     """
     return [
         {
             "item": outcome.item_id,
+            "s3_uri": image.uri if image else "",
             "prompt": outcome.prompt_excerpt,
             "size": outcome.size,
             "quality": outcome.quality,
@@ -274,10 +299,12 @@ def publish(summary: RunSummary, flow_name: str, title: str) -> None:
     create_table_artifact(
         table=results_table(summary),
         key=artifact_key(flow_name, "results"),
-        description=f"Item, status, cost and S3 URI. {summary.headline()}",
+        description=results_description(summary),
     )
     create_table_artifact(
         table=details_table(summary),
         key=artifact_key(flow_name, "details"),
-        description="Per image: prompt, requested size and quality, tokens, cache, output, error.",
+        description=(
+            "Per image: S3 URI, prompt, requested size and quality, tokens, cache, output, error."
+        ),
     )

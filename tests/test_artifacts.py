@@ -13,7 +13,12 @@ import io
 from flow_checks import assert_gallery_shape
 from PIL import Image
 
-from prefect_cometapi.flows.artifacts import details_table, gallery_markdown, results_table
+from prefect_cometapi.flows.artifacts import (
+    details_table,
+    gallery_markdown,
+    results_description,
+    results_table,
+)
 from prefect_cometapi.flows.outcomes import DeliveredImage, ItemOutcome, RunSummary
 from prefect_cometapi.flows.previews import PREVIEWED_ITEMS, with_previews
 from prefect_cometapi.models import GeneratedImage, ImageResult
@@ -107,11 +112,15 @@ def test_results_table_holds_the_four_columns_read_first_and_details_the_rest() 
             "item": "item-00",
             "status": "delivered",
             "cost_usd": 0.003,
-            "s3_uri": "s3://bucket/out/item-00.png",
+            "object": "item-00.png",
         }
     ]
+    assert results_description(summary).startswith(
+        "Objects in s3://bucket/out/ (full S3 URIs in the details table). 1/1 items delivered"
+    )
     (detail,) = details_table(summary)
     assert detail["item"] == "item-00" and detail["output_size"] == "3840x2160"
+    assert detail["s3_uri"] == "s3://bucket/out/item-00.png"
     assert {"prompt", "size", "quality", "input_tokens", "output_tokens", "cached", "error"} <= set(
         detail
     )

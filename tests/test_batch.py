@@ -166,15 +166,17 @@ def test_thirty_items_two_refused_are_reported_and_a_rerun_pays_only_for_them(
     assert table.type == "table"
     rows = table_rows(table)
     assert [row["item"] for row in rows] == [f"p{i:02d}" for i in range(30)]
-    assert all(list(row) == ["item", "status", "cost_usd", "s3_uri"] for row in rows)
+    assert all(list(row) == ["item", "status", "cost_usd", "object"] for row in rows)
     by_item = {row["item"]: row for row in rows}
     details = {row["item"]: row for row in table_rows(artifacts[artifact_key(FLOW, "details")])}
     for outcome in summary.outcomes:
         row = by_item[outcome.item_id]
         assert row["status"] == outcome.status
-        assert row["s3_uri"] == (outcome.images[0].uri if outcome.images else "")
+        uri = outcome.images[0].uri if outcome.images else ""
+        assert row["object"] == uri.rsplit("/", 1)[-1]
         assert row["cost_usd"] == pytest.approx(outcome.cost_usd)
         detail = details[outcome.item_id]
+        assert detail["s3_uri"] == uri
         assert detail["size"] == SIZE and detail["quality"] == "low"
         assert detail["output_size"] == (SIZE if outcome.images else "")
     assert {row["status"] for row in rows if row["item"] in failing_ids(failing)} == {"failed"}

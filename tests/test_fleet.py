@@ -226,12 +226,12 @@ def test_the_parent_adds_up_the_chunks(
     table = artifacts["results"].data
     rows = json.loads(table) if isinstance(table, str) else table
     assert len(rows) == ITEMS
-    assert sorted(row["s3_uri"] for row in rows) == sorted(
-        f"s3://{fleet_batch.bucket}/{key}" for key in fleet_batch.objects
-    )
     details = artifacts["details"].data
     details = json.loads(details) if isinstance(details, str) else details
     assert len(details) == ITEMS and not any(row["cached"] for row in details)
+    assert sorted(row["s3_uri"] for row in details) == sorted(
+        f"s3://{fleet_batch.bucket}/{key}" for key in fleet_batch.objects
+    )
     total = sum(row["cost_usd"] for row in rows)
     assert total > 0
     assert f"${total:.4f}" in run.state.message

@@ -87,9 +87,10 @@ def test_generate_and_upload_renders_generates_upscales_uploads_and_publishes(
         assert uri in gallery.data
     assert float(progress.data) == pytest.approx(100.0)
     rows = table_rows(table)
-    assert [row["s3_uri"] for row in rows] == summary.uris
+    assert [row["object"] for row in rows] == [uri.rsplit("/", 1)[-1] for uri in summary.uris]
     assert {row["status"] for row in rows} == {"delivered"}
     details = table_rows(artifacts[artifact_key("generate-and-upload", "details")])
+    assert [row["s3_uri"] for row in details] == summary.uris
     assert details[0]["quality"] == "low" and details[0]["output_size"] == "3840x2160"
     # Both images shown as previews kept in the artifact (1536x864 -> 320x180).
     assert assert_gallery_shape(gallery.data, previews=2) == [(320, 180), (320, 180)]

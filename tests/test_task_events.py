@@ -154,7 +154,8 @@ def test_cost_summary_and_asset_events_in_a_custom_flow(
     gallery = artifacts["cometapi-custom-banners-gallery"]
     assert f"Total cost: ${total:.6f}" in gallery.data
     rows = table_rows(artifacts["cometapi-custom-banners-results"])
-    assert rows[0]["s3_uri"] == uri and rows[0]["cost_usd"] == pytest.approx(total)
+    details = table_rows(artifacts["cometapi-custom-banners-details"])
+    assert details[0]["s3_uri"] == uri and rows[0]["cost_usd"] == pytest.approx(total)
     assert rows[1]["cost_usd"] == 0
     details = table_rows(artifacts["cometapi-custom-banners-details"])
     assert [r["cached"] for r in details] == [False, True]
