@@ -7,10 +7,13 @@ opens in headless Chromium, in both of Prefect's UIs (v2, the default, and v1):
 
 - the gallery artifact of the demo's flow run, asserting that every image in it has loaded
   (``naturalWidth > 0``) and that no markdown is left unrendered (``![``);
-- the results and details tables, and the flow run's page;
+- the results and details tables (the results table must fit the page without being cut
+  off), and the flow run's page;
 - the deployment's custom-run form, asserting that no ``None`` switch is left;
 - the CometAPI Credentials block form, asserting that the API key is a password input (v2;
-  the v1 UI draws it as a textarea despite ``format: password``: reported, not failed).
+  the v1 UI's schema form has no password input at all: every string field that is not a
+  date, a date-time, JSON or an enum is a one-row textarea, whatever its ``format``, so there
+  it is reported, not failed).
 
 Screenshots go to ``--out`` (default ``ui-check/``, ignored by git). Needs Chromium
 (``apt-get install chromium``) and Playwright in the environment (``pip install playwright``);
@@ -52,6 +55,16 @@ VIEWPORT = {"width": 1400, "height": 1000}
 SERVER_START_TIMEOUT_S = 300.0
 UI_VERSION_COOKIE = "prefect_ui_version"
 _UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+_TABLE_CUT_JS = """() => {
+  const table = document.querySelector('table');
+  if (!table) return null;
+  let cut = false;
+  for (let e = table; e && e !== document.body; e = e.parentElement) {
+    if (e.scrollWidth > e.clientWidth + 1) cut = true;
+  }
+  return {cut: cut, width: table.scrollWidth};
+}"""
+"""Whether the page's first table is wider than a box around it (cut off or scrolled)."""
 
 
 def _free_port() -> int:
@@ -219,6 +232,10 @@ def check_ui(base: str, found: dict[str, Any], out: Path, chromium: str) -> list
                     if key.endswith(("-results", "-details")):
                         kind = key.rsplit("-", 1)[1]
                         shot(f"/artifacts/artifact/{artifact_id}", f"{ui}-{kind}", "drift-kettle")
+                        cut = page.evaluate(_TABLE_CUT_JS)
+                        print(f"{ui} {kind} table: {cut}")
+                        if kind == "results" and (cut is None or cut["cut"]):
+                            failures.append(f"{ui} results table does not fit: {cut}")
                 shot(f"/runs/flow-run/{found['flow_run_id']}", f"{ui}-flow-run", "batch-generate")
                 # The custom-run form: no None switches.
                 run_form = f"/deployments/deployment/{found['deployment_id']}/run"
