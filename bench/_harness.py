@@ -233,6 +233,10 @@ class BenchEnv:
     Args:
         latency_s: The emulator's fixed latency per image request.
         prefect: Start the Prefect server (a child that only runs a flow needs none).
+        image_pool: The emulator answers generations from this many pre-drawn realistic PNGs
+            (``--image-pool``: as heavy as its drawings, each answer distinct), so its drawing,
+            which the real API does on its own servers, does not take the cores of the machine
+            under test; 0 draws every image.
 
     Attributes:
         emulator_url: The emulator's OpenAI ``base_url`` (``.../v1``).
@@ -241,8 +245,9 @@ class BenchEnv:
         api_url: The Prefect API URL (``None`` without ``prefect``).
     """
 
-    def __init__(self, latency_s: float = 0.0, prefect: bool = True) -> None:
+    def __init__(self, latency_s: float = 0.0, prefect: bool = True, image_pool: int = 8) -> None:
         self.latency_s = latency_s
+        self.image_pool = image_pool
         self._with_prefect = prefect
         self._stack = ExitStack()
         self._procs: dict[str, subprocess.Popen[str]] = {}
@@ -274,6 +279,8 @@ class BenchEnv:
                 "--control",
                 "--latency",
                 str(self.latency_s),
+                "--image-pool",
+                str(self.image_pool),
             ],
             "emulator",
         )
@@ -485,6 +492,34 @@ def run_batch_here(
         reasons = "; ".join(f"{k}: {v}" for k, v in list(summary.failures.items())[:5])
         raise RuntimeError(f"{summary.failed} of {n} item(s) failed: {reasons}")
     return summary, wall, cpu
+
+
+def add_image_pool_argument(parser: Any) -> None:
+    """Add ``--image-pool N`` (default 8; 0 draws every image) to a bench's arguments.
+
+    Args:
+        parser: The bench's ``argparse.ArgumentParser``.
+    """
+    parser.add_argument(
+        "--image-pool",
+        type=int,
+        default=8,
+        help="the emulator answers from N pre-drawn realistic PNGs (0: it draws each one)",
+    )
+
+
+def image_pool_line(image_pool: int) -> str:
+    """Say how the emulator makes its images, for a bench's header.
+
+    Args:
+        image_pool: The ``--image-pool`` value.
+
+    Returns:
+        One line.
+    """
+    if image_pool > 0:
+        return f"emulator images: {image_pool} pre-drawn realistic PNGs (--image-pool 0 draws each)"
+    return "emulator images: each one drawn (realistic), on this machine's cores"
 
 
 def new_run_id() -> str:

@@ -70,9 +70,11 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=32)
     parser.add_argument("--latency", type=float, default=2.0)
     parser.add_argument("--light", action="store_true", help="the emulator's light drawings")
+    h.add_image_pool_argument(parser)
     args = parser.parse_args()
     print(f"machine: {h.machine()}")
-    with h.BenchEnv(latency_s=args.latency) as env:
+    print(h.image_pool_line(args.image_pool))
+    with h.BenchEnv(latency_s=args.latency, image_pool=args.image_pool) as env:
         from prefect import flow, task
 
         from prefect_cometapi.client import AsyncCometAPIClient

@@ -77,11 +77,13 @@ def main() -> None:
     parser.add_argument("--size", default="1024x1024")
     parser.add_argument("--quality", default="low")
     parser.add_argument("--upscale", default="none", help="an UpscaleOptions target")
+    h.add_image_pool_argument(parser)
     args = parser.parse_args()
     up = args.upscale
 
     print(f"machine: {h.machine()}")
-    with h.BenchEnv(latency_s=args.latency) as env:
+    print(h.image_pool_line(args.image_pool))
+    with h.BenchEnv(latency_s=args.latency, image_pool=args.image_pool) as env:
         # A small batch first, so one-time costs (imports, flow registration, clients) are
         # not charged to the first measured run.
         env.run_batch(2, h.new_run_id(), args.concurrency, args.size, args.quality, up)

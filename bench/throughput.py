@@ -1,7 +1,9 @@
 """API-bound throughput: ``batch_generate`` against an emulator with a fixed latency per image.
 
 The emulator answers every image request after ``--latency`` seconds (2 s by default) with
-images as heavy as the real API's (about 2 MB per 1024x1024 PNG); the batch runs
+images as heavy as the real API's (about 2 MB per 1024x1024 PNG; by default from a pool of 8
+pre-drawn ones, so the stand-in's drawing, which the real API does on its own servers, does not
+take the cores of the machine under test: ``--image-pool 0`` draws each); the batch runs
 ``--concurrency`` requests at once (16), no upscale, uploads to moto's S3 server (its own
 process). The ideal wall time is ``ceil(N / concurrency) x latency``; efficiency = ideal / ours.
 
@@ -154,10 +156,12 @@ def main() -> None:
     parser.add_argument("--busy", action="store_true", help="keep one core busy meanwhile")
     parser.add_argument("--size", default="1024x1024")
     parser.add_argument("--quality", default="low")
+    h.add_image_pool_argument(parser)
     args = parser.parse_args()
 
     print(f"machine: {h.machine()}")
-    with h.BenchEnv(latency_s=args.latency) as env:
+    print(h.image_pool_line(args.image_pool))
+    with h.BenchEnv(latency_s=args.latency, image_pool=args.image_pool) as env:
         seq_per_item = None
         if args.baseline_items:
             seq = sequential_baseline(

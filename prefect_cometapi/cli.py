@@ -48,6 +48,13 @@ def _add_emulator_arguments(parser: argparse.ArgumentParser) -> None:
         help="answer flat drawings (~0.1 MB) instead of images as heavy as the real API's (~2 MB)",
     )
     parser.add_argument(
+        "--image-pool",
+        type=int,
+        default=0,
+        metavar="N",
+        help="answer generations from N pre-drawn realistic PNGs (for benchmarks; 0: draw each)",
+    )
+    parser.add_argument(
         "--control",
         action="store_true",
         help="serve the /_emulator/state|reset|config|script control endpoints (JSON only)",
@@ -73,6 +80,7 @@ def _run_emulator(args: argparse.Namespace) -> int:
         retry_after_s=args.retry_after,
         seed=args.seed,
         light_images=args.light_images,
+        image_pool=args.image_pool,
     )
     emulator = Emulator(config, host=args.host, port=args.port, control=args.control)
     try:

@@ -784,3 +784,26 @@ def test_emulator_runs_as_a_process() -> None:
     finally:
         proc.terminate()
         assert proc.wait(timeout=15) == 0
+
+
+def test_an_image_pool_answers_realistic_distinct_pngs_naming_their_prompt(
+    http: httpx.Client, emulator: Emulator
+) -> None:
+    light = emulator.config.light_images
+    emulator.configure(image_pool=2, light_images=False)
+    try:
+        prompts = [f"pooled product {i}" for i in range(5)]
+        bodies = [gen(http, prompt=p, size="1024x1024").json() for p in prompts]
+        drawn = gen(http, prompt="not pooled", background="transparent").json()["data"][0]
+    finally:
+        emulator.configure(image_pool=0, light_images=light)
+    blobs = [base64.b64decode(body["data"][0]["b64_json"]) for body in bodies]
+    assert len({hashlib.sha256(b).hexdigest() for b in blobs}) == 5
+    for prompt, blob in zip(prompts, blobs, strict=True):
+        assert len(blob) > 1_000_000  # as heavy as the drawn ones
+        with Image.open(io.BytesIO(blob)) as img:
+            img.load()  # the chunk must keep the PNG valid (CRCs checked)
+            assert (img.format, img.size) == ("PNG", (1024, 1024))
+            assert img.text["Comment"] == f"{prompt} #1"
+    # What the pool does not serve (transparent, JPEG/WebP, edits) is drawn as before.
+    assert b"tEXt" not in base64.b64decode(drawn["b64_json"])

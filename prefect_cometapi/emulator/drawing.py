@@ -33,6 +33,7 @@ __all__ = [
     "encode",
     "fast_png",
     "grain_tile",
+    "pooled_generation",
     "render_edit",
     "render_generation",
 ]
@@ -295,6 +296,33 @@ def render_generation(
     footer = f"#{index + 1}/{n}  {width}x{height}  {model}  {quality}  {digest[:3].hex()}"
     _text_panel(img, prompt, footer)
     return encode(img, output_format, compression, photographic=not light)
+
+
+def pooled_generation(prompt: str, index: int, width: int, height: int, pool: int) -> bytes:
+    """One of ``pool`` pre-drawn realistic PNGs, made this request's own by a text chunk.
+
+    The pool's drawings are as heavy as :func:`render_generation`'s (they are its output for a
+    fixed prompt), but drawn once per slot and size; the request's prompt and index go into a
+    ``tEXt`` chunk, so every answer's bytes (and sha256) are distinct. For benchmarks, where the
+    real API draws on its own servers and the stand-in's drawing should not take the cores of
+    the machine under test.
+
+    Args:
+        prompt: The request's prompt (written into the chunk, not drawn).
+        index: Index of the image in the request.
+        width: Width in px.
+        height: Height in px.
+        pool: How many distinct drawings to choose from.
+
+    Returns:
+        The PNG bytes.
+    """
+    slot = hashlib.sha256(f"{prompt}#{index}".encode()).digest()[0] % max(pool, 1)
+    png = render_generation(f"pre-drawn image {slot + 1} of {pool}", 0, 1, width, height)
+    text = b"Comment\x00" + f"{prompt} #{index + 1}".encode("latin-1", "replace")
+    chunk = struct.pack(">I", len(text)) + b"tEXt" + text
+    chunk += struct.pack(">I", zlib.crc32(chunk[4:]))
+    return png[:-12] + chunk + png[-12:]
 
 
 def _open_rgba(data: bytes) -> Image.Image:

@@ -29,7 +29,7 @@ from prefect_cometapi.emulator.faults import (
     normalize_fault,
 )
 from prefect_cometapi.emulator.multipart import MultipartError, parse_multipart
-from prefect_cometapi.emulator.state import EmulatorState, RequestRecord
+from prefect_cometapi.emulator.state import EmulatorConfig, EmulatorState, RequestRecord
 from prefect_cometapi.errors import ValidationError
 from prefect_cometapi.pricing import (
     estimate_input_image_tokens,
@@ -260,8 +260,16 @@ def _validate(endpoint: str, parsed: _Parsed) -> _Job:
     )
 
 
-async def _render(job: _Job, parsed: _Parsed, light: bool) -> list[bytes]:
+async def _render(job: _Job, parsed: _Parsed, config: EmulatorConfig) -> list[bytes]:
+    light = config.light_images
+    pooled = config.image_pool > 0 and not light and not parsed.images
+    pooled = pooled and job.output_format == "png" and not job.transparent
+
     def one(index: int) -> bytes:
+        if pooled:
+            return drawing.pooled_generation(
+                job.prompt, index, job.width, job.height, config.image_pool
+            )
         common = {
             "light": light,
             "output_format": job.output_format,
@@ -307,7 +315,7 @@ def _start_drawing(
         job = _validate(endpoint, parsed)
     except _Reject:
         return None
-    return asyncio.ensure_future(_render(job, parsed, state.config.light_images))
+    return asyncio.ensure_future(_render(job, parsed, state.config))
 
 
 async def _answer(
@@ -334,7 +342,7 @@ async def _answer(
             return fault_response(fault, state.config.retry_after_s, request_id), 0
         if fault == "slow":
             await asyncio.sleep(state.config.slow_s)
-        images = await (drawing_task or _render(job, parsed, state.config.light_images))
+        images = await (drawing_task or _render(job, parsed, state.config))
     finally:
         if drawing_task is not None and not drawing_task.done():
             drawing_task.cancel()

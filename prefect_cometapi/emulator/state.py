@@ -31,6 +31,10 @@ class EmulatorConfig:
         seed: Seed of the random generator that draws the faults.
         light_images: Answer flat drawings (about 0.1 MB at 1024x1024) instead of images with
             photographic weight (about 2 MB, like the real API's); for tests that want speed.
+        image_pool: Answer generations (PNG, opaque) from this many pre-drawn realistic images,
+            each answer made distinct by a text chunk holding its prompt, instead of drawing
+            every one; for benchmarks, where the real API's drawing happens on its servers and
+            the stand-in's should not take the cores of the machine under test. 0 draws each.
     """
 
     api_keys: frozenset[str] | None = None
@@ -44,6 +48,7 @@ class EmulatorConfig:
     retry_after_s: float = 1.0
     seed: int | None = None
     light_images: bool = False
+    image_pool: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """The config as JSON-ready data, without the keys themselves.
