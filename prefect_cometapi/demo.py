@@ -366,9 +366,32 @@ def _console_warnings_only() -> Iterator[None]:
         handler.setLevel(max(handler.level, logging.WARNING))
     try:
         yield
+        _send_queued_events_and_logs()
     finally:
         for handler, level in zip(handlers, levels, strict=True):
             handler.setLevel(level)
+
+
+def _send_queued_events_and_logs() -> None:
+    """Send the run's queued events and logs now, while the server is still up.
+
+    Left for the interpreter's exit, they would go to a temporary server that is already gone,
+    and Prefect's queue services print ``Still processing items: N items remaining...`` to the
+    console while they drain.
+    """
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    quiet = [logging.getLogger(type_.__name__) for type_ in (EventsWorker, APILogWorker)]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:
+        logger.setLevel(logging.ERROR)
+    try:
+        EventsWorker.drain_all(timeout=30, at_exit=False)
+        APILogWorker.drain_all(timeout=30, at_exit=False)
+    finally:
+        for logger, level in zip(quiet, levels, strict=True):
+            logger.setLevel(level)
 
 
 @contextlib.contextmanager
