@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import logging
 import os
 import socket
@@ -26,6 +25,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
+from prefect_cometapi.demo_bucket import sha256_of_file
 from prefect_cometapi.environ import patched_environ
 
 __all__ = [
@@ -157,21 +157,13 @@ def _save_copies(summary: Any, output_dir: Path, endpoint_url: str | None) -> li
             ext = "jpg" if image.format == "jpeg" else image.format
             path = output_dir / f"{outcome.item_id}{suffix}.{ext}"
             files.append(path)
-            if path.is_file() and _sha256_of(path) == image.sha256:
+            if path.is_file() and sha256_of_file(path) == image.sha256:
                 continue  # the copy from an earlier run is this very image
             body = client.get_object(Bucket=image.bucket, Key=image.key)["Body"]
             with body, path.open("wb") as handle:
                 for chunk in body.iter_chunks(1 << 20):
                     handle.write(chunk)
     return files
-
-
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _add_local_copies_to_gallery(summary: Any, flow_run_id: Any, files: list[Path]) -> None:

@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["KEPT_DIR_NAME", "keep_bucket", "kept_dir", "restore_bucket"]
+__all__ = ["KEPT_DIR_NAME", "keep_bucket", "kept_dir", "restore_bucket", "sha256_of_file"]
 
 KEPT_DIR_NAME = "cometapi-demo-s3"
 """The folder under ``PREFECT_HOME`` holding the demo bucket's objects between runs."""
@@ -41,7 +41,15 @@ def _name(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:40]
 
 
-def _sha256_of(path: Path) -> str:
+def sha256_of_file(path: Path) -> str:
+    """The SHA-256 of a file, read in 1 MB chunks.
+
+    Args:
+        path: The file.
+
+    Returns:
+        The hex digest.
+    """
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -65,7 +73,7 @@ def restore_bucket(client: Any, bucket: str, folder: Path) -> int:
         data_path = meta_path.with_suffix(".object")
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            if not data_path.is_file() or _sha256_of(data_path) != meta["sha256"]:
+            if not data_path.is_file() or sha256_of_file(data_path) != meta["sha256"]:
                 continue
             with data_path.open("rb") as body:
                 client.put_object(
