@@ -112,6 +112,24 @@ def test_any_key_accepted_when_api_keys_is_none(emulator: Emulator) -> None:
     assert resp.status_code == 200
 
 
+def test_models_list_is_free_and_checks_the_key(http: httpx.Client, emulator: Emulator) -> None:
+    resp = http.get("/models")
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["x-request-id"].startswith("req_")
+    body = resp.json()
+    assert body["object"] == "list"
+    ids = [m["id"] for m in body["data"]]
+    assert "gpt-image-2" in ids and "gpt-image-1-mini" in ids
+    assert all(m["object"] == "model" for m in body["data"])
+    with httpx.Client(base_url=emulator.base_url) as client:
+        no_key = client.get("/models")
+        wrong = client.get("/models", headers={"Authorization": "Bearer sk-wrong-key-123456"})
+    for bad in (no_key, wrong):
+        assert_error(bad, 401, None, "invalid_api_key", "invalid_request_error")
+        assert "sk-wrong" not in bad.text
+    assert emulator.billed_requests == 0 and emulator.requests == []
+
+
 def test_authorization_header_is_not_recorded(http: httpx.Client, emulator: Emulator) -> None:
     gen(http, size="1024x640", quality="low")
     record = emulator.requests[0]

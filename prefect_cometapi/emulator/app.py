@@ -1,4 +1,5 @@
-"""The Starlette application: the two image endpoints plus the ``/_emulator/*`` control API.
+"""The Starlette application: the two image endpoints and the models list, plus the
+``/_emulator/*`` control API.
 
 The control API (state, reset, config, script) changes what the emulator answers and shows what
 it received, so it is off unless the app is built with ``control=True`` (the ``--control`` flag
@@ -20,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from prefect_cometapi.emulator.faults import error_response
-from prefect_cometapi.emulator.images import handle_image_request
+from prefect_cometapi.emulator.images import handle_image_request, handle_models_request
 from prefect_cometapi.emulator.state import EmulatorState
 
 __all__ = ["create_app"]
@@ -129,6 +130,7 @@ def create_app(state: EmulatorState, control: bool = False) -> Starlette:
     routes = [
         Route("/v1/images/generations", _generations, methods=["POST"]),
         Route("/v1/images/edits", _edits, methods=["POST"]),
+        Route("/v1/models", handle_models_request, methods=["GET"]),
         Route("/_emulator/health", _health, methods=["GET"]),
     ]
     if control:

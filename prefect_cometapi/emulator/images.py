@@ -1,4 +1,5 @@
-"""The two image endpoints: parse, authenticate, inject faults, validate as the API does, draw."""
+"""The image endpoints (parse, authenticate, inject faults, validate as the API does, draw) and
+the free models list."""
 
 from __future__ import annotations
 
@@ -49,6 +50,7 @@ __all__ = [
     "IMAGE_FIELDS",
     "KNOWN_MODELS",
     "handle_image_request",
+    "handle_models_request",
 ]
 
 logger = logging.getLogger(__name__)
@@ -389,4 +391,32 @@ async def handle_image_request(request: Request, endpoint: str) -> Response:
         state.finish(record, None if dropped else response.status_code, billed)
     if not isinstance(response, DropResponse):
         response.headers["x-request-id"] = request_id
+    return response
+
+
+async def handle_models_request(request: Request) -> Response:
+    """Serve ``GET /v1/models``: the models the emulator knows, free, with auth as for images.
+
+    Neither logged nor billed: a health check (``prefect-cometapi doctor``) calls it before any
+    image is asked for.
+
+    Args:
+        request: The request.
+
+    Returns:
+        OpenAI's list shape (``{"object": "list", "data": [{"id": ..., "object": "model",
+        ...}]}``), or the same 401 as the image endpoints.
+    """
+    state: EmulatorState = request.app.state.emulator
+    try:
+        _authenticate(request, state)
+    except _Reject as reject:
+        response = reject.response
+    else:
+        models = [
+            {"id": name, "object": "model", "created": 0, "owned_by": "openai"}
+            for name in sorted(KNOWN_MODELS)
+        ]
+        response = JSONResponse({"object": "list", "data": models})
+    response.headers["x-request-id"] = new_request_id()
     return response
