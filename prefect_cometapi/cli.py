@@ -117,6 +117,24 @@ def _run_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+def _add_doctor_arguments(parser: argparse.ArgumentParser) -> None:
+    from prefect_cometapi.doctor import add_doctor_arguments
+
+    add_doctor_arguments(parser)
+
+
+def _run_doctor(args: argparse.Namespace) -> int:
+    from prefect_cometapi.doctor import run_doctor
+
+    return run_doctor(args)
+
+
+def _version() -> str:
+    from prefect_cometapi.doctor import package_version
+
+    return package_version()
+
+
 #: name -> (help, add_arguments, run)
 SUBCOMMANDS: dict[str, tuple[str, AddArguments, Run]] = {
     "emulator": (
@@ -128,6 +146,12 @@ SUBCOMMANDS: dict[str, tuple[str, AddArguments, Run]] = {
         "run the pipeline end to end offline: emulator, local S3, Prefect (--live for real)",
         _add_demo_arguments,
         _run_demo,
+    ),
+    "doctor": (
+        "check this worker's setup before the first run: key, base URL, API, bucket, limits, "
+        "locks, result storage, Prefect (exit 1 on a problem)",
+        _add_doctor_arguments,
+        _run_doctor,
     ),
 }
 
@@ -141,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="prefect-cometapi", description="Prefect + CometAPI GPT Image tools."
     )
+    parser.add_argument("--version", action="version", version=f"prefect-cometapi {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help_text, add_arguments, run) in SUBCOMMANDS.items():
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)

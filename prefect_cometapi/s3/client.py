@@ -63,6 +63,7 @@ def make_s3_client(
     endpoint_url: str | None = None,
     region_name: str | None = None,
     aws_credentials: Any | None = None,
+    config_overrides: Mapping[str, Any] | None = None,
 ) -> Any:
     """Build a boto3 S3 client.
 
@@ -76,6 +77,8 @@ def make_s3_client(
             ``boto3.Session``. ``None`` uses boto3's standard credential chain. The block's
             ``aws_client_parameters`` (endpoint, verify, config) are honoured; an explicit
             ``endpoint_url`` wins.
+        config_overrides: :func:`s3_config` arguments to change (e.g. fewer attempts and
+            shorter timeouts for a quick check).
 
     Returns:
         A boto3 S3 client with :func:`s3_config` (the block's own ``Config`` merged on top).
@@ -83,7 +86,7 @@ def make_s3_client(
     Raises:
         TypeError: ``aws_credentials`` is none of the accepted kinds.
     """
-    config = s3_config()
+    config = s3_config(**(config_overrides or {}))
     kwargs: dict[str, Any] = {}
     if aws_credentials is None:
         session: Any = boto3.session.Session()
