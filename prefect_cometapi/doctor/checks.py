@@ -134,7 +134,7 @@ def check_credentials(ctx: DoctorContext) -> CheckResult:
         where = "no --credentials block was given and "
     ctx.block = block
     own_key = block.api_key is not None and bool(block.api_key.get_secret_value().strip())
-    source = f"the block {name!r}'s own key" if own_key else "COMETAPI_KEY"
+    source = f"the block {name!r}" if own_key else "COMETAPI_KEY"
     try:
         key = resolve_api_key(block.api_key)
     except MissingAPIKeyError:
@@ -165,10 +165,13 @@ def check_credentials(ctx: DoctorContext) -> CheckResult:
             "check that it is a CometAPI key (the API check below tells whether it is accepted)",
             details,
         )
-    loaded = f"the block {name!r} loads; " if name else ""
-    return CheckResult(
-        "credentials", Status.OK, f"{loaded}the API key from {source} is well-formed", "", details
-    )
+    if not name:
+        text = "the API key from COMETAPI_KEY is well-formed"
+    elif own_key:
+        text = f"the block {name!r} loads and its own API key is well-formed"
+    else:
+        text = f"the block {name!r} loads (no key of its own); COMETAPI_KEY is well-formed"
+    return CheckResult("credentials", Status.OK, text, "", details)
 
 
 def _unloadable(name: str, exc: BaseException, env_key: str | None) -> CheckResult:
