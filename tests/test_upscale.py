@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import hashlib
 import io
+import random
 
 import pytest
-from PIL import Image, ImageChops, ImageDraw, ImageFile, ImageStat
+from PIL import Image, ImageChops, ImageCms, ImageDraw, ImageFile, ImageStat
 from prefect import flow
 
 from prefect_cometapi.emulator.drawing import render_generation
 from prefect_cometapi.errors import ValidationError
 from prefect_cometapi.models import GeneratedImage, Usage
+from prefect_cometapi.png_encoding import (
+    ADAPTIVE_DEFLATE,
+    ADAPTIVE_RLE,
+    AVERAGE_HUFFMAN,
+    PngPlan,
+    choose_png_plan,
+    encode_png,
+)
 from prefect_cometapi.tasks.upscale import upscale_image
 from prefect_cometapi.upscaling import MAX_UPSCALE_PIXELS, upscale
 
@@ -370,3 +379,58 @@ def test_upscale_image_failure_fails_the_flow(landscape: Image.Image) -> None:
 
     with pytest.raises(ValidationError, match="downscale"):
         pipeline(_generated(landscape))
+
+
+def _noisy_photo(width: int, height: int) -> Image.Image:
+    """A photograph-like image under strong Gaussian noise (what grainy generations look like)."""
+    smooth = Image.linear_gradient("L").resize((width, height)).convert("RGB")
+    draw = ImageDraw.Draw(smooth)
+    draw.ellipse((width // 4, height // 4, width * 3 // 4, height), fill=(180, 120, 90))
+    channels = [Image.effect_noise((width, height), 30) for _ in range(3)]
+    noise = Image.merge("RGB", channels)
+    return Image.blend(smooth, noise, 0.35)
+
+
+def test_default_png_on_noisy_content_is_exact_and_not_much_larger_than_pillows() -> None:
+    src = _noisy_photo(320, 180)
+    out = upscale(_generated(src), size="800x450", mode="stretch")
+    reference = src.resize((800, 450), LANCZOS)
+    assert _same_pixels(_decode(out), reference)
+    pillow = io.BytesIO()
+    reference.save(pillow, "PNG")  # Pillow's defaults: adaptive filter, zlib level 6
+    assert len(out.data) <= 1.1 * len(pillow.getvalue())
+
+
+def test_default_png_on_flat_drawings_is_exact_and_not_much_larger_than_pillows() -> None:
+    source = render_generation("a flat poster", 0, 1, 320, 180, light=True)
+    image = _generated(Image.open(io.BytesIO(source)))
+    with Image.open(io.BytesIO(source)) as picture:
+        reference = picture.resize((800, 450), LANCZOS)
+    out = upscale(image, size="800x450", mode="stretch")
+    assert _same_pixels(_decode(out), reference)
+    pillow = io.BytesIO()
+    reference.save(pillow, "PNG")
+    assert len(out.data) <= 1.1 * len(pillow.getvalue())
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "RGB", "RGBA"])
+@pytest.mark.parametrize("plan", [AVERAGE_HUFFMAN, ADAPTIVE_RLE, ADAPTIVE_DEFLATE])
+def test_every_png_plan_decodes_to_the_exact_pixels(mode: str, plan: PngPlan) -> None:
+    # Random bytes make every Average residual wrap somewhere; odd sizes test the edges.
+    size = (67, 41)
+    img = Image.frombytes(mode, size, random.Random(7).randbytes(size[0] * size[1] * len(mode)))
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    data = encode_png(img, icc=profile if mode in ("RGB", "RGBA") else None, plan=plan)
+    with Image.open(io.BytesIO(data)) as decoded:
+        decoded.load()
+        assert decoded.mode == mode and decoded.size == size
+        assert decoded.tobytes() == img.tobytes()
+        assert decoded.info.get("icc_profile") == (profile if mode in ("RGB", "RGBA") else None)
+
+
+def test_the_probe_picks_the_average_filter_for_noise_and_level_6_for_flat_drawings() -> None:
+    noisy = _noisy_photo(400, 600).resize((800, 1200), LANCZOS)
+    assert choose_png_plan(noisy)[0] == AVERAGE_HUFFMAN
+    with Image.open(io.BytesIO(render_generation("flat", 0, 1, 400, 600, light=True))) as flat:
+        drawing = flat.convert("RGB").resize((800, 1200), LANCZOS)
+    assert choose_png_plan(drawing)[0] == ADAPTIVE_DEFLATE
