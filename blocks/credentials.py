@@ -9,15 +9,14 @@ from pydantic import ConfigDict, Field, SecretStr, field_validator
 
 from prefect_cometapi.allowlist import DEFAULT_BASE_URL
 from prefect_cometapi.client import AsyncCometAPIClient, CometAPIClient
-from prefect_cometapi.exchange import (
+from prefect_cometapi.client.core import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_RETRIES,
     DEFAULT_READ_TIMEOUT,
-    check_api_key,
-    resolve_api_key,
 )
-from prefect_cometapi.form_fields import OptionalSecret
-from prefect_cometapi.named_blocks import aload_block, load_block
+from prefect_cometapi.client.keys import check_api_key, resolve_api_key
+from prefect_cometapi.forms.fields import OptionalSecret
+from prefect_cometapi.orchestration.named_blocks import aload_block, load_block
 
 __all__ = ["CometAPICredentials"]
 
@@ -148,8 +147,9 @@ CredentialsLike = CometAPICredentials | str | None
 def resolve_credentials(credentials: CredentialsLike) -> CometAPICredentials:
     """A credentials block from a block, a saved block's name or nothing.
 
-    A name is loaded once per flow run (:func:`~prefect_cometapi.named_blocks.load_block`): the
-    cache key and the task body of every task run in the flow run share that one load.
+    A name is loaded once per flow run
+    (:func:`~prefect_cometapi.orchestration.named_blocks.load_block`): the cache key and the
+    task body of every task run in the flow run share that one load.
 
     Args:
         credentials: The block, its name, or ``None``.

@@ -6,7 +6,8 @@ How a batch runs:
 
 1. Every prompt is rendered and checked first; a bad template or a missing variable refuses the
    whole batch before any request.
-2. The cost of the whole batch is estimated (:func:`prefect_cometapi.pricing.estimate_cost`); over
+2. The cost of the whole batch is estimated
+   (:func:`prefect_cometapi.billing.prices.estimate_cost`); over
    ``max_cost_usd`` the batch is refused with zero requests (items already in the image cache
    are not counted).
 3. Items run end to end (generate -> upscale -> upload) in ``process_item`` task runs, at most
@@ -26,29 +27,13 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timezone
-from typing import Annotated, Any
+from typing import Annotated
 
 from prefect import flow, get_run_logger
 from prefect.states import Completed
 from pydantic import Field
 
-from prefect_cometapi.blocks import CometAPICredentials
-from prefect_cometapi.caching.keys import image_cache_key
-from prefect_cometapi.errors import BatchFailedError, BudgetExceededError, ValidationError
-from prefect_cometapi.flows.artifacts import Progress, publish
-from prefect_cometapi.flows.outcomes import ItemOutcome, RunSummary
-from prefect_cometapi.flows.params import (
-    CredentialsBlock,
-    ImageOptions,
-    OptionalItems,
-    OptionalUSD,
-    S3Options,
-    UpscaleOptions,
-    check_distinct_keys,
-)
-from prefect_cometapi.flows.requesting import image_result_store
-from prefect_cometapi.flows.running import Concurrency, run_items
-from prefect_cometapi.flows.sources import (
+from prefect_cometapi.batching.sources import (
     EXAMPLE_ITEMS,
     EXAMPLE_TEMPLATE,
     Item,
@@ -57,8 +42,21 @@ from prefect_cometapi.flows.sources import (
     resolve_credentials,
     template_source,
 )
-from prefect_cometapi.form_fields import OptionalText
-from prefect_cometapi.pricing import estimate_cost
+from prefect_cometapi.batching.window import Concurrency, run_items
+from prefect_cometapi.billing.budget import _check_budget
+from prefect_cometapi.errors import BatchFailedError, ValidationError
+from prefect_cometapi.forms.fields import OptionalText
+from prefect_cometapi.forms.options import (
+    CredentialsBlock,
+    ImageOptions,
+    OptionalItems,
+    OptionalUSD,
+    S3Options,
+    UpscaleOptions,
+    check_distinct_keys,
+)
+from prefect_cometapi.reports.artifacts import Progress, publish
+from prefect_cometapi.reports.outcomes import ItemOutcome, RunSummary
 from prefect_cometapi.templates import render_template
 
 __all__ = ["FLOW_NAME", "GALLERY_TITLE", "batch_generate"]
@@ -98,63 +96,6 @@ def _render_prompts(template: str, items: list[Item]) -> list[str]:
         more = f" (and {len(problems) - MAX_LISTED_ERRORS} more)" if len(problems) > 10 else ""
         raise ValidationError("items", f"{len(problems)} item(s) cannot be rendered: {shown}{more}")
     return prompts
-
-
-def _is_cached(prompt: str, image: ImageOptions, credentials: Any = None) -> bool:
-    """Whether ``generate_image`` already holds this exact request's result (best effort)."""
-    try:
-        store = image_result_store()
-        params = {"prompt": prompt, "credentials": credentials, **image.request_kwargs()}
-        key = image_cache_key("generations", params)
-        return bool(store.exists(key))
-    except Exception:  # noqa: BLE001 - when in doubt, count it as a cost
-        return False
-
-
-def _check_budget(
-    prompts: list[str],
-    image: ImageOptions,
-    max_cost_usd: float | None,
-    credentials: CometAPICredentials | None = None,
-) -> float | None:
-    """Estimate the batch's cost and refuse it when over budget.
-
-    Args:
-        prompts: The rendered prompts.
-        image: The request options.
-        max_cost_usd: The budget; ``None`` for no limit.
-        credentials: The credentials the requests use (their service is part of the cache
-            key); ``None`` for the default.
-
-    Returns:
-        The estimate in USD (``None`` when the model's price is unknown).
-
-    Raises:
-        BudgetExceededError: Over budget, even after discounting items already in the cache.
-        ValidationError: A budget is set but the model's price is unknown.
-    """
-    per_item = [
-        estimate_cost(image.model, p, image.request_size, image.quality, image.n) for p in prompts
-    ]
-    if any(cost is None for cost in per_item):
-        if max_cost_usd is not None:
-            raise ValidationError(
-                "max_cost_usd",
-                f"no price is known for model {image.model!r}, so the budget cannot be checked",
-            )
-        return None
-    estimate = round(sum(c for c in per_item if c is not None), 6)
-    if max_cost_usd is None or estimate <= max_cost_usd:
-        return estimate
-    to_pay = [
-        (p, c)
-        for p, c in zip(prompts, per_item, strict=True)
-        if not _is_cached(p, image, credentials)
-    ]
-    remaining = round(sum(c for _, c in to_pay if c is not None), 6)
-    if remaining > max_cost_usd:
-        raise BudgetExceededError(remaining, max_cost_usd, len(to_pay), image)
-    return remaining
 
 
 @flow(name=FLOW_NAME)
@@ -198,7 +139,8 @@ def batch_generate(
         concurrency_limit: A Prefect global concurrency limit (slots) shared by all workers.
         rate_limit: A Prefect global concurrency limit with slot decay, used as a rate limit.
         spend_limit: A spend limit shared by all workers: a global concurrency limit with slot
-            decay whose slots are tenths of a cent (prefect_cometapi.spend.create_spend_limit);
+            decay whose slots are tenths of a cent
+            (prefect_cometapi.billing.spend.create_spend_limit);
             each request waits for its estimated cost to fit in the budget.
         chunk_deployment: A batch-generate-chunk deployment (e.g.
             "batch-generate-chunk/fleet-chunk"): batches of more than chunk_size items are split
@@ -232,7 +174,7 @@ def batch_generate(
 
     run_time = datetime.now(timezone.utc)
     if chunk_deployment and len(batch) > chunk_size:
-        from prefect_cometapi.flows.fanout import (
+        from prefect_cometapi.batching.chunks import (
             check_chunk_deployment,
             chunk_parameters,
             run_chunks,

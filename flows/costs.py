@@ -26,9 +26,9 @@ from contextlib import contextmanager
 
 from prefect.runtime import flow_run
 
-from prefect_cometapi.costs import CostLedger, RequestRecord, cost_ledger
-from prefect_cometapi.flows.artifacts import publish
-from prefect_cometapi.flows.outcomes import DeliveredImage, ItemOutcome, RunSummary
+from prefect_cometapi.billing.ledger import CostLedger, RequestRecord, cost_ledger
+from prefect_cometapi.reports.artifacts import publish
+from prefect_cometapi.reports.outcomes import DeliveredImage, ItemOutcome, RunSummary
 from prefect_cometapi.text import excerpt
 
 __all__ = ["cost_summary", "summary_from_ledger"]

@@ -13,11 +13,12 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from prefect_cometapi.flows.artifacts import Progress, publish
-from prefect_cometapi.flows.delivery import deliver_image
-from prefect_cometapi.flows.item_pipeline import outcome_for
-from prefect_cometapi.flows.outcomes import RunSummary
-from prefect_cometapi.flows.params import (
+from prefect_cometapi.batching.delivery import deliver_image
+from prefect_cometapi.batching.item import outcome_for
+from prefect_cometapi.batching.requesting import edit_step, generate_step, run_request
+from prefect_cometapi.batching.sources import resolve_credentials, template_source
+from prefect_cometapi.forms.fields import OptionalObject, OptionalText
+from prefect_cometapi.forms.options import (
     CredentialsBlock,
     ImageOptions,
     InputFidelity,
@@ -25,9 +26,8 @@ from prefect_cometapi.flows.params import (
     UpscaleOptions,
     check_distinct_keys,
 )
-from prefect_cometapi.flows.requesting import edit_step, generate_step, run_request
-from prefect_cometapi.flows.sources import resolve_credentials, template_source
-from prefect_cometapi.form_fields import OptionalObject, OptionalText
+from prefect_cometapi.reports.artifacts import Progress, publish
+from prefect_cometapi.reports.outcomes import RunSummary
 from prefect_cometapi.tasks.prompts import render_prompt
 from prefect_cometapi.text import slugify
 

@@ -1,5 +1,6 @@
 """prefect-cometapi: Prefect 3 tasks, flows and blocks for GPT Image models on CometAPI."""
 
+from prefect_cometapi.billing.prices import DEFAULT_PRICES, ModelPrice, estimate_cost
 from prefect_cometapi.blocks import CometAPICredentials
 from prefect_cometapi.client import AsyncCometAPIClient, CometAPIClient
 from prefect_cometapi.errors import (
@@ -30,7 +31,6 @@ from prefect_cometapi.errors import (
     is_retryable,
 )
 from prefect_cometapi.models import GeneratedImage, ImageResult, Usage
-from prefect_cometapi.pricing import DEFAULT_PRICES, ModelPrice, estimate_cost
 
 __version__ = "0.1.0"
 

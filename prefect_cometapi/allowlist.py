@@ -26,18 +26,18 @@ path is ignored), e.g. ``PREFECT_COMETAPI_ALLOWED_BASE_URLS=http://127.0.0.1:800
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import os
 import socket
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from prefect_cometapi.environ import patched_environ
 from prefect_cometapi.errors import ValidationError
 
 __all__ = [
+    "EXAMPLES_DIR",
     "DEFAULT_BASE_URL",
     "ALLOWED_BASE_URLS_ENV",
     "ALLOWED_INPUT_HOSTS_ENV",
@@ -45,7 +45,6 @@ __all__ = [
     "INPUT_ROOTS_ENV",
     "Origin",
     "allowed_origins",
-    "allowing",
     "check_base_url",
     "check_input_url",
     "check_s3_endpoint",
@@ -60,7 +59,14 @@ ALLOWED_BASE_URLS_ENV = "PREFECT_COMETAPI_ALLOWED_BASE_URLS"
 ALLOWED_S3_ENDPOINTS_ENV = "PREFECT_COMETAPI_ALLOWED_S3_ENDPOINTS"
 INPUT_ROOTS_ENV = "PREFECT_COMETAPI_INPUT_ROOTS"
 ALLOWED_INPUT_HOSTS_ENV = "PREFECT_COMETAPI_ALLOWED_INPUT_HOSTS"
-_EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "flows" / "examples"
+EXAMPLES_DIR = (
+    Path(
+        importlib.util.find_spec("prefect_cometapi.flows").submodule_search_locations[0]  # type: ignore[union-attr]
+    ).resolve()
+    / "examples"
+)
+"""The example template and products shipped with the flows (``prefect_cometapi.flows``'s
+``examples`` folder), found without importing the flows."""
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 Origin = tuple[str, str, int]
@@ -178,30 +184,6 @@ def check_s3_endpoint(url: str | None, *, param: str = "endpoint_url") -> str | 
     return str(url).strip()
 
 
-@contextmanager
-def allowing(base_urls: Iterable[str] = (), s3_endpoints: Iterable[str] = ()) -> Iterator[None]:
-    """Add entries to this process's allow-lists for a while (the worker owner's own choice).
-
-    For programs that start their own services, such as the offline demo with its emulator and
-    S3 server; a deployment's workers set the environment variables instead. Child processes
-    started meanwhile inherit the entries.
-
-    Args:
-        base_urls: API base URLs to allow.
-        s3_endpoints: S3 endpoints to allow.
-
-    Yields:
-        Nothing; the previous values are restored on exit.
-    """
-    added = {ALLOWED_BASE_URLS_ENV: base_urls, ALLOWED_S3_ENDPOINTS_ENV: s3_endpoints}
-    values = {}
-    for name, extra in added.items():
-        entries = [os.environ.get(name, ""), *[e for e in extra if e]]
-        values[name] = ",".join(e for e in entries if e)
-    with patched_environ(set=values):
-        yield
-
-
 def input_roots() -> list[Path]:
     """The folders local inputs may be read from: the working directory, the packaged examples
     and ``PREFECT_COMETAPI_INPUT_ROOTS``.
@@ -209,7 +191,7 @@ def input_roots() -> list[Path]:
     Returns:
         Their real paths (symlinks resolved).
     """
-    roots = [Path.cwd(), _EXAMPLES_DIR]
+    roots = [Path.cwd(), EXAMPLES_DIR]
     roots += [Path(p) for p in os.environ.get(INPUT_ROOTS_ENV, "").split(os.pathsep) if p.strip()]
     return [Path(os.path.realpath(root)) for root in roots]
 

@@ -106,13 +106,13 @@ def _run_emulator(args: argparse.Namespace) -> int:
 
 
 def _add_demo_arguments(parser: argparse.ArgumentParser) -> None:
-    from prefect_cometapi.demo import add_demo_arguments
+    from prefect_cometapi.demo.run import add_demo_arguments
 
     add_demo_arguments(parser)
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from prefect_cometapi.demo import run_demo
+    from prefect_cometapi.demo.run import run_demo
 
     return run_demo(args)
 

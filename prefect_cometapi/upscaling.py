@@ -43,10 +43,10 @@ from typing import Literal
 
 from PIL import Image, ImageFilter
 
+from prefect_cometapi.client.rules import OUTPUT_FORMATS, inspect_image, parse_size
 from prefect_cometapi.errors import ValidationError
 from prefect_cometapi.models import GeneratedImage
 from prefect_cometapi.png_encoding import encode_png
-from prefect_cometapi.validation import OUTPUT_FORMATS, inspect_image, parse_size
 
 __all__ = [
     "MAX_UPSCALE_PIXELS",
@@ -278,7 +278,7 @@ def upscale(
 
     Every argument and size check runs before the image is decoded (only the JPEG
     transparency check needs the pixels, and it runs before resizing). The source is read with
-    :func:`~prefect_cometapi.validation.inspect_image` first, which refuses junk bytes and
+    :func:`~prefect_cometapi.client.rules.inspect_image` first, which refuses junk bytes and
     decompression bombs.
 
     Args:

@@ -1,8 +1,8 @@
 """Prefect tasks of prefect-cometapi: generate, edit, template, upscale, upload.
 
 The tasks and their async twins live in :mod:`.images`, :mod:`.prompts`, :mod:`.upscale` and
-:mod:`.s3`; the machinery under them in :mod:`prefect_cometapi.image_tasks_core` (what the image
-tasks share), :mod:`prefect_cometapi.task_twins`, :mod:`prefect_cometapi.caching`,
+:mod:`.s3`; the machinery under them in :mod:`prefect_cometapi.orchestration.call` (what the image
+tasks share), :mod:`prefect_cometapi.orchestration.twins`, :mod:`prefect_cometapi.caching`,
 :mod:`prefect_cometapi.inputs`, :mod:`prefect_cometapi.s3` and :mod:`prefect_cometapi.upscaling`.
 The names below are re-exported here for flows that import everything from one place.
 """
@@ -10,7 +10,8 @@ The names below are re-exported here for flows that import everything from one p
 from prefect_cometapi.blocks.credentials import CredentialsLike
 from prefect_cometapi.caching import image_cache_key, image_cache_policy, persist_when_paid
 from prefect_cometapi.errors import retry_on_transient
-from prefect_cometapi.inputs import ImageLike, load_image_bytes, load_text
+from prefect_cometapi.inputs.coerce import ImageLike
+from prefect_cometapi.inputs.fetch import load_image_bytes, load_text
 from prefect_cometapi.s3 import S3Object, make_s3_client, upload_image
 from prefect_cometapi.tasks.images import aedit_image, agenerate_image, edit_image, generate_image
 from prefect_cometapi.tasks.prompts import arender_prompt, render_prompt

@@ -2,10 +2,10 @@
 
 Named as in prefect-aws (``upload_to_bucket`` / ``aupload_to_bucket``): ``agenerate_image`` and
 ``aedit_image`` take the same arguments (all declared once in
-:mod:`prefect_cometapi.image_params`) and are awaited in ``async def`` flows, or gathered; they
+:mod:`prefect_cometapi.client.params`) and are awaited in ``async def`` flows, or gathered; they
 use the async HTTP client (no thread per request). Both twins of a task share one cache policy,
 so a sync and an async call of the same request share one cache entry, and everything around
-the request (:mod:`prefect_cometapi.image_tasks_core`): the attempt budget, the serializer
+the request (:mod:`prefect_cometapi.orchestration.call`): the attempt budget, the serializer
 check, limits, persistence, logs, events and the cost ledger.
 
 Attempt budget (one number to remember): each task attempt lets the client try
@@ -25,20 +25,18 @@ from typing import Any
 from prefect import task
 
 from prefect_cometapi.blocks.credentials import CredentialsLike
-from prefect_cometapi.image_params import image_request
-from prefect_cometapi.image_tasks_core import (
+from prefect_cometapi.client.params import image_request
+from prefect_cometapi.inputs.coerce import EditSource
+from prefect_cometapi.models import ImageResult
+from prefect_cometapi.orchestration.call import ImageCall, aedit_inputs, edit_inputs
+from prefect_cometapi.orchestration.options import (
     ASYNC_TASK_OPTIONS,
     CACHE_EXPIRATION,
     TASK_OPTIONS,
     TASK_RETRIES,
     TASK_RETRY_DELAYS,
-    ImageCall,
-    aedit_inputs,
-    edit_inputs,
     run_name,
 )
-from prefect_cometapi.inputs import EditSource
-from prefect_cometapi.models import ImageResult
 
 __all__ = [
     "CACHE_EXPIRATION",
@@ -83,7 +81,7 @@ def generate_image(
         concurrency_limit: Name of a Prefect global concurrency limit to hold a slot of during
             the API call (shared by every worker).
         rate_limit: Name of a Prefect global concurrency limit with slot decay, used as a rate.
-        spend_limit: Name of a spend limit (:mod:`prefect_cometapi.spend`): the request's
+        spend_limit: Name of a spend limit (:mod:`prefect_cometapi.billing.spend`): the request's
             estimated cost is taken from it before sending.
         spend_limit_wait: Over the spend limit, wait for budget (default) or raise
             ``SpendLimitError`` without sending.
@@ -127,7 +125,7 @@ async def agenerate_image(
         {params}
         concurrency_limit: Name of a Prefect global concurrency limit (slots).
         rate_limit: Name of a Prefect global concurrency limit with slot decay, used as a rate.
-        spend_limit: Name of a spend limit (:mod:`prefect_cometapi.spend`): the request's
+        spend_limit: Name of a spend limit (:mod:`prefect_cometapi.billing.spend`): the request's
             estimated cost is taken from it before sending.
         spend_limit_wait: Over the spend limit, wait for budget (default) or raise
             ``SpendLimitError`` without sending.
@@ -185,7 +183,7 @@ def edit_image(
         s3_endpoint_url: Endpoint for ``s3://`` inputs on S3-compatible stores.
         concurrency_limit: Name of a Prefect global concurrency limit (slots).
         rate_limit: Name of a Prefect global concurrency limit with slot decay.
-        spend_limit: Name of a spend limit (:mod:`prefect_cometapi.spend`).
+        spend_limit: Name of a spend limit (:mod:`prefect_cometapi.billing.spend`).
         spend_limit_wait: Over the spend limit, wait (default) or raise ``SpendLimitError``.
 
     Returns:
@@ -229,7 +227,7 @@ async def aedit_image(
         s3_endpoint_url: Endpoint for ``s3://`` inputs on S3-compatible stores.
         concurrency_limit: Name of a Prefect global concurrency limit (slots).
         rate_limit: Name of a Prefect global concurrency limit with slot decay.
-        spend_limit: Name of a spend limit (:mod:`prefect_cometapi.spend`).
+        spend_limit: Name of a spend limit (:mod:`prefect_cometapi.billing.spend`).
         spend_limit_wait: Over the spend limit, wait (default) or raise ``SpendLimitError``.
 
     Returns:

@@ -13,7 +13,7 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from prefect_cometapi.task_twins import async_twin
+from prefect_cometapi.orchestration.twins import async_twin
 from prefect_cometapi.templates import render_template
 
 __all__ = ["arender_prompt", "render_prompt", "render_template"]

@@ -15,10 +15,11 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
-from prefect_cometapi.costs import record_upload
+from prefect_cometapi.billing.ledger import record_upload
 from prefect_cometapi.errors import ValidationError, retry_on_transient
 from prefect_cometapi.events import declare_asset
-from prefect_cometapi.inputs import ImageLike, as_generated_image
+from prefect_cometapi.inputs.coerce import ImageLike, as_generated_image
+from prefect_cometapi.orchestration.twins import async_twin
 from prefect_cometapi.s3.client import make_s3_client
 from prefect_cometapi.s3.keys import DEFAULT_KEY_TEMPLATE, render_key, validate_bucket_name
 from prefect_cometapi.s3.upload import (
@@ -27,7 +28,6 @@ from prefect_cometapi.s3.upload import (
     check_presign_expires,
     upload_image,
 )
-from prefect_cometapi.task_twins import async_twin
 
 __all__ = ["UPLOAD_TASK_RETRIES", "aupload_to_s3", "upload_to_s3"]
 

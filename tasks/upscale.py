@@ -13,9 +13,9 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from prefect_cometapi.inputs import ImageLike, as_generated_image
+from prefect_cometapi.inputs.coerce import ImageLike, as_generated_image
 from prefect_cometapi.models import GeneratedImage
-from prefect_cometapi.task_twins import async_twin
+from prefect_cometapi.orchestration.twins import async_twin
 from prefect_cometapi.upscaling import MAX_UPSCALE_PIXELS, upscale
 
 __all__ = ["MAX_UPSCALE_PIXELS", "aupscale_image", "upscale_image"]

@@ -20,13 +20,13 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 
-from prefect_cometapi.models import Usage
-from prefect_cometapi.pricing import (
+from prefect_cometapi.billing.prices import (
     cost_usd,
     estimate_input_image_tokens,
     estimate_output_tokens,
     estimate_text_tokens,
 )
+from prefect_cometapi.models import Usage
 
 MATERIALIZATION = "prefect.asset.materialization."
 EVENTS_PAGE = 50
@@ -104,7 +104,7 @@ def assert_gallery_shape(markdown: str, previews: int) -> list[tuple[int, int]]:
     Returns:
         The previews' pixel sizes, in order.
     """
-    from prefect_cometapi.flows.previews import PREVIEW_LONG_EDGE
+    from prefect_cometapi.reports.previews import PREVIEW_LONG_EDGE
 
     assert "[![" not in markdown and "<img" not in markdown.lower()
     images = _IMAGE_MD.findall(markdown)

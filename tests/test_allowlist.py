@@ -11,14 +11,14 @@ from prefect_cometapi import AsyncCometAPIClient, CometAPIClient, CometAPICreden
 from prefect_cometapi.allowlist import (
     ALLOWED_BASE_URLS_ENV,
     ALLOWED_S3_ENDPOINTS_ENV,
-    allowing,
     check_base_url,
     check_s3_endpoint,
     origin,
 )
+from prefect_cometapi.batching.sources import resolve_credentials
+from prefect_cometapi.demo.environ import allowing
 from prefect_cometapi.errors import ValidationError
 from prefect_cometapi.flows import S3Options
-from prefect_cometapi.flows.sources import resolve_credentials
 
 KEY = "sk-allowlist-test-0123456789"
 
@@ -179,7 +179,7 @@ def test_local_inputs_stay_inside_the_allowed_roots(confined: Any) -> None:
 def test_input_urls_to_internal_addresses_are_refused(
     http_file_server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from prefect_cometapi.inputs import load_bytes
+    from prefect_cometapi.inputs.fetch import load_bytes
 
     monkeypatch.setenv("PREFECT_COMETAPI_ALLOWED_INPUT_HOSTS", "")
     secret = http_file_server.add("/latest/meta-data/iam", b"metadata-secret-0123")
@@ -200,7 +200,7 @@ def test_input_urls_to_internal_addresses_are_refused(
 def test_a_redirect_to_an_internal_address_is_refused(
     http_file_server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from prefect_cometapi.inputs import load_bytes
+    from prefect_cometapi.inputs.fetch import load_bytes
 
     port = http_file_server.base_url.rsplit(":", 1)[1]
     target = http_file_server.add("/internal-secret", b"internal-secret-0123")
@@ -222,7 +222,7 @@ def test_a_name_that_rebinds_to_loopback_is_fetched_from_the_checked_address_onl
     import socket
 
     from prefect_cometapi.errors import InputFetchError
-    from prefect_cometapi.inputs import load_bytes
+    from prefect_cometapi.inputs.fetch import load_bytes
 
     public = "93.184.216.34"
     port = int(http_file_server.base_url.rsplit(":", 1)[1])
@@ -262,7 +262,7 @@ def test_a_name_that_rebinds_to_loopback_is_fetched_from_the_checked_address_onl
 def test_a_compressed_input_is_capped_while_it_inflates(http_file_server: Any) -> None:
     import gzip
 
-    from prefect_cometapi.inputs import load_bytes
+    from prefect_cometapi.inputs.fetch import load_bytes
 
     bomb = gzip.compress(b"\0" * (8 * 1024 * 1024), compresslevel=9)
     url = http_file_server.add("/bomb.png", bomb, headers={"Content-Encoding": "gzip"})

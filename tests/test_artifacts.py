@@ -13,15 +13,15 @@ import io
 from flow_checks import assert_gallery_shape
 from PIL import Image
 
-from prefect_cometapi.flows.artifacts import (
+from prefect_cometapi.models import GeneratedImage, ImageResult
+from prefect_cometapi.reports.artifacts import (
     details_table,
     gallery_markdown,
     results_description,
     results_table,
 )
-from prefect_cometapi.flows.outcomes import DeliveredImage, ItemOutcome, RunSummary
-from prefect_cometapi.flows.previews import PREVIEWED_ITEMS, with_previews
-from prefect_cometapi.models import GeneratedImage, ImageResult
+from prefect_cometapi.reports.outcomes import DeliveredImage, ItemOutcome, RunSummary
+from prefect_cometapi.reports.previews import PREVIEWED_ITEMS, with_previews
 
 
 def _image(size: tuple[int, int], mode: str = "RGB", fmt: str = "png") -> GeneratedImage:

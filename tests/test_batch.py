@@ -27,6 +27,8 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 
 from prefect_cometapi import CometAPICredentials
+from prefect_cometapi.billing.prices import estimate_cost
+from prefect_cometapi.billing.spend import create_spend_limit
 from prefect_cometapi.errors import ValidationError
 from prefect_cometapi.flows import (
     BatchFailedError,
@@ -36,9 +38,7 @@ from prefect_cometapi.flows import (
     S3Options,
     batch_generate,
 )
-from prefect_cometapi.flows.artifacts import artifact_key
-from prefect_cometapi.pricing import estimate_cost
-from prefect_cometapi.spend import create_spend_limit
+from prefect_cometapi.reports.artifacts import artifact_key
 
 FLOW = "batch-generate"
 TEMPLATE = "A banner for {{ name }} in {{ colour }} ({{ salt }}) {{ note | default('') }}"

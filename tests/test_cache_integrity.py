@@ -153,9 +153,9 @@ def test_a_crafted_pickle_in_the_cache_is_never_executed(
 def test_a_crafted_record_in_the_delivery_ledger_is_not_executed_nor_delivered(
     tmp_path: Path,
 ) -> None:
-    from prefect_cometapi.flows.ledger import find_delivered, ledger_store, record_delivery
-    from prefect_cometapi.flows.outcomes import DeliveredImage
-    from prefect_cometapi.flows.params import S3Options
+    from prefect_cometapi.batching.ledger import find_delivered, ledger_store, record_delivery
+    from prefect_cometapi.forms.options import S3Options
+    from prefect_cometapi.reports.outcomes import DeliveredImage
 
     marker = tmp_path / "executed"
     key = f"cometapi-delivery-{uuid.uuid4().hex}"

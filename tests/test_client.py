@@ -21,8 +21,8 @@ from pydantic import SecretStr
 from spec_validation import multipart_instance, validate_against_spec
 
 from prefect_cometapi import CometAPIClient, ImageResult, ModelPrice
+from prefect_cometapi.billing.prices import DEFAULT_PRICES, cost_usd, estimate_output_tokens
 from prefect_cometapi.emulator import Emulator, RequestRecord
-from prefect_cometapi.pricing import DEFAULT_PRICES, cost_usd, estimate_output_tokens
 
 PROMPT = "a red bicycle leaning on a blue wall"
 MAGIC = {"png": b"\x89PNG\r\n\x1a\n", "jpeg": b"\xff\xd8\xff"}

@@ -31,8 +31,8 @@ from test_client import (
 )
 
 from prefect_cometapi import AsyncCometAPIClient, CometAPIClient, ImageResult, ModelPrice
+from prefect_cometapi.billing.prices import cost_usd
 from prefect_cometapi.emulator import Emulator
-from prefect_cometapi.pricing import cost_usd
 
 T = TypeVar("T")
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from prefect_cometapi.decoding import BodyTooLarge, BoundedDecoder, UnsupportedEncoding
+from prefect_cometapi.client.body import BodyTooLarge, BoundedDecoder, UnsupportedEncoding
 from prefect_cometapi.errors import APITimeoutError, UnexpectedResponseError
 
 KEY = "sk-limits-test-0123456789"
@@ -88,7 +88,7 @@ def hostile_server() -> Iterator[Any]:
 CHILD = """
 import json, re, sys, time
 from pathlib import Path
-from prefect_cometapi import exchange
+from prefect_cometapi.client import core as exchange
 from prefect_cometapi.client import CometAPIClient
 
 def status(field):
@@ -170,7 +170,7 @@ def test_the_decoder_never_inflates_past_its_limit() -> None:
 
 
 def test_async_image_tasks_have_an_attempt_timeout_and_sync_ones_do_not_warn() -> None:
-    from prefect_cometapi.image_tasks_core import TASK_TIMEOUT_SECONDS
+    from prefect_cometapi.orchestration.options import TASK_TIMEOUT_SECONDS
     from prefect_cometapi.tasks import aedit_image, agenerate_image, edit_image, generate_image
 
     assert agenerate_image.timeout_seconds == aedit_image.timeout_seconds == TASK_TIMEOUT_SECONDS

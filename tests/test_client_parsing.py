@@ -17,8 +17,8 @@ from prefect_cometapi import (
     ServerError,
     UnexpectedResponseError,
 )
+from prefect_cometapi.client.response import _retry_after
 from prefect_cometapi.errors import is_retryable
-from prefect_cometapi.exchange import _retry_after
 
 BASE = "https://api.example.test/v1"
 KEY = "sk-unit-secret-abcdef123456"

@@ -140,7 +140,7 @@ def test_temporary_server_that_does_not_answer_in_time_is_stopped_and_reported(
 ) -> None:
     from prefect.settings import PREFECT_HOME, temporary_settings
 
-    from prefect_cometapi.local_server import (
+    from prefect_cometapi.demo.server import (
         SERVER_LOG_NAME,
         ServerStartError,
         temporary_prefect_server,

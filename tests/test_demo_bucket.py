@@ -6,7 +6,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from prefect_cometapi.demo_bucket import keep_bucket, kept_dir, restore_bucket
+from prefect_cometapi.demo.bucket import keep_bucket, kept_dir, restore_bucket
 
 
 def _put(client: Any, bucket: str, key: str, body: bytes) -> None:

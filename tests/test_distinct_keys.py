@@ -6,7 +6,7 @@ import pytest
 
 from prefect_cometapi.errors import ValidationError
 from prefect_cometapi.flows import ImageOptions, S3Options
-from prefect_cometapi.flows.params import check_distinct_keys
+from prefect_cometapi.forms.options import check_distinct_keys
 
 ITEMS = [("lamp", "A lamp on a desk"), ("lamp-2", "A lamp on a desk"), ("chair", "A red chair")]
 

@@ -22,11 +22,11 @@ from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from prefect_cometapi import CometAPICredentials
+from prefect_cometapi.billing.spend import create_spend_limit
 from prefect_cometapi.caching.locks import LOCK_DIR_ENV, LOCK_MANAGER_ENV
 from prefect_cometapi.cli import main
 from prefect_cometapi.doctor.live import cheapest_generation
 from prefect_cometapi.emulator import Emulator
-from prefect_cometapi.spend import create_spend_limit
 
 BLOCK = f"doctor-{uuid.uuid4().hex[:8]}"
 

@@ -18,9 +18,9 @@ import pytest
 from fixtures_emulator import TEST_API_KEY
 from PIL import Image, ImageDraw
 
+from prefect_cometapi.billing.prices import estimate_output_tokens, estimate_text_tokens
 from prefect_cometapi.cli import build_parser
 from prefect_cometapi.emulator import FAULTS, Emulator, EmulatorConfig
-from prefect_cometapi.pricing import estimate_output_tokens, estimate_text_tokens
 
 GEN = "/images/generations"
 EDIT = "/images/edits"

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from prefect_cometapi.environ import patched_environ
+from prefect_cometapi.demo.environ import patched_environ
 
 
 def test_variables_are_set_and_dropped_then_restored_even_after_an_error(

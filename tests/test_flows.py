@@ -25,6 +25,7 @@ from flow_checks import (
 from PIL import Image
 
 from prefect_cometapi import CometAPICredentials
+from prefect_cometapi.billing.prices import estimate_output_tokens
 from prefect_cometapi.flows import (
     ImageOptions,
     RunSummary,
@@ -34,9 +35,8 @@ from prefect_cometapi.flows import (
     edit_and_upload,
     generate_and_upload,
 )
-from prefect_cometapi.flows.artifacts import artifact_key
 from prefect_cometapi.flows.fanout import batch_generate_chunk
-from prefect_cometapi.pricing import estimate_output_tokens
+from prefect_cometapi.reports.artifacts import artifact_key
 
 
 def test_generate_and_upload_renders_generates_upscales_uploads_and_publishes(

@@ -11,8 +11,8 @@ import pytest
 
 from prefect_cometapi import AsyncCometAPIClient, CometAPIClient
 from prefect_cometapi.caching import image_cache_key
+from prefect_cometapi.client.params import IMAGE_PARAMS, cache_key_names, params_for
 from prefect_cometapi.flows import ImageOptions
-from prefect_cometapi.image_params import IMAGE_PARAMS, cache_key_names, params_for
 from prefect_cometapi.tasks import edit_image, generate_image
 
 #: A parameter the API does not have, added to the schema before anything else is imported.
@@ -25,7 +25,7 @@ FAKE_PARAMETER_SCRIPT = textwrap.dedent(
     # Load the schema module alone and extend it, then import the package, which derives from it.
     package = importlib.util.find_spec("prefect_cometapi").submodule_search_locations[0]
     spec = importlib.util.spec_from_file_location(
-        "prefect_cometapi.image_params", f"{package}/image_params.py"
+        "prefect_cometapi.client.params", f"{package}/client/params.py"
     )
     schema = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = schema

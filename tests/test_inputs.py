@@ -11,7 +11,7 @@ import pytest
 from botocore.stub import Stubber
 
 from prefect_cometapi.errors import ValidationError, is_retryable
-from prefect_cometapi.inputs import (
+from prefect_cometapi.inputs.fetch import (
     InputFetchError,
     load_image_bytes,
     load_text,

@@ -11,8 +11,8 @@ import pytest
 from fixtures_emulator import TEST_API_KEY
 from PIL import Image, ImageDraw
 
+from prefect_cometapi.billing.prices import estimate_output_tokens
 from prefect_cometapi.emulator import Emulator
-from prefect_cometapi.pricing import estimate_output_tokens
 
 
 @pytest.fixture

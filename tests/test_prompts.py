@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from prefect import flow
 
+from prefect_cometapi.client.rules import MAX_PROMPT_CHARS
 from prefect_cometapi.errors import ValidationError
 from prefect_cometapi.tasks.prompts import render_prompt
 from prefect_cometapi.templates import render as prompts
 from prefect_cometapi.templates import render_template
-from prefect_cometapi.validation import MAX_PROMPT_CHARS
 
 BANNER = """\
 A product banner for {{ name | upper }}.

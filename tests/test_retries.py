@@ -31,8 +31,8 @@ from prefect_cometapi import (
     UnexpectedResponseError,
     is_retryable,
 )
+from prefect_cometapi.client.core import BACKOFF_BASE_S
 from prefect_cometapi.emulator import Emulator
-from prefect_cometapi.exchange import BACKOFF_BASE_S
 
 PROMPT = "a paper boat on a puddle"
 OPTS = {"size": "1024x640", "quality": "low"}

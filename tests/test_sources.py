@@ -7,8 +7,8 @@ import tracemalloc
 
 import pytest
 
+from prefect_cometapi.batching.sources import MAX_ITEMS, build_items, parse_items
 from prefect_cometapi.errors import ValidationError
-from prefect_cometapi.flows.sources import MAX_ITEMS, build_items, parse_items
 
 #: The bytes of a file of tiny rows: 10 MB, about 2.5 million rows.
 TEN_MB = 10 * 1024 * 1024

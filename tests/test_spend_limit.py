@@ -15,7 +15,7 @@ from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL
 
 from prefect_cometapi import CometAPICredentials, SpendLimitError
-from prefect_cometapi.spend import (
+from prefect_cometapi.billing.spend import (
     create_spend_limit,
     estimate_request_usd,
     spend_limit_settings,

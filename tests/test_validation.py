@@ -23,8 +23,8 @@ from prefect_cometapi import (
     MissingAPIKeyError,
     ValidationError,
 )
+from prefect_cometapi.client.rules import MAX_IMAGE_BYTES, MAX_MASK_BYTES, MAX_PROMPT_CHARS
 from prefect_cometapi.emulator import Emulator
-from prefect_cometapi.validation import MAX_IMAGE_BYTES, MAX_MASK_BYTES, MAX_PROMPT_CHARS
 
 PROMPT = "a lighthouse at dawn"
 

@@ -23,9 +23,9 @@ from prefect import get_run_logger
 
 from prefect_cometapi.errors import is_retryable
 from prefect_cometapi.events import declare_asset
-from prefect_cometapi.flows.outcomes import DeliveredImage
-from prefect_cometapi.flows.params import S3Options, UpscaleOptions
+from prefect_cometapi.forms.options import S3Options, UpscaleOptions
 from prefect_cometapi.models import GeneratedImage, ImageResult
+from prefect_cometapi.reports.outcomes import DeliveredImage
 from prefect_cometapi.s3.client import shared_s3_client
 from prefect_cometapi.s3.keys import render_key
 from prefect_cometapi.s3.upload import UPLOAD_RETRY_DELAYS, S3Object, upload_image

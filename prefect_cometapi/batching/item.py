@@ -1,15 +1,16 @@
 """One batch item's pipeline: generate -> (upscale) -> upload, returning a small record.
 
 After a delivery, the item's record goes to the delivery ledger (:mod:`.ledger`), so that a
-re-run finds it already in S3 and runs nothing for it (:func:`.batch.run_items`).
+re-run finds it already in S3 and runs nothing for it (:func:`.window.run_items`).
 
 Each image's bytes live only while its item is being processed: the generation is persisted by
 ``generate_image`` (and not kept in Prefect's in-memory result cache), the upscale is handed to
-the upload and dropped, and what comes back is an :class:`~.outcomes.ItemOutcome`. So a batch's
-memory does not grow with its size.
+the upload and dropped, and what comes back is an
+:class:`~prefect_cometapi.reports.outcomes.ItemOutcome`. So a batch's memory does not grow with
+its size.
 
 Per item there is one task run, ``generate-image`` (two with an upscale): :func:`process_item`
-itself is plain code that :func:`.running.run_items` runs in a worker thread of the flow run
+itself is plain code that :func:`.window.run_items` runs in a worker thread of the flow run
 (with the flow run's context), and the upload and its asset declaration run in it too (see
 :mod:`.delivery`). The image task's run is what carries the cache, the request's retries and
 its state; a second task run around it would add Prefect's bookkeeping (its state changes,
@@ -18,27 +19,25 @@ events and the server's work on them) to every item without doing anything of it
 
 from __future__ import annotations
 
-import ctypes
-import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
 
 from prefect.utilities.annotations import quote
 
+from prefect_cometapi.batching.delivery import deliver_result
+from prefect_cometapi.batching.ledger import delivery_key, record_delivery
+from prefect_cometapi.batching.memory import map_large_blocks, release_freed_memory
+from prefect_cometapi.batching.requesting import generate_step, run_request
 from prefect_cometapi.blocks import CometAPICredentials
-from prefect_cometapi.flows.delivery import deliver_result
-from prefect_cometapi.flows.ledger import delivery_key, record_delivery
-from prefect_cometapi.flows.outcomes import DeliveredImage, ItemOutcome, describe_error
-from prefect_cometapi.flows.params import ImageOptions, S3Options, UpscaleOptions
-from prefect_cometapi.flows.previews import with_previews
-from prefect_cometapi.flows.requesting import generate_step, run_request
-from prefect_cometapi.limits import request_slot
+from prefect_cometapi.forms.options import ImageOptions, S3Options, UpscaleOptions
 from prefect_cometapi.models import ImageResult
+from prefect_cometapi.orchestration.limits import request_slot
+from prefect_cometapi.reports.outcomes import DeliveredImage, ItemOutcome, describe_error
+from prefect_cometapi.reports.previews import with_previews
 from prefect_cometapi.text import excerpt
 
 __all__ = ["api_slots", "outcome_for", "process_item"]
@@ -46,64 +45,12 @@ __all__ = ["api_slots", "outcome_for", "process_item"]
 _api_slots: dict[str, threading.BoundedSemaphore] = {}
 
 
-_M_MMAP_THRESHOLD = -3
-"""glibc's ``mallopt`` parameter for the size from which a block gets its own mapping."""
-LARGE_BLOCK_BYTES = 1 << 20
-"""Blocks from this size up are mapped on their own during upscaling batches (see below)."""
-
-
-def _find_libc(name: str, *argtypes: Any) -> Callable[..., int] | None:
-    """A glibc function, or ``None`` elsewhere (macOS, musl, Windows)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        function = getattr(ctypes.CDLL(None), name)
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = list(argtypes)
-    function.restype = ctypes.c_int
-    return function
-
-
-_malloc_trim = _find_libc("malloc_trim", ctypes.c_size_t)
-_mallopt = _find_libc("mallopt", ctypes.c_int, ctypes.c_int)
-_large_blocks_mapped = False
-
-
-def _map_large_blocks() -> None:
-    """Have glibc map every block of :data:`LARGE_BLOCK_BYTES` or more on its own (once).
-
-    By default glibc raises its mapping threshold to the size of each mapped block that is
-    freed (up to 32 MB), so after the first 4K frame an image's buffers (sources, responses,
-    encoded files) come from the worker thread's malloc arena, and each of the batch's threads
-    keeps a few of them after they are freed: the process's RSS grows with the batch
-    (``bench/memory.py`` measures it). A fixed threshold gives such blocks back when they are
-    freed. A no-op off glibc.
-    """
-    global _large_blocks_mapped
-    if _mallopt is not None and not _large_blocks_mapped:
-        _large_blocks_mapped = True
-        _mallopt(_M_MMAP_THRESHOLD, LARGE_BLOCK_BYTES)
-
-
-def _release_freed_memory() -> None:
-    """Hand the memory freed by an upscale back to the OS (glibc only; a no-op elsewhere).
-
-    Each of the batch's threads gets its own glibc malloc arena, and an arena keeps what a 4K
-    frame's buffers freed instead of returning it, so without this the process's RSS grows with
-    the batch until every arena has held a few frames (``bench/memory.py`` measures it),
-    although no image is referenced any more.
-    """
-    if _malloc_trim is not None:
-        _malloc_trim(0)
-
-
 @contextmanager
 def api_slots(size: int) -> Iterator[str]:
     """A process-wide semaphore bounding the API requests of one batch, known by a token.
 
     Items in flight may outnumber API requests: the image task holds a slot during its HTTP
-    exchange only (:func:`~prefect_cometapi.limits.request_slot`), so an item that is
+    exchange only (:func:`~prefect_cometapi.orchestration.limits.request_slot`), so an item that is
     starting, persisting its result or uploading holds none, and ``concurrency`` requests stay
     busy meanwhile. The token (a string) is what :func:`process_item` receives (a plain value in
     its records and logs); the semaphore itself never leaves the process.
@@ -205,7 +152,7 @@ def process_item(
         concurrency_limit: A Prefect global concurrency limit to hold during the API call.
         rate_limit: A Prefect global concurrency limit with slot decay, used as a rate.
         api_slots: Token of the batch's request semaphore (see :func:`api_slots`).
-        spend_limit: A spend limit (:mod:`prefect_cometapi.spend`) to take each request's
+        spend_limit: A spend limit (:mod:`prefect_cometapi.billing.spend`) to take each request's
             estimated cost from.
 
     Returns:
@@ -213,7 +160,7 @@ def process_item(
     """
     started = time.monotonic()
     if upscale.enabled:
-        _map_large_blocks()
+        map_large_blocks()
     ledger_key = delivery_key(
         prompt, image, upscale, s3, item_id, run_time, credentials=credentials
     )
@@ -243,5 +190,5 @@ def process_item(
         else:
             record_delivery(ledger_key, delivered)
         if upscale.enabled:
-            _release_freed_memory()
+            release_freed_memory()
     return outcome_for(item_id, index, prompt, image, result, cached, delivered, error, started)

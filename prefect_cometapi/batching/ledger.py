@@ -29,11 +29,11 @@ from typing import Any
 from prefect.serializers import Serializer
 from pydantic import BaseModel, Field
 
+from prefect_cometapi.batching.requesting import image_result_store
 from prefect_cometapi.caching.keys import image_cache_key
 from prefect_cometapi.caching.store import vetted_store
-from prefect_cometapi.flows.outcomes import DeliveredImage
-from prefect_cometapi.flows.params import ImageOptions, S3Options, UpscaleOptions
-from prefect_cometapi.flows.requesting import image_result_store
+from prefect_cometapi.forms.options import ImageOptions, S3Options, UpscaleOptions
+from prefect_cometapi.reports.outcomes import DeliveredImage
 from prefect_cometapi.s3.client import shared_s3_client
 from prefect_cometapi.s3.upload import presign
 

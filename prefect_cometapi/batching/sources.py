@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prefect_cometapi.allowlist import check_base_url
+from prefect_cometapi.allowlist import EXAMPLES_DIR, check_base_url
 from prefect_cometapi.blocks import CometAPICredentials
 from prefect_cometapi.errors import ValidationError
 
@@ -30,8 +30,6 @@ __all__ = [
     "template_source",
 ]
 
-EXAMPLES_DIR = Path(__file__).with_name("examples")
-"""The checked-in example template and products (shipped with the package)."""
 EXAMPLE_TEMPLATE = EXAMPLES_DIR / "product_banner.j2"
 EXAMPLE_ITEMS = EXAMPLES_DIR / "products.jsonl"
 MAX_ITEMS = 10_000
@@ -145,7 +143,7 @@ def read_text(source: str | Path, endpoint_url: str | None = None, param: str = 
     Returns:
         The text.
     """
-    from prefect_cometapi.inputs import load_text
+    from prefect_cometapi.inputs.fetch import load_text
 
     return load_text(source, endpoint_url=endpoint_url, param=param)
 

@@ -1,4 +1,4 @@
-"""Running a batch's items through :func:`~.item_pipeline.process_item` in the current flow run.
+"""Running a batch's items through :func:`~.item.process_item` in the current flow run.
 
 :func:`run_items` keeps a sliding window of items in flight over a thread pool whose threads
 carry the flow run's context, refilled as each item finishes, so a slow item never holds up a
@@ -19,12 +19,12 @@ from typing import Annotated
 from prefect import get_run_logger
 from pydantic import Field
 
+from prefect_cometapi.batching.item import api_slots, outcome_for, process_item
+from prefect_cometapi.batching.ledger import check_deliveries, delivery_key
+from prefect_cometapi.batching.sources import Item
 from prefect_cometapi.blocks import CometAPICredentials
-from prefect_cometapi.flows.item_pipeline import api_slots, outcome_for, process_item
-from prefect_cometapi.flows.ledger import check_deliveries, delivery_key
-from prefect_cometapi.flows.outcomes import ItemOutcome, describe_error
-from prefect_cometapi.flows.params import ImageOptions, S3Options, UpscaleOptions
-from prefect_cometapi.flows.sources import Item
+from prefect_cometapi.forms.options import ImageOptions, S3Options, UpscaleOptions
+from prefect_cometapi.reports.outcomes import ItemOutcome, describe_error
 from prefect_cometapi.text import excerpt
 
 __all__ = ["DELIVERY_SHARE", "Concurrency", "failed_outcome", "run_items"]
@@ -106,7 +106,7 @@ def run_items(
         concurrency: API requests at once.
         concurrency_limit: A Prefect global concurrency limit (slots).
         rate_limit: A Prefect global concurrency limit with slot decay.
-        spend_limit: A spend limit (:mod:`prefect_cometapi.spend`).
+        spend_limit: A spend limit (:mod:`prefect_cometapi.billing.spend`).
 
     Yields:
         Each item's record as it finishes (completion order).

@@ -34,8 +34,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from prefect_cometapi.client.rules import base_model, is_flexible_size_model, parse_size
 from prefect_cometapi.models import Usage
-from prefect_cometapi.validation import base_model, is_flexible_size_model, parse_size
 
 __all__ = [
     "AUTO_QUALITY_ESTIMATE",

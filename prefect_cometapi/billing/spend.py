@@ -12,7 +12,7 @@ runs at ``budget - burst`` per window.
 Create it once (or with ``prefect gcl create NAME --limit L --slot-decay-per-second R`` using the
 numbers :func:`spend_limit_settings` returns)::
 
-    from prefect_cometapi.spend import create_spend_limit
+    from prefect_cometapi.billing.spend import create_spend_limit
 
     create_spend_limit("cometapi-spend", dollars=5.0, window_s=3600)
 
@@ -20,7 +20,7 @@ then pass ``spend_limit="cometapi-spend"`` to the image tasks, ``batch_generate`
 Over the budget a request waits for the limit to decay (``spend_limit_wait=True``, the default)
 or raises :class:`~prefect_cometapi.errors.SpendLimitError` without sending
 (``spend_limit_wait=False``). The estimate is the token table's
-(:func:`~prefect_cometapi.pricing.estimate_cost`); edits add their input images' tokens.
+(:func:`~prefect_cometapi.billing.prices.estimate_cost`); edits add their input images' tokens.
 """
 
 from __future__ import annotations
@@ -31,14 +31,14 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
-from prefect_cometapi.errors import SpendLimitError, ValidationError
-from prefect_cometapi.models import Usage
-from prefect_cometapi.pricing import (
+from prefect_cometapi.billing.prices import (
     cost_usd,
     estimate_input_image_tokens,
     estimate_output_tokens,
     estimate_text_tokens,
 )
+from prefect_cometapi.errors import SpendLimitError, ValidationError
+from prefect_cometapi.models import Usage
 
 __all__ = [
     "FAIL_FAST_TIMEOUT_S",
@@ -211,7 +211,7 @@ def _capacity(name: str) -> int:
             raise ValidationError(
                 "spend_limit",
                 f"no Prefect global concurrency limit is named {name!r}; create it with "
-                "prefect_cometapi.spend.create_spend_limit or leave the parameter empty",
+                "prefect_cometapi.billing.spend.create_spend_limit or leave the parameter empty",
             ) from None
     if not limit.slot_decay_per_second:
         raise ValidationError(

@@ -7,8 +7,8 @@ import json
 from typing import Any
 
 from prefect_cometapi.allowlist import DEFAULT_BASE_URL, origin
+from prefect_cometapi.client.params import cache_key_names
 from prefect_cometapi.errors import ValidationError
-from prefect_cometapi.image_params import cache_key_names
 
 __all__ = ["CACHE_KEY_VERSION", "image_cache_key"]
 
@@ -31,7 +31,7 @@ def image_cache_key(
     Args:
         endpoint: ``"generations"`` or ``"edits"``.
         params: Task inputs; the prompt, the parameters marked ``cache_key`` in
-            :data:`~prefect_cometapi.image_params.IMAGE_PARAMS` and the base URL of
+            :data:`~prefect_cometapi.client.params.IMAGE_PARAMS` and the base URL of
             ``credentials`` (a block, or ``None`` for the default) are used.
         image_sha256: The sha256 of every input image, in order (edits).
         mask_sha256: The sha256 of the mask (edits).

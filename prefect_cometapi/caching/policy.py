@@ -30,7 +30,7 @@ from prefect_cometapi.caching.keys import image_cache_key
 from prefect_cometapi.caching.locks import LOCK_MANAGER_ENV, lock_manager_from_url, retry_safe
 from prefect_cometapi.caching.serializer import IMAGE_PREFIX, IMAGE_RESULT_SERIALIZER
 from prefect_cometapi.caching.store import vetted_store
-from prefect_cometapi.inputs import resolve_inputs
+from prefect_cometapi.inputs.coerce import resolve_inputs
 
 __all__ = [
     "KEY_STORAGE_ENV",

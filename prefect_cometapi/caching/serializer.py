@@ -2,7 +2,7 @@
 
 Cache records may be read from storage that many workers write (an S3 results bucket), so
 reading one must not be able to run code. An :class:`~prefect_cometapi.models.ImageResult` is
-stored as its JSON form (:mod:`prefect_cometapi.json_form`, without the bytes) followed by the
+stored as its JSON form (:mod:`prefect_cometapi.models`, without the bytes) followed by the
 images' bytes, length-prefixed, in one line of base64 (a single C pass over megabytes of image)::
 
     image1:<base64( 4-byte big-endian header length | header JSON | image bytes... )>

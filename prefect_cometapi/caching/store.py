@@ -13,7 +13,7 @@ as part of the check, so a damaged result is a miss there too, not a failed run.
 
 The image tasks' cache policy applies it to each task run's store
 (:class:`~prefect_cometapi.caching.policy.ImageRequestCachePolicy`); the delivery ledger applies
-it to its own (:func:`~prefect_cometapi.flows.ledger.ledger_store`).
+it to its own (:func:`~prefect_cometapi.batching.ledger.ledger_store`).
 """
 
 from __future__ import annotations

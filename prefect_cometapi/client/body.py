@@ -10,9 +10,16 @@ them; the clients only ask for those (``Accept-Encoding: gzip, deflate``).
 
 from __future__ import annotations
 
+import time
 import zlib
 
-__all__ = ["ACCEPT_ENCODING", "BodyTooLarge", "BoundedDecoder", "UnsupportedEncoding"]
+import httpx
+
+from prefect_cometapi.errors import (
+    UnexpectedResponseError,
+)
+
+__all__ = ["ACCEPT_ENCODING", "BodyTooLarge", "BoundedDecoder", "UnsupportedEncoding", "BodyReader"]
 
 ACCEPT_ENCODING = "gzip, deflate"
 """What the clients send as ``Accept-Encoding``: only what :class:`BoundedDecoder` decodes."""
@@ -121,3 +128,92 @@ class BoundedDecoder:
         if self.total > self.limit:
             raise BodyTooLarge
         return pieces
+
+
+class BodyReader:
+    """Collects a streamed body, enforcing a byte cap (raw and decompressed) and a deadline.
+
+    The drivers feed it the raw stream chunk by chunk (``iter_raw``); it decodes with
+    :class:`~prefect_cometapi.client.body.BoundedDecoder`, which never inflates past the cap. So
+    a trickling server, an endless chunked body or a compression bomb ends in a typed error
+    while it is being read, holding at most the cap in memory.
+
+    Args:
+        response: The streamed response.
+        cap: The most bytes accepted, on the wire and after decompression.
+        deadline: ``time.monotonic()`` by which the whole body must have arrived.
+        where: The base URL, for the error message.
+    """
+
+    def __init__(self, response: httpx.Response, cap: int, deadline: float, where: str) -> None:
+        self.response = response
+        self.cap = cap
+        self.deadline = deadline
+        self.where = where
+        self.chunks: list[bytes] = []
+        try:
+            self.decoder = BoundedDecoder(response.headers.get("content-encoding"), cap)
+        except UnsupportedEncoding as exc:
+            raise UnexpectedResponseError(response.status_code, f"{exc}", where) from None
+
+    def _too_large(self) -> UnexpectedResponseError:
+        return UnexpectedResponseError(
+            self.response.status_code,
+            f"a body over {self.cap // (1024 * 1024)} MB (stopped reading)",
+            self.where,
+        )
+
+    def add(self, chunk: bytes) -> None:
+        """Take one raw chunk (as received, still compressed).
+
+        Raises:
+            UnexpectedResponseError: Over the cap (raw or decoded), or not valid for its
+                ``Content-Encoding``.
+            httpx.ReadTimeout: Past the deadline (the exchange treats it as a timeout).
+        """
+        if self.response.num_bytes_downloaded > self.cap:
+            raise self._too_large()
+        try:
+            self.chunks.extend(self.decoder.decode(chunk))
+        except BodyTooLarge:
+            self.chunks.clear()
+            raise self._too_large() from None
+        except zlib.error:
+            self.chunks.clear()
+            raise UnexpectedResponseError(
+                self.response.status_code,
+                "a body that is not valid for its Content-Encoding",
+                self.where,
+            ) from None
+        if time.monotonic() > self.deadline:
+            raise httpx.ReadTimeout(
+                "the answer took longer than the attempt's total deadline",
+                request=self.response.request,
+            )
+
+    def add_decoded(self, body: bytes) -> None:
+        """Take a body an ``httpx`` event hook already read (and decoded) in full.
+
+        Raises:
+            UnexpectedResponseError: Over the cap.
+        """
+        if len(body) > self.cap:
+            raise self._too_large()
+        self.chunks.append(body)
+
+    def finished(self) -> httpx.Response:
+        """The response with its whole (decoded) body in memory.
+
+        Returns:
+            A new ``httpx.Response`` with the same status, headers (without the encoding) and
+            request.
+        """
+        dropped = ("content-encoding", "content-length", "transfer-encoding")
+        headers = [
+            (k, v) for k, v in self.response.headers.multi_items() if k.lower() not in dropped
+        ]
+        body = b"".join(self.chunks)
+        self.chunks.clear()
+        return httpx.Response(
+            self.response.status_code, headers=headers, content=body, request=self.response.request
+        )

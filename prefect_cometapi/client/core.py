@@ -8,16 +8,11 @@ receives the answers; it never does I/O itself.
 
 from __future__ import annotations
 
-import base64
-import email.utils
 import hashlib
 import logging
-import math
 import os
 import random
-import time
 import uuid
-import zlib
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,27 +21,26 @@ from typing import IO, Any, Union
 import httpx
 
 from prefect_cometapi.allowlist import check_base_url
-from prefect_cometapi.decoding import BodyTooLarge, BoundedDecoder, UnsupportedEncoding
-from prefect_cometapi.errors import (
-    APIConnectionError,
-    APITimeoutError,
-    CometAPIError,
-    ImageDownloadError,
-    MissingAPIKeyError,
-    UnexpectedResponseError,
-    ValidationError,
-    error_class_for,
-    redact,
-)
-from prefect_cometapi.image_params import request_defaults, validated_names
-from prefect_cometapi.models import GeneratedImage, ImageResult, Usage
-from prefect_cometapi.pricing import ModelPrice, cost_usd
-from prefect_cometapi.validation import (
+from prefect_cometapi.billing.prices import ModelPrice, cost_usd
+from prefect_cometapi.client.keys import resolve_api_key
+from prefect_cometapi.client.params import request_defaults, validated_names
+from prefect_cometapi.client.response import check_response, check_usage, image_sources
+from prefect_cometapi.client.rules import (
     MAX_IMAGE_BYTES,
     inspect_image,
     validate_edit_images,
     validate_params,
 )
+from prefect_cometapi.errors import (
+    APIConnectionError,
+    APITimeoutError,
+    CometAPIError,
+    ImageDownloadError,
+    UnexpectedResponseError,
+    ValidationError,
+    redact,
+)
+from prefect_cometapi.models import GeneratedImage, ImageResult, Usage
 
 __all__ = [
     "BACKOFF_BASE_S",
@@ -60,13 +54,9 @@ __all__ = [
     "MAX_DOWNLOAD_BYTES",
     "MAX_RESPONSE_BYTES",
     "MAX_RETRY_AFTER_S",
-    "MAX_USAGE_TOKENS",
-    "BodyReader",
     "ClientCore",
     "ImageInput",
     "PreparedRequest",
-    "check_api_key",
-    "resolve_api_key",
 ]
 
 logger = logging.getLogger("prefect_cometapi.client")
@@ -90,64 +80,9 @@ CALL_ID_HEADER = "x-cometapi-call-id"
 CALL_ATTEMPT_HEADER = "x-cometapi-attempt"
 #: The largest API answer read (raw and decompressed): ten 4K PNGs in base64 fit well below it.
 MAX_RESPONSE_BYTES = 256 * 1024 * 1024
-#: More tokens than any image request can use: a ``usage`` number above it is refused.
-MAX_USAGE_TOKENS = 10_000_000
 
 ImageInput = Union[bytes, bytearray, str, os.PathLike, IO[bytes]]  # noqa: UP007 (runtime alias, py3.10)
 """An input image: its bytes, a local path, or a binary file object."""
-
-
-def resolve_api_key(api_key: Any = None) -> str:
-    """Return the API key from the argument (a str or ``SecretStr``) or ``COMETAPI_KEY``.
-
-    Args:
-        api_key: A key, a pydantic ``SecretStr``, or ``None``.
-
-    Returns:
-        The key.
-
-    Raises:
-        MissingAPIKeyError: If neither is set.
-    """
-    if api_key is not None and hasattr(api_key, "get_secret_value"):
-        api_key = api_key.get_secret_value()
-    from_env = not api_key
-    key = (api_key or os.environ.get("COMETAPI_KEY") or "").strip()
-    if not key:
-        raise MissingAPIKeyError()
-    check_api_key(key, "COMETAPI_KEY" if from_env else "api_key")
-    return key
-
-
-def check_api_key(key: str, param: str = "api_key") -> None:
-    """Refuse a key that cannot be sent in an HTTP header, without ever showing the key.
-
-    A key pasted with an invisible character (a zero-width space, a non-breaking space), a
-    non-ASCII look-alike or a line break would otherwise fail deep inside the HTTP library with
-    an error whose text holds the whole key.
-
-    Args:
-        key: The key, already stripped of surrounding whitespace.
-        param: What to call it in the error (``api_key`` or ``COMETAPI_KEY``).
-
-    Raises:
-        ValidationError: Naming the position and kind of the first bad character (never the
-            key itself).
-    """
-    for position, char in enumerate(key, start=1):
-        if not 0x21 <= ord(char) <= 0x7E:
-            kind = (
-                "a line break"
-                if char in "\r\n"
-                else "a space"
-                if char.isspace() and ord(char) < 0x80
-                else f"the non-printable or non-ASCII character U+{ord(char):04X}"
-            )
-            raise ValidationError(
-                param,
-                f"the API key has {kind} at position {position} of {len(key)}, which cannot be "
-                "sent in an HTTP header (often a copy-paste artefact); paste the key again",
-            )
 
 
 @dataclass(frozen=True)
@@ -280,7 +215,7 @@ class ClientCore:
         while True:
             try:
                 response = yield "post", self.request_kwargs(prepared, call_id, retries + 1)
-                body = self.check_response(response)
+                body = check_response(response, self._api_key)
                 break
             except httpx.HTTPError as exc:
                 error = self.wrap_transport_error(exc)
@@ -294,11 +229,13 @@ class ClientCore:
             retries += 1
         # The images are paid for now: a failed download must never send the request again.
         blobs = []
-        for source in self.image_sources(body):
+        for source in image_sources(body, self.base_url):
             blobs.append(
                 source if isinstance(source, bytes) else (yield from self._download(source))
             )
-        return self.build_result(prepared, body, blobs, response, retries + 1)
+        return build_result(
+            prepared, body, blobs, response, retries + 1, self.prices, self.base_url
+        )
 
     def _download(self, url: str) -> Generator[tuple[str, Any], Any, bytes]:
         for attempt in range(DOWNLOAD_ATTEMPTS):
@@ -336,48 +273,6 @@ class ClientCore:
         }
 
     # -- errors and retries -------------------------------------------------------------------
-
-    def check_response(self, response: httpx.Response) -> dict[str, Any]:
-        """Return the JSON body of a successful response or raise the matching error."""
-        status = response.status_code
-        url = redact(str(response.request.url), self._api_key)
-        if 300 <= status < 400:
-            where = response.headers.get("location", "elsewhere")
-            raise UnexpectedResponseError(status, f"a redirect to {where}", url)
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        except RecursionError:
-            raise UnexpectedResponseError(status, "JSON nested too deeply", url) from None
-        if not isinstance(body, dict):
-            if status >= 500 or status in (408, 409, 429):
-                cls = error_class_for(status, None)
-                raise cls(
-                    status,
-                    f"The gateway answered HTTP {status} without a JSON body.",
-                    request_id=response.headers.get("x-request-id"),
-                    retry_after=_retry_after(response.headers),
-                )
-            kind = response.headers.get("content-type", "").split(";")[0] or "an empty body"
-            raise UnexpectedResponseError(status, kind, url)
-        if status >= 400:
-            err = body.get("error") if isinstance(body.get("error"), dict) else {}
-            code = err.get("code") or None
-            message = redact(str(err.get("message") or f"HTTP {status}"), self._api_key)
-            raise error_class_for(status, code)(
-                status,
-                message,
-                code=code,
-                param=err.get("param") or None,
-                error_type=err.get("type") or None,
-                request_id=response.headers.get("x-request-id"),
-                retry_after=_retry_after(response.headers),
-                body=_redact_obj(body, self._api_key),
-            )
-        if not isinstance(body.get("data"), list) or not body["data"]:
-            raise UnexpectedResponseError(status, "JSON without a 'data' list of images", url)
-        return body
 
     def wrap_transport_error(self, exc: httpx.HTTPError) -> CometAPIError:
         """Turn an httpx transport error into ours (no key, a hint about what to do)."""
@@ -433,105 +328,6 @@ class ClientCore:
             f"downloaded: {redact(str(exc), self._api_key)}. The URL may have expired."
         )
 
-    # -- parsing ------------------------------------------------------------------------------
-
-    def image_sources(self, body: dict[str, Any]) -> list[bytes | str]:
-        """Each ``data[]`` entry as decoded ``b64_json`` bytes, or the ``url`` to download."""
-        sources: list[bytes | str] = []
-        for i, item in enumerate(body["data"]):
-            item = item if isinstance(item, dict) else {}
-            if item.get("b64_json"):
-                try:
-                    sources.append(base64.b64decode(item["b64_json"], validate=False))
-                except (ValueError, TypeError):
-                    raise UnexpectedResponseError(
-                        200, f"an undecodable data[{i}].b64_json", self.base_url
-                    ) from None
-            elif isinstance(item.get("url"), str) and item["url"].startswith(
-                ("https://", "http://")
-            ):
-                sources.append(item["url"])
-            else:
-                raise UnexpectedResponseError(
-                    200, f"data[{i}] with neither b64_json nor url", self.base_url
-                )
-        return sources
-
-    def check_usage(self, usage: Any) -> None:
-        """Refuse ``usage`` numbers no real answer has: negative, non-finite, fractional or absurd.
-
-        Raises:
-            UnexpectedResponseError: Naming the field (the cost would be meaningless).
-        """
-        if not isinstance(usage, dict):
-            return
-        fields = {k: usage.get(k) for k in ("input_tokens", "output_tokens", "total_tokens")}
-        details = usage.get("input_tokens_details")
-        if isinstance(details, dict):
-            for key in ("text_tokens", "image_tokens"):
-                fields[f"input_tokens_details.{key}"] = details.get(key)
-        for name, value in fields.items():
-            if value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                bad = True
-            else:
-                bad = not math.isfinite(value) or value != int(value)
-                bad = bad or not 0 <= value <= MAX_USAGE_TOKENS
-            if bad:
-                raise UnexpectedResponseError(
-                    200, f"an impossible usage.{name} ({str(value)[:40]})", self.base_url
-                )
-
-    def build_result(
-        self,
-        prepared: PreparedRequest,
-        body: dict[str, Any],
-        blobs: list[bytes],
-        response: httpx.Response,
-        attempts: int,
-    ) -> ImageResult:
-        """Assemble the typed result from the parsed body and the image bytes."""
-        self.check_usage(body.get("usage"))
-        usage = Usage.from_api(body.get("usage"))
-        total = cost_usd(usage, prepared.model, self.prices)
-        share = None if total is None else round(total / len(blobs), 6)
-        images = []
-        for i, (blob, item) in enumerate(zip(blobs, body["data"], strict=True)):
-            try:
-                info = inspect_image(blob, f"data[{i}]")
-            except ValidationError as exc:
-                raise UnexpectedResponseError(200, exc.rule, self.base_url) from None
-            images.append(
-                GeneratedImage(
-                    data=blob,
-                    format=info.format,
-                    width=info.width,
-                    height=info.height,
-                    sha256=hashlib.sha256(blob).hexdigest(),
-                    model=prepared.model,
-                    prompt=prepared.prompt,
-                    params=prepared.params,
-                    index=i,
-                    usage=usage,
-                    cost_usd=share,
-                    revised_prompt=(item or {}).get("revised_prompt")
-                    if isinstance(item, dict)
-                    else None,
-                )
-            )
-        created = body.get("created")
-        return ImageResult(
-            images=images,
-            model=prepared.model,
-            params=prepared.params,
-            usage=usage,
-            cost_usd=total,
-            created=created if isinstance(created, int) else None,
-            request_id=response.headers.get("x-request-id"),
-            attempts=attempts,
-        )
-
 
 def _validated_subset(params: dict[str, Any]) -> dict[str, Any]:
     return {k: params[k] for k in validated_names() if k in params}
@@ -542,122 +338,65 @@ def _filename(name: str, fmt: str) -> str:
     return f"{stem}.{'jpg' if fmt == 'jpeg' else fmt}"
 
 
-def _retry_after(headers: httpx.Headers) -> float | None:
-    """Seconds from ``retry-after-ms``, else ``retry-after`` (seconds or an HTTP date)."""
-    value = headers.get("retry-after-ms")
-    if value:
-        try:
-            seconds = float(value) / 1000
-            return seconds if math.isfinite(seconds) else None
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-        return seconds if math.isfinite(seconds) else None
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def _redact_obj(obj: Any, secret: str) -> Any:
-    if isinstance(obj, dict):
-        return {k: _redact_obj(v, secret) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_redact_obj(v, secret) for v in obj]
-    return redact(obj, secret) if isinstance(obj, str) else obj
-
-
-class BodyReader:
-    """Collects a streamed body, enforcing a byte cap (raw and decompressed) and a deadline.
-
-    The drivers feed it the raw stream chunk by chunk (``iter_raw``); it decodes with
-    :class:`~prefect_cometapi.decoding.BoundedDecoder`, which never inflates past the cap. So
-    a trickling server, an endless chunked body or a compression bomb ends in a typed error
-    while it is being read, holding at most the cap in memory.
+def build_result(
+    prepared: PreparedRequest,
+    body: dict[str, Any],
+    blobs: list[bytes],
+    response: httpx.Response,
+    attempts: int,
+    prices: Mapping[str, ModelPrice],
+    where: str,
+) -> ImageResult:
+    """Assemble the typed result from the parsed body and the image bytes.
 
     Args:
-        response: The streamed response.
-        cap: The most bytes accepted, on the wire and after decompression.
-        deadline: ``time.monotonic()`` by which the whole body must have arrived.
-        where: The base URL, for the error message.
+        prepared: The request sent.
+        body: The checked JSON body.
+        blobs: Each image's bytes.
+        response: The answer (for its request id).
+        attempts: How many attempts the call took.
+        prices: The price table for the cost.
+        where: The base URL, for error messages.
+
+    Returns:
+        The result.
     """
-
-    def __init__(self, response: httpx.Response, cap: int, deadline: float, where: str) -> None:
-        self.response = response
-        self.cap = cap
-        self.deadline = deadline
-        self.where = where
-        self.chunks: list[bytes] = []
+    check_usage(body.get("usage"), where)
+    usage = Usage.from_api(body.get("usage"))
+    total = cost_usd(usage, prepared.model, prices)
+    share = None if total is None else round(total / len(blobs), 6)
+    images = []
+    for i, (blob, item) in enumerate(zip(blobs, body["data"], strict=True)):
         try:
-            self.decoder = BoundedDecoder(response.headers.get("content-encoding"), cap)
-        except UnsupportedEncoding as exc:
-            raise UnexpectedResponseError(response.status_code, f"{exc}", where) from None
-
-    def _too_large(self) -> UnexpectedResponseError:
-        return UnexpectedResponseError(
-            self.response.status_code,
-            f"a body over {self.cap // (1024 * 1024)} MB (stopped reading)",
-            self.where,
-        )
-
-    def add(self, chunk: bytes) -> None:
-        """Take one raw chunk (as received, still compressed).
-
-        Raises:
-            UnexpectedResponseError: Over the cap (raw or decoded), or not valid for its
-                ``Content-Encoding``.
-            httpx.ReadTimeout: Past the deadline (the exchange treats it as a timeout).
-        """
-        if self.response.num_bytes_downloaded > self.cap:
-            raise self._too_large()
-        try:
-            self.chunks.extend(self.decoder.decode(chunk))
-        except BodyTooLarge:
-            self.chunks.clear()
-            raise self._too_large() from None
-        except zlib.error:
-            self.chunks.clear()
-            raise UnexpectedResponseError(
-                self.response.status_code,
-                "a body that is not valid for its Content-Encoding",
-                self.where,
-            ) from None
-        if time.monotonic() > self.deadline:
-            raise httpx.ReadTimeout(
-                "the answer took longer than the attempt's total deadline",
-                request=self.response.request,
+            info = inspect_image(blob, f"data[{i}]")
+        except ValidationError as exc:
+            raise UnexpectedResponseError(200, exc.rule, where) from None
+        images.append(
+            GeneratedImage(
+                data=blob,
+                format=info.format,
+                width=info.width,
+                height=info.height,
+                sha256=hashlib.sha256(blob).hexdigest(),
+                model=prepared.model,
+                prompt=prepared.prompt,
+                params=prepared.params,
+                index=i,
+                usage=usage,
+                cost_usd=share,
+                revised_prompt=(item or {}).get("revised_prompt")
+                if isinstance(item, dict)
+                else None,
             )
-
-    def add_decoded(self, body: bytes) -> None:
-        """Take a body an ``httpx`` event hook already read (and decoded) in full.
-
-        Raises:
-            UnexpectedResponseError: Over the cap.
-        """
-        if len(body) > self.cap:
-            raise self._too_large()
-        self.chunks.append(body)
-
-    def finished(self) -> httpx.Response:
-        """The response with its whole (decoded) body in memory.
-
-        Returns:
-            A new ``httpx.Response`` with the same status, headers (without the encoding) and
-            request.
-        """
-        dropped = ("content-encoding", "content-length", "transfer-encoding")
-        headers = [
-            (k, v) for k, v in self.response.headers.multi_items() if k.lower() not in dropped
-        ]
-        body = b"".join(self.chunks)
-        self.chunks.clear()
-        return httpx.Response(
-            self.response.status_code, headers=headers, content=body, request=self.response.request
         )
+    created = body.get("created")
+    return ImageResult(
+        images=images,
+        model=prepared.model,
+        params=prepared.params,
+        usage=usage,
+        cost_usd=total,
+        created=created if isinstance(created, int) else None,
+        request_id=response.headers.get("x-request-id"),
+        attempts=attempts,
+    )

@@ -1,6 +1,6 @@
 """The HTTP clients for the Images API: a sync and an async twin driving one exchange.
 
-Both clients drive :class:`~prefect_cometapi.exchange.ClientCore`'s sans-I/O exchange, which
+Both clients drive :class:`~prefect_cometapi.client.core.ClientCore`'s sans-I/O exchange, which
 holds request building and validation, response parsing, error mapping and the retry decision;
 :class:`CometAPIClient` and :class:`AsyncCometAPIClient` only move bytes and sleep.
 
@@ -25,21 +25,20 @@ from typing import Any
 
 import httpx
 
-from prefect_cometapi import exchange
 from prefect_cometapi.allowlist import DEFAULT_BASE_URL
-from prefect_cometapi.decoding import ACCEPT_ENCODING
-from prefect_cometapi.exchange import (
+from prefect_cometapi.billing.prices import ModelPrice
+from prefect_cometapi.client import core as exchange
+from prefect_cometapi.client.body import ACCEPT_ENCODING, BodyReader
+from prefect_cometapi.client.core import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_RETRIES,
     DEFAULT_READ_TIMEOUT,
-    BodyReader,
     ClientCore,
     ImageInput,
     PreparedRequest,
 )
-from prefect_cometapi.image_params import image_request
+from prefect_cometapi.client.params import image_request
 from prefect_cometapi.models import ImageResult
-from prefect_cometapi.pricing import ModelPrice
 
 __all__ = ["AsyncCometAPIClient", "CometAPIClient"]
 

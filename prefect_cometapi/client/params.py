@@ -3,7 +3,7 @@
 :data:`IMAGE_PARAMS` lists every parameter of ``POST /images/generations`` and
 ``POST /images/edits`` besides the prompt and the input images: its name, type, default, what it
 means, which endpoints take it, whether it is sent to the API, checked by
-:func:`~prefect_cometapi.validation.validate_options` and part of the image cache key. Everything
+:func:`~prefect_cometapi.client.rules.validate_options` and part of the image cache key. Everything
 else is derived from it:
 
 * the keyword parameters of :meth:`CometAPIClient.generate <prefect_cometapi.CometAPIClient>`,
@@ -60,7 +60,7 @@ class ImageParam:
         doc: What it means, one sentence or two (used in the generated docstrings).
         endpoints: The endpoints that take it.
         sent: Whether it is sent to the API (``False`` for ``variant``, a cache-key-only knob).
-        validated: Whether :func:`~prefect_cometapi.validation.validate_options` checks it.
+        validated: Whether :func:`~prefect_cometapi.client.rules.validate_options` checks it.
         cache_key: Whether it is part of the image cache key (it changes the image).
         in_form: Whether the flows' ``ImageOptions`` form offers it.
     """
@@ -146,7 +146,7 @@ def cache_key_names() -> tuple[str, ...]:
 
 
 def validated_names() -> tuple[str, ...]:
-    """The names :func:`~prefect_cometapi.validation.validate_options` takes.
+    """The names :func:`~prefect_cometapi.client.rules.validate_options` takes.
 
     Returns:
         The names, in declaration order.

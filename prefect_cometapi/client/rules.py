@@ -13,8 +13,8 @@ from typing import Any
 
 from PIL import Image
 
+from prefect_cometapi.client.params import DEFAULT_MODEL
 from prefect_cometapi.errors import ValidationError
-from prefect_cometapi.image_params import DEFAULT_MODEL
 
 __all__ = [
     "BACKGROUNDS",

@@ -6,7 +6,9 @@ import os
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 
-__all__ = ["patched_environ"]
+from prefect_cometapi.allowlist import ALLOWED_BASE_URLS_ENV, ALLOWED_S3_ENDPOINTS_ENV
+
+__all__ = ["patched_environ", "allowing"]
 
 
 @contextmanager
@@ -40,3 +42,27 @@ def patched_environ(
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+@contextmanager
+def allowing(base_urls: Iterable[str] = (), s3_endpoints: Iterable[str] = ()) -> Iterator[None]:
+    """Add entries to this process's allow-lists for a while (the worker owner's own choice).
+
+    For programs that start their own services, such as the offline demo with its emulator and
+    S3 server; a deployment's workers set the environment variables instead. Child processes
+    started meanwhile inherit the entries.
+
+    Args:
+        base_urls: API base URLs to allow.
+        s3_endpoints: S3 endpoints to allow.
+
+    Yields:
+        Nothing; the previous values are restored on exit.
+    """
+    added = {ALLOWED_BASE_URLS_ENV: base_urls, ALLOWED_S3_ENDPOINTS_ENV: s3_endpoints}
+    values = {}
+    for name, extra in added.items():
+        entries = [os.environ.get(name, ""), *[e for e in extra if e]]
+        values[name] = ",".join(e for e in entries if e)
+    with patched_environ(set=values):
+        yield

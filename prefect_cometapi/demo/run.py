@@ -6,7 +6,7 @@ By default it starts the CometAPI emulator and moto's S3 server on 127.0.0.1, ru
 ``./demo-output/`` and prints where everything went. Nothing leaves the machine: the AWS
 credentials it sets are moto's fake ones, and only inside this process. moto keeps its objects in
 memory, so the demo keeps its bucket under ``PREFECT_HOME`` between runs
-(:mod:`prefect_cometapi.demo_bucket`): a second run finds every item already in S3 and says so.
+(:mod:`prefect_cometapi.demo.bucket`): a second run finds every item already in S3 and says so.
 
 With ``--live --bucket NAME`` (and ``COMETAPI_KEY`` set) the same flow runs against the real
 API and your S3 bucket through boto3's standard credential chain, within ``--max-cost-usd``.
@@ -25,8 +25,8 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from prefect_cometapi.demo_bucket import sha256_of_file
-from prefect_cometapi.environ import patched_environ
+from prefect_cometapi.demo.bucket import sha256_of_file
+from prefect_cometapi.demo.environ import patched_environ
 
 __all__ = [
     "DEMO_BUCKET",
@@ -176,8 +176,8 @@ def _add_local_copies_to_gallery(summary: Any, flow_run_id: Any, files: list[Pat
         ArtifactFilterKey,
     )
 
-    from prefect_cometapi.flows.artifacts import artifact_key, gallery_markdown
     from prefect_cometapi.flows.batch import FLOW_NAME, GALLERY_TITLE
+    from prefect_cometapi.reports.artifacts import artifact_key, gallery_markdown
 
     uris = [image.uri for outcome in summary.outcomes for image in outcome.images]
     local_paths = {uri: str(path.resolve()) for uri, path in zip(uris, files, strict=False)}
@@ -251,11 +251,11 @@ def _run(args: argparse.Namespace) -> int:
 def _run_with(
     args: argparse.Namespace, connect: Callable[[], AbstractContextManager[str | None]]
 ) -> int:
-    from prefect_cometapi.allowlist import allowing
+    from prefect_cometapi.batching.sources import EXAMPLE_ITEMS, EXAMPLE_TEMPLATE, parse_items
     from prefect_cometapi.blocks import CometAPICredentials
+    from prefect_cometapi.demo.environ import allowing
     from prefect_cometapi.flows.batch import batch_generate
-    from prefect_cometapi.flows.params import ImageOptions, S3Options, UpscaleOptions
-    from prefect_cometapi.flows.sources import EXAMPLE_ITEMS, EXAMPLE_TEMPLATE, parse_items
+    from prefect_cometapi.forms.options import ImageOptions, S3Options, UpscaleOptions
 
     items = parse_items(EXAMPLE_ITEMS.read_text(encoding="utf-8"), EXAMPLE_ITEMS.name)
     items = items[: max(1, min(args.limit, len(items)))]
@@ -304,7 +304,7 @@ def _run_with(
         import boto3
         from prefect.settings import PREFECT_HOME
 
-        from prefect_cometapi.demo_bucket import keep_bucket, kept_dir, restore_bucket
+        from prefect_cometapi.demo.bucket import keep_bucket, kept_dir, restore_bucket
 
         client = boto3.client("s3")
         client.create_bucket(Bucket=DEMO_BUCKET)
@@ -391,7 +391,7 @@ def _prefect_for_demo() -> Iterator[Callable[[], AbstractContextManager[str | No
     """The Prefect server the demo reports to, with telemetry off and a quiet console.
 
     The configured ``PREFECT_API_URL`` when there is one; otherwise a temporary local server
-    (:func:`prefect_cometapi.local_server.launching_prefect_server`), started at once, whose
+    (:func:`prefect_cometapi.demo.server.launching_prefect_server`), started at once, whose
     database under ``PREFECT_HOME`` keeps the run for ``prefect server start``.
 
     Yields:
@@ -401,7 +401,7 @@ def _prefect_for_demo() -> Iterator[Callable[[], AbstractContextManager[str | No
     """
     from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
 
-    from prefect_cometapi.local_server import ServerStartError, launching_prefect_server
+    from prefect_cometapi.demo.server import ServerStartError, launching_prefect_server
 
     def say(line: str) -> None:
         print(line, flush=True)

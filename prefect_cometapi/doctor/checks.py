@@ -12,10 +12,10 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from prefect_cometapi.allowlist import ALLOWED_BASE_URLS_ENV, check_base_url, origin
+from prefect_cometapi.client.keys import resolve_api_key
+from prefect_cometapi.client.rules import DEFAULT_MODEL
 from prefect_cometapi.doctor.result import CheckResult, DoctorContext, Status
 from prefect_cometapi.errors import CometAPIError, MissingAPIKeyError, redact
-from prefect_cometapi.exchange import resolve_api_key
-from prefect_cometapi.validation import DEFAULT_MODEL
 
 __all__ = [
     "check_api_answers",
@@ -91,7 +91,7 @@ def check_prefect_api(ctx: DoctorContext) -> CheckResult:
 def check_credentials(ctx: DoctorContext) -> CheckResult:
     """The credentials block is found and loads, and its key (or ``COMETAPI_KEY``) is usable.
 
-    The key is checked with :func:`~prefect_cometapi.exchange.resolve_api_key` (present, no
+    The key is checked with :func:`~prefect_cometapi.client.keys.resolve_api_key` (present, no
     character that cannot go in an HTTP header) and kept in ``ctx`` for the API check; it is
     never part of the result.
 

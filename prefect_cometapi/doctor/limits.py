@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from prefect_cometapi.billing.spend import SLOT_USD
 from prefect_cometapi.doctor.result import CheckResult, DoctorContext, Status
-from prefect_cometapi.spend import SLOT_USD
 
 __all__ = ["check_limits"]
 
@@ -53,7 +53,7 @@ def check_limits(ctx: DoctorContext) -> list[CheckResult]:
 def _missing_limit(kind: str, name: str) -> CheckResult:
     if kind == "spend-limit":
         fix = (
-            'create it: python -c "from prefect_cometapi.spend import create_spend_limit; '
+            'create it: python -c "from prefect_cometapi.billing.spend import create_spend_limit; '
             f"create_spend_limit('{name}', dollars=5.0, window_s=3600)\""
         )
         what = "spend limit"

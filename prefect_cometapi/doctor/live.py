@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from prefect_cometapi.billing.prices import DEFAULT_PRICES, estimate_cost
+from prefect_cometapi.client.rules import LEGACY_SIZES, is_flexible_size_model
 from prefect_cometapi.doctor.result import CheckResult, DoctorContext, Status
 from prefect_cometapi.errors import CometAPIError, redact
-from prefect_cometapi.pricing import DEFAULT_PRICES, estimate_cost
-from prefect_cometapi.validation import LEGACY_SIZES, is_flexible_size_model
 
 __all__ = ["LIVE_PROMPT", "LiveChoice", "cheapest_generation", "check_live"]
 

@@ -17,6 +17,18 @@ import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from prefect_cometapi.billing.prices import (
+    estimate_input_image_tokens,
+    estimate_output_tokens,
+    estimate_text_tokens,
+)
+from prefect_cometapi.client.rules import (
+    INPUT_FIDELITY_MODELS,
+    base_model,
+    parse_size,
+    validate_edit_images,
+    validate_params,
+)
 from prefect_cometapi.emulator import drawing
 from prefect_cometapi.emulator.faults import (
     FAULT_HEADER,
@@ -32,18 +44,6 @@ from prefect_cometapi.emulator.faults import (
 from prefect_cometapi.emulator.multipart import MultipartError, parse_multipart
 from prefect_cometapi.emulator.state import EmulatorConfig, EmulatorState, RequestRecord
 from prefect_cometapi.errors import ValidationError
-from prefect_cometapi.pricing import (
-    estimate_input_image_tokens,
-    estimate_output_tokens,
-    estimate_text_tokens,
-)
-from prefect_cometapi.validation import (
-    INPUT_FIDELITY_MODELS,
-    base_model,
-    parse_size,
-    validate_edit_images,
-    validate_params,
-)
 
 __all__ = [
     "DEFAULT_MODELS",

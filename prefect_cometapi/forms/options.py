@@ -1,7 +1,7 @@
 """Typed flow parameters: what the Prefect UI renders as a form (dropdowns, numbers, free text).
 
 Every model is frozen, forbids unknown fields and checks its values with the project's own
-validation (:mod:`prefect_cometapi.validation`, :mod:`prefect_cometapi.s3.keys`), so a bad form
+validation (:mod:`prefect_cometapi.client.rules`, :mod:`prefect_cometapi.s3.keys`), so a bad form
 fails the run before any request is sent.
 """
 
@@ -24,9 +24,10 @@ from pydantic import (
 
 from prefect_cometapi.allowlist import check_s3_endpoint
 from prefect_cometapi.blocks import CometAPICredentials
+from prefect_cometapi.client.params import form_params, validated_names
+from prefect_cometapi.client.rules import DEFAULT_MODEL, parse_size, validate_options
 from prefect_cometapi.errors import ValidationError
-from prefect_cometapi.form_fields import OptionalText, empty_to_none, optional
-from prefect_cometapi.image_params import form_params, validated_names
+from prefect_cometapi.forms.fields import OptionalText, empty_to_none, optional
 from prefect_cometapi.models import GeneratedImage
 from prefect_cometapi.s3.keys import (
     DEFAULT_ITEM_KEY_TEMPLATE,
@@ -35,7 +36,6 @@ from prefect_cometapi.s3.keys import (
     validate_bucket_name,
 )
 from prefect_cometapi.upscaling import plan_upscale
-from prefect_cometapi.validation import DEFAULT_MODEL, parse_size, validate_options
 
 __all__ = [
     "IMAGE_FORM",
@@ -127,7 +127,7 @@ def _wxh(value: str | None, param: str) -> str | None:
 
 #: How the form shows the image parameters: a drop-down type and a UI default where it differs
 #: from the API's, with a description. Parameters of the schema (:data:`IMAGE_PARAMS
-#: <prefect_cometapi.image_params.IMAGE_PARAMS>`) not listed here appear with the schema's type,
+#: <prefect_cometapi.client.params.IMAGE_PARAMS>`) not listed here appear with the schema's type,
 #: default and text; ``custom_size`` is the form's own (a free ``WxH`` beside the presets).
 #: The order is the form's.
 IMAGE_FORM: dict[str, tuple[Any, Any]] = {

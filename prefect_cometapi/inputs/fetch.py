@@ -1,7 +1,7 @@
 """Load input files (images to edit, masks, variable files) from bytes, a path, a URL or S3.
 
 :func:`load_image_bytes` returns raw bytes and does not decode them
-(:func:`prefect_cometapi.validation.inspect_image` does that). :func:`load_text` reads small text
+(:func:`prefect_cometapi.client.rules.inspect_image` does that). :func:`load_text` reads small text
 files (CSV, JSONL, prompt templates) from a path, an ``s3://`` URI or a URL.
 
 Mistakes the user can fix (missing file, 404, no such bucket or key, access denied, too large)
@@ -12,10 +12,8 @@ retryable.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import zlib
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -24,16 +22,15 @@ import httpx
 from botocore.exceptions import BotoCoreError, ClientError
 
 from prefect_cometapi.allowlist import check_input_url, confine_path
-from prefect_cometapi.decoding import (
+from prefect_cometapi.client.body import (
     ACCEPT_ENCODING,
     BodyTooLarge,
     BoundedDecoder,
     UnsupportedEncoding,
 )
+from prefect_cometapi.client.rules import MAX_IMAGE_BYTES
 from prefect_cometapi.errors import InputFetchError, ValidationError
-from prefect_cometapi.models import GeneratedImage, ImageResult
 from prefect_cometapi.s3.failures import classify
-from prefect_cometapi.validation import MAX_IMAGE_BYTES, inspect_image
 
 __all__ = [
     "DEFAULT_MAX_IMAGE_BYTES",
@@ -43,12 +40,7 @@ __all__ = [
     "load_bytes",
     "load_image_bytes",
     "load_text",
-    "ImageLike",
-    "as_generated_image",
-    "as_image_bytes",
     "parse_s3_uri",
-    "resolve_inputs",
-    "single_image",
 ]
 
 ImageSource = bytes | bytearray | memoryview | str | os.PathLike
@@ -412,137 +404,3 @@ def _read_s3(
         raise ValidationError(param, f"{uri}: {rule}") from None
     _check_size(len(data), max_bytes, param, uri)
     return data
-
-
-ImageLike = ImageResult | GeneratedImage | bytes | str | os.PathLike
-"""One image in any form the tasks accept: an ``ImageResult`` holding exactly one image, a
-``GeneratedImage``, bytes, a local path, an ``https://`` URL or an ``s3://`` URI."""
-
-EditSource = ImageLike
-"""An edit input (any :data:`ImageLike`)."""
-
-
-def single_image(result: ImageResult, param: str = "image") -> GeneratedImage:
-    """The one image of a result; a clear error when it holds several.
-
-    Args:
-        result: A generations or edits result.
-        param: The parameter name to blame.
-
-    Returns:
-        ``result.images[0]``.
-
-    Raises:
-        ValidationError: The result holds no image or more than one.
-    """
-    count = len(result.images)
-    if count != 1:
-        raise ValidationError(
-            param,
-            f"an ImageResult with {count} images was passed where one image is expected; "
-            f"pass one of them, e.g. result.images[0] ... result.images[{max(count - 1, 0)}]",
-        )
-    return result.images[0]
-
-
-def _given_image(value: Any, param: str) -> GeneratedImage | None:
-    """The image itself when ``value`` already is one (or a result holding one), else ``None``."""
-    if isinstance(value, ImageResult):
-        return single_image(value, param)
-    if isinstance(value, GeneratedImage):
-        return value
-    return None
-
-
-def as_image_bytes(
-    value: ImageLike, param: str = "image", *, endpoint_url: str | None = None
-) -> bytes:
-    """The encoded bytes of one image, from any :data:`ImageLike` form.
-
-    Args:
-        value: The image.
-        param: The parameter name to blame.
-        endpoint_url: S3-compatible endpoint for ``s3://`` URIs.
-
-    Returns:
-        The bytes (not decoded).
-
-    Raises:
-        ValidationError: See :func:`single_image` and :func:`load_image_bytes`.
-        InputFetchError: See :func:`load_image_bytes`.
-    """
-    given = _given_image(value, param)
-    if given is not None:
-        return given.data
-    return load_image_bytes(value, endpoint_url=endpoint_url, param=param)
-
-
-def as_generated_image(
-    value: ImageLike, param: str = "image", *, endpoint_url: str | None = None
-) -> GeneratedImage:
-    """One image as a ``GeneratedImage`` (bytes and files are inspected for format and size).
-
-    Args:
-        value: The image (as for :func:`as_image_bytes`, whose ``param`` and ``endpoint_url``
-            mean the same here).
-        param: The parameter name to blame.
-        endpoint_url: For ``s3://`` URIs.
-
-    Returns:
-        The image; for bytes, paths and URIs ``model`` and ``prompt`` are empty.
-
-    Raises:
-        ValidationError: Not an image, an ``ImageResult`` with several images, unreadable.
-        InputFetchError: See :func:`load_image_bytes`.
-    """
-    given = _given_image(value, param)
-    if given is not None:
-        return given
-    if not isinstance(value, (bytes, bytearray, memoryview, str, os.PathLike)):
-        raise ValidationError(
-            param,
-            "expected an ImageResult, a GeneratedImage, bytes, a path or a URI, "
-            f"not {type(value).__name__}",
-        )
-    data = bytes(as_image_bytes(value, param, endpoint_url=endpoint_url))
-    info = inspect_image(data, param)
-    return GeneratedImage(
-        data=data,
-        format=info.format,
-        width=info.width,
-        height=info.height,
-        sha256=hashlib.sha256(data).hexdigest(),
-        model="",
-        prompt="",
-    )
-
-
-def resolve_inputs(
-    images: EditSource | Sequence[EditSource],
-    mask: EditSource | None = None,
-    s3_endpoint_url: str | None = None,
-) -> tuple[list[bytes], bytes | None]:
-    """Load edit inputs into bytes (what ``edit_image`` sends and its cache key hashes).
-
-    Args:
-        images: One source or a list of sources (each any :data:`ImageLike`).
-        mask: The mask source, if any.
-        s3_endpoint_url: Endpoint for ``s3://`` sources on S3-compatible stores.
-
-    Returns:
-        The image bytes and the mask bytes.
-
-    Raises:
-        ValidationError: See :func:`as_image_bytes`.
-        InputFetchError: See :func:`load_image_bytes`.
-    """
-    many = images if isinstance(images, (list, tuple)) else [images]
-    loaded = [
-        as_image_bytes(
-            s, f"images[{i}]" if len(many) > 1 else "images", endpoint_url=s3_endpoint_url
-        )
-        for i, s in enumerate(many)
-    ]
-    if mask is None:
-        return loaded, None
-    return loaded, as_image_bytes(mask, "mask", endpoint_url=s3_endpoint_url)

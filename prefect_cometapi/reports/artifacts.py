@@ -21,7 +21,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
-from prefect_cometapi.flows.outcomes import DeliveredImage, ItemOutcome, RunSummary
+from prefect_cometapi.reports.outcomes import DeliveredImage, ItemOutcome, RunSummary
 from prefect_cometapi.text import slugify
 
 __all__ = [

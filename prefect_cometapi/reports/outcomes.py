@@ -39,7 +39,7 @@ class DeliveredImage(BaseModel):
         bytes: Object size.
         existed: ``True`` when the identical object was already there.
         preview: A small JPEG of the image as a ``data:`` URI, for the gallery (see
-            :mod:`prefect_cometapi.flows.previews`), or ``None``.
+            :mod:`prefect_cometapi.reports.previews`), or ``None``.
     """
 
     uri: str

@@ -14,8 +14,8 @@ import io
 
 from PIL import Image
 
-from prefect_cometapi.flows.outcomes import DeliveredImage
 from prefect_cometapi.models import GeneratedImage, ImageResult
+from prefect_cometapi.reports.outcomes import DeliveredImage
 
 __all__ = ["PREVIEWED_ITEMS", "PREVIEW_LONG_EDGE", "preview_data_uri", "with_previews"]
 

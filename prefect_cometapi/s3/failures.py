@@ -5,7 +5,7 @@ and names the failure; :func:`s3_error` turns it into
 :class:`~prefect_cometapi.errors.S3BucketNotFoundError`,
 :class:`~prefect_cometapi.errors.S3AccessDeniedError` or
 :class:`~prefect_cometapi.errors.S3UploadError` for writes, and
-:mod:`prefect_cometapi.inputs` turns it into input errors for reads.
+:mod:`prefect_cometapi.inputs.fetch` turns it into input errors for reads.
 """
 
 from __future__ import annotations

@@ -18,8 +18,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from prefect.logging import get_run_logger
 
 from prefect_cometapi.errors import ValidationError
-from prefect_cometapi.json_form import DumpMode, JSONForm
-from prefect_cometapi.models import GeneratedImage
+from prefect_cometapi.models import DumpMode, GeneratedImage, JSONForm
 from prefect_cometapi.s3.failures import classify, s3_error
 from prefect_cometapi.s3.keys import validate_bucket_name, validate_key
 from prefect_cometapi.s3.metadata import build_metadata

@@ -31,9 +31,9 @@ from jinja2 import TemplateError, TemplateSyntaxError, UndefinedError, meta, nod
 from jinja2.sandbox import SecurityError
 
 from prefect_cometapi.allowlist import confine_path
+from prefect_cometapi.client.rules import MAX_PROMPT_CHARS, validate_prompt
 from prefect_cometapi.errors import ValidationError
 from prefect_cometapi.templates.sandbox import PromptEnvironment, render_budget
-from prefect_cometapi.validation import MAX_PROMPT_CHARS, validate_prompt
 
 __all__ = [
     "MAX_RENDER_CHARS",

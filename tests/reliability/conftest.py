@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from prefect_cometapi.batching import item as item_pipeline
 from prefect_cometapi.emulator import Emulator
-from prefect_cometapi.flows import item_pipeline
 
 #: Task-level retry delays used by the suite instead of the shipped 30 s and 120 s.
 FAST_TASK_RETRY_DELAYS = [0.2, 0.5]

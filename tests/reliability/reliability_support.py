@@ -17,8 +17,8 @@ from typing import Any, ClassVar
 
 from prefect_cometapi import CometAPICredentials
 from prefect_cometapi.allowlist import ALLOWED_BASE_URLS_ENV
+from prefect_cometapi.client.core import CALL_ATTEMPT_HEADER, CALL_ID_HEADER
 from prefect_cometapi.emulator import RequestRecord
-from prefect_cometapi.exchange import CALL_ATTEMPT_HEADER, CALL_ID_HEADER
 from prefect_cometapi.flows import (
     ImageOptions,
     ItemOutcome,
@@ -222,7 +222,7 @@ def abandoned_answers(records: Iterable[RequestRecord]) -> list[RequestRecord]:
     """The billed answers the client never took, proven by its own later attempts.
 
     The client sends every attempt of one call with the call's id and the attempt's number
-    (:data:`~prefect_cometapi.exchange.CALL_ID_HEADER`), and sends a call again only when it got
+    (:data:`~prefect_cometapi.client.core.CALL_ID_HEADER`), and sends a call again only when it got
     no usable answer. So a billed answer followed by a later attempt of the same call was given
     up on: the client's read timed out (the answer came later than ``read_timeout``, on a loaded
     machine too, not only for the emulator's "slow" fault) or the connection broke while it read.
@@ -333,8 +333,8 @@ def cached_prompts(
     """
     from prefect.results import get_result_store
 
+    from prefect_cometapi.batching.requesting import generate_step
     from prefect_cometapi.caching import image_cache_key
-    from prefect_cometapi.flows.requesting import generate_step
 
     store = get_result_store().update_for_task(generate_step)
     service = CometAPICredentials(

@@ -35,6 +35,7 @@ from prefect.exceptions import ParameterTypeError
 from reliability_support import FailingRuns
 
 from prefect_cometapi import AsyncCometAPIClient, CometAPIClient, CometAPICredentials
+from prefect_cometapi.client.rules import MAX_PROMPT_CHARS
 from prefect_cometapi.errors import MissingAPIKeyError, ValidationError
 from prefect_cometapi.flows import (
     ImageOptions,
@@ -48,7 +49,6 @@ from prefect_cometapi.tasks import (
     upload_to_s3,
     upscale_image,
 )
-from prefect_cometapi.validation import MAX_PROMPT_CHARS
 
 # Tasks called outside a flow (library use) cannot send their logs to the API; Prefect says so.
 pytestmark = pytest.mark.filterwarnings(

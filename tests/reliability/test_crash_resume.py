@@ -34,8 +34,8 @@ from reliability_support import (
     small_image,
 )
 
+from prefect_cometapi.batching.window import DELIVERY_SHARE
 from prefect_cometapi.flows import batch_generate
-from prefect_cometapi.flows.running import DELIVERY_SHARE
 
 N_ITEMS = 40
 CONCURRENCY = 4

@@ -31,7 +31,7 @@ from reliability_support import (
 )
 
 from prefect_cometapi import CometAPIClient, CometAPICredentials
-from prefect_cometapi.exchange import CALL_ATTEMPT_HEADER, CALL_ID_HEADER
+from prefect_cometapi.client.core import CALL_ATTEMPT_HEADER, CALL_ID_HEADER
 from prefect_cometapi.flows import RunSummary, batch_generate
 
 N_ITEMS = 104

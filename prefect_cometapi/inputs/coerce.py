@@ -1,0 +1,151 @@
+"""One image input in any form the tasks accept (:data:`ImageLike`), coerced to bytes or to a
+``GeneratedImage``."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from prefect_cometapi.client.rules import inspect_image
+from prefect_cometapi.errors import ValidationError
+from prefect_cometapi.inputs.fetch import load_image_bytes
+from prefect_cometapi.models import GeneratedImage, ImageResult
+
+__all__ = ["ImageLike", "as_generated_image", "as_image_bytes", "resolve_inputs", "single_image"]
+
+
+ImageLike = ImageResult | GeneratedImage | bytes | str | os.PathLike
+"""One image in any form the tasks accept: an ``ImageResult`` holding exactly one image, a
+``GeneratedImage``, bytes, a local path, an ``https://`` URL or an ``s3://`` URI."""
+
+
+EditSource = ImageLike
+"""An edit input (any :data:`ImageLike`)."""
+
+
+def single_image(result: ImageResult, param: str = "image") -> GeneratedImage:
+    """The one image of a result; a clear error when it holds several.
+
+    Args:
+        result: A generations or edits result.
+        param: The parameter name to blame.
+
+    Returns:
+        ``result.images[0]``.
+
+    Raises:
+        ValidationError: The result holds no image or more than one.
+    """
+    count = len(result.images)
+    if count != 1:
+        raise ValidationError(
+            param,
+            f"an ImageResult with {count} images was passed where one image is expected; "
+            f"pass one of them, e.g. result.images[0] ... result.images[{max(count - 1, 0)}]",
+        )
+    return result.images[0]
+
+
+def _given_image(value: Any, param: str) -> GeneratedImage | None:
+    """The image itself when ``value`` already is one (or a result holding one), else ``None``."""
+    if isinstance(value, ImageResult):
+        return single_image(value, param)
+    if isinstance(value, GeneratedImage):
+        return value
+    return None
+
+
+def as_image_bytes(
+    value: ImageLike, param: str = "image", *, endpoint_url: str | None = None
+) -> bytes:
+    """The encoded bytes of one image, from any :data:`ImageLike` form.
+
+    Args:
+        value: The image.
+        param: The parameter name to blame.
+        endpoint_url: S3-compatible endpoint for ``s3://`` URIs.
+
+    Returns:
+        The bytes (not decoded).
+
+    Raises:
+        ValidationError: See :func:`single_image` and :func:`load_image_bytes`.
+        InputFetchError: See :func:`load_image_bytes`.
+    """
+    given = _given_image(value, param)
+    if given is not None:
+        return given.data
+    return load_image_bytes(value, endpoint_url=endpoint_url, param=param)
+
+
+def as_generated_image(
+    value: ImageLike, param: str = "image", *, endpoint_url: str | None = None
+) -> GeneratedImage:
+    """One image as a ``GeneratedImage`` (bytes and files are inspected for format and size).
+
+    Args:
+        value: The image (as for :func:`as_image_bytes`, whose ``param`` and ``endpoint_url``
+            mean the same here).
+        param: The parameter name to blame.
+        endpoint_url: For ``s3://`` URIs.
+
+    Returns:
+        The image; for bytes, paths and URIs ``model`` and ``prompt`` are empty.
+
+    Raises:
+        ValidationError: Not an image, an ``ImageResult`` with several images, unreadable.
+        InputFetchError: See :func:`load_image_bytes`.
+    """
+    given = _given_image(value, param)
+    if given is not None:
+        return given
+    if not isinstance(value, (bytes, bytearray, memoryview, str, os.PathLike)):
+        raise ValidationError(
+            param,
+            "expected an ImageResult, a GeneratedImage, bytes, a path or a URI, "
+            f"not {type(value).__name__}",
+        )
+    data = bytes(as_image_bytes(value, param, endpoint_url=endpoint_url))
+    info = inspect_image(data, param)
+    return GeneratedImage(
+        data=data,
+        format=info.format,
+        width=info.width,
+        height=info.height,
+        sha256=hashlib.sha256(data).hexdigest(),
+        model="",
+        prompt="",
+    )
+
+
+def resolve_inputs(
+    images: EditSource | Sequence[EditSource],
+    mask: EditSource | None = None,
+    s3_endpoint_url: str | None = None,
+) -> tuple[list[bytes], bytes | None]:
+    """Load edit inputs into bytes (what ``edit_image`` sends and its cache key hashes).
+
+    Args:
+        images: One source or a list of sources (each any :data:`ImageLike`).
+        mask: The mask source, if any.
+        s3_endpoint_url: Endpoint for ``s3://`` sources on S3-compatible stores.
+
+    Returns:
+        The image bytes and the mask bytes.
+
+    Raises:
+        ValidationError: See :func:`as_image_bytes`.
+        InputFetchError: See :func:`load_image_bytes`.
+    """
+    many = images if isinstance(images, (list, tuple)) else [images]
+    loaded = [
+        as_image_bytes(
+            s, f"images[{i}]" if len(many) > 1 else "images", endpoint_url=s3_endpoint_url
+        )
+        for i, s in enumerate(many)
+    ]
+    if mask is None:
+        return loaded, None
+    return loaded, as_image_bytes(mask, "mask", endpoint_url=s3_endpoint_url)

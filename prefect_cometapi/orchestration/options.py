@@ -1,0 +1,229 @@
+"""The image tasks' options: the attempt budget, the cache, run names, the result-serializer
+check, eager persistence and the cache-hit hook."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from datetime import timedelta
+from typing import Any
+
+from prefect import Task, get_run_logger
+from prefect.client.schemas.objects import TaskRun
+from prefect.context import TaskRunContext
+from prefect.runtime import task_run as runtime_task_run
+from prefect.states import State
+from prefect.transactions import CommitMode, get_transaction
+
+from prefect_cometapi.billing.ledger import record_request
+from prefect_cometapi.caching.policy import image_cache_policy
+from prefect_cometapi.caching.serializer import IMAGE_RESULT_SERIALIZER
+from prefect_cometapi.errors import (
+    ValidationError,
+    retry_on_transient,
+)
+from prefect_cometapi.events import emit_image_event
+from prefect_cometapi.models import GeneratedImage, ImageResult, Usage
+from prefect_cometapi.text import slugify
+
+__all__ = [
+    "ASYNC_TASK_OPTIONS",
+    "CACHE_EXPIRATION",
+    "TASK_OPTIONS",
+    "TASK_RETRIES",
+    "TASK_RETRY_DELAYS",
+    "TASK_TIMEOUT_SECONDS",
+    "check_result_serializer",
+    "on_cache_hit",
+    "persist_on_finish",
+    "run_name",
+]
+
+
+TASK_RETRIES = 2
+
+
+TASK_RETRY_DELAYS = [30, 120]
+
+
+TASK_TIMEOUT_SECONDS = 2400
+"""One attempt's limit for the async image tasks: three client attempts of at most connect + read
+timeout (610 s by default, body included) plus backoff and downloads. The sync tasks have none by
+default (Prefect cannot interrupt a task in a worker thread and warns on every run); each of their
+HTTP attempts is bounded by the client's own deadline. Change either with ``with_options``."""
+
+
+CACHE_EXPIRATION = timedelta(days=30)
+
+
+RUN_NAME_SLUG_CHARS = 32
+
+
+def run_name(kind: str) -> Any:
+    """A ``task_run_name`` callable: ``{kind}-{size}-{prompt slug}``.
+
+    Args:
+        kind: ``generate-image`` or ``edit-image``.
+
+    Returns:
+        The callable.
+    """
+
+    def name() -> str:
+        params = runtime_task_run.parameters
+        slug = slugify(str(params.get("prompt", "")), RUN_NAME_SLUG_CHARS)
+        return f"{kind}-{params.get('size', 'auto')}-{slug}"
+
+    return name
+
+
+_PROBE_USAGE = Usage(input_tokens=1, output_tokens=2, total_tokens=3)
+
+
+_PROBE = ImageResult(
+    images=[
+        GeneratedImage(
+            data=b"\x89PNG\r\n\x1a\n\x00\xff\xfe",
+            format="png",
+            width=1,
+            height=1,
+            # The true digest: the image serializer refuses a record whose bytes do not match.
+            sha256=hashlib.sha256(b"\x89PNG\r\n\x1a\n\x00\xff\xfe").hexdigest(),
+            model="probe",
+            prompt="probe",
+            usage=_PROBE_USAGE,
+        )
+    ],
+    model="probe",
+    params={"size": "1x1"},
+    usage=_PROBE_USAGE,
+    cost_usd=0.5,
+)
+
+
+_serializer_verdicts: dict[str, bool] = {}
+
+
+def check_result_serializer() -> None:
+    """Refuse, before any request, a result serializer that cannot store an ``ImageResult``.
+
+    Prefect would log a warning and skip the cache write, so every run would pay again. A
+    serializer is tried once per process on a small probe result (bytes that are not UTF-8
+    included) and must give back an equal value.
+
+    Raises:
+        ValidationError: The task's ``result_serializer`` loses the image.
+    """
+    ctx = TaskRunContext.get()
+    store = getattr(ctx, "result_store", None)
+    if ctx is None or store is None or not ctx.persist_result:
+        return
+    serializer = store.serializer
+    name = f"{type(serializer).__module__}.{type(serializer).__qualname__}:{serializer!r}"
+    verdict = _serializer_verdicts.get(name)
+    if verdict is None:
+        try:
+            verdict = serializer.loads(serializer.dumps(_PROBE)) == _PROBE
+        except Exception:  # noqa: BLE001 - any failure means the cache cannot work
+            verdict = False
+        _serializer_verdicts[name] = verdict
+    if not verdict:
+        raise ValidationError(
+            "result_serializer",
+            f"{getattr(serializer, 'type', type(serializer).__name__)!r} cannot store an "
+            "ImageResult (image bytes), so the cache would be off and every run would pay "
+            "again; keep the image tasks' own result_serializer (do not pass one)",
+        )
+
+
+def persist_on_finish() -> None:
+    """Make the running task's transaction commit when the task ends, inside any other task.
+
+    Prefect commits a nested task's transaction (writes its cached result, releases its lock)
+    when the outermost one commits; a paid image would be lost if the enclosing task then
+    failed or its process died. Called in the image tasks' bodies, before they return.
+    """
+    txn = get_transaction()
+    if txn is not None and txn.commit_mode != CommitMode.EAGER:
+        txn.commit_mode = CommitMode.EAGER
+
+
+def _tokens(usage: Usage | None) -> str:
+    return f"{usage.input_tokens} in / {usage.output_tokens} out" if usage else "n/a"
+
+
+def _cost(cost_usd: float | None) -> str:
+    return f"${cost_usd:.4f}" if cost_usd is not None else "n/a"
+
+
+def on_cache_hit(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> None:
+    """``on_completion`` hook: log the cost a cache hit avoided and emit ``.cached``.
+
+    Args:
+        task: The task.
+        task_run: The task run.
+        state: Its completed state (named ``Cached`` for a hit).
+    """
+    if state.name != "Cached":
+        return
+    data = state.data
+    result = getattr(data, "result", data)
+    if not isinstance(result, ImageResult):
+        return
+    endpoint = "edits" if "edit" in task.name else "generations"
+    get_run_logger().info(
+        "cache hit: %d image(s) %s, cost avoided %s (tokens=%s, request_id=%s paid earlier)",
+        len(result.images),
+        result.images[0].size if result.images else "",
+        _cost(result.cost_usd),
+        _tokens(result.usage),
+        result.request_id or "n/a",
+    )
+    emit_image_event(
+        "cached",
+        endpoint=endpoint,
+        model=result.model,
+        params=result.params,
+        result=result,
+    )
+    record_request(endpoint, result, cached=True)
+
+
+class _QuietCacheHitHook(logging.Filter):
+    """Drop Prefect's two "Running hook" / "Hook finished" lines for :func:`on_cache_hit`.
+
+    The hook runs on every completion of every image task; those lines would double the task
+    runs' log volume without saying anything (the hook logs its own line on a cache hit).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Keep every record but the hook's bookkeeping lines.
+
+        Args:
+            record: A log record of ``prefect.task_runs``.
+
+        Returns:
+            ``False`` for the two lines about ``on_cache_hit``.
+        """
+        return "hook 'on_cache_hit'" not in str(record.msg).lower()
+
+
+logging.getLogger("prefect.task_runs").addFilter(_QuietCacheHitHook())
+
+
+#: What every image task shares (sync and async): the attempt budget, the cache, hooks.
+TASK_OPTIONS: dict[str, Any] = {
+    "retries": TASK_RETRIES,
+    "retry_delay_seconds": TASK_RETRY_DELAYS,
+    "retry_jitter_factor": 0.5,
+    "retry_condition_fn": retry_on_transient,
+    "cache_policy": image_cache_policy(),
+    "cache_expiration": CACHE_EXPIRATION,
+    "persist_result": True,
+    "result_serializer": IMAGE_RESULT_SERIALIZER,
+    "on_completion": [on_cache_hit],
+}
+
+
+#: The async twins' options: :data:`TASK_OPTIONS` and the attempt timeout.
+ASYNC_TASK_OPTIONS: dict[str, Any] = {**TASK_OPTIONS, "timeout_seconds": TASK_TIMEOUT_SECONDS}
