@@ -7,7 +7,7 @@ from typing import Any
 from prefect.blocks.core import Block
 from pydantic import ConfigDict, Field, SecretStr, field_validator
 
-from prefect_cometapi.allowlist import DEFAULT_BASE_URL
+from prefect_cometapi.allowlist import DEFAULT_BASE_URL, check_base_url
 from prefect_cometapi.client import AsyncCometAPIClient, CometAPIClient
 from prefect_cometapi.client.core import (
     DEFAULT_CONNECT_TIMEOUT,
@@ -15,6 +15,7 @@ from prefect_cometapi.client.core import (
     DEFAULT_READ_TIMEOUT,
 )
 from prefect_cometapi.client.keys import check_api_key, resolve_api_key
+from prefect_cometapi.errors import ValidationError
 from prefect_cometapi.forms.fields import OptionalSecret
 from prefect_cometapi.orchestration.named_blocks import aload_block, load_block
 
@@ -144,35 +145,93 @@ CredentialsLike = CometAPICredentials | str | None
 """What the tasks take as credentials: a block, a saved block's name, or ``None``."""
 
 
-def resolve_credentials(credentials: CredentialsLike) -> CometAPICredentials:
-    """A credentials block from a block, a saved block's name or nothing.
-
-    A name is loaded once per flow run
-    (:func:`~prefect_cometapi.orchestration.named_blocks.load_block`): the cache key and the
-    task body of every task run in the flow run share that one load.
-
-    Args:
-        credentials: The block, its name, or ``None``.
-
-    Returns:
-        The block (``None`` gives one that reads ``COMETAPI_KEY`` and the default base URL).
-    """
-    if credentials is None:
+def _block(credentials: CredentialsLike, loaded: CometAPICredentials | None) -> CometAPICredentials:
+    if loaded is not None:
+        return loaded
+    if isinstance(credentials, CometAPICredentials):
+        return credentials
+    if credentials is None or credentials == "":
         return CometAPICredentials()
-    if isinstance(credentials, str):
-        return load_block(CometAPICredentials, credentials)
+    raise ValidationError(
+        "credentials",
+        "must be a CometAPICredentials block, the name of a saved one, or empty",
+        type(credentials),
+    )
+
+
+def _missing(name: str, exc: ValueError) -> ValidationError:
+    return ValidationError(
+        "credentials_block",
+        f"no CometAPI Credentials block named {name!r} ({exc}); create it in the UI (Blocks) "
+        "or leave it empty to use COMETAPI_KEY",
+    )
+
+
+def _checked(credentials: CometAPICredentials, base_url: str | None) -> CometAPICredentials:
+    """Apply the allow-list: the key goes only where the worker allows."""
+    saved = getattr(credentials, "_block_document_id", None) is not None
+    if not saved:
+        check_base_url(credentials.base_url, param="credentials_block.base_url")
+    if base_url:
+        allowed = check_base_url(base_url, also=[credentials.base_url] if saved else [])
+        credentials = credentials.model_copy(update={"base_url": allowed})
     return credentials
 
 
-async def aresolve_credentials(credentials: CredentialsLike) -> CometAPICredentials:
+def resolve_credentials(
+    credentials: CredentialsLike, base_url: str | None = None
+) -> CometAPICredentials:
+    """The credentials a task or a flow uses: from a block, a saved block's name or nothing.
+
+    A name is loaded once per flow run
+    (:func:`~prefect_cometapi.orchestration.named_blocks.load_block`): the cache key and the
+    task body of every task run in the flow run share that one load. The key goes only where
+    the worker allows (see :mod:`prefect_cometapi.allowlist`): a saved block's own base URL,
+    CometAPI's, or a host in ``PREFECT_COMETAPI_ALLOWED_BASE_URLS``. A block given inline (not
+    loaded from the server) and ``base_url`` may be run parameters, so they may name only the
+    last two.
+
+    Args:
+        credentials: A ``CometAPICredentials`` block, the name of a saved one, or ``None`` for
+            ``COMETAPI_KEY`` and the default base URL.
+        base_url: Overrides the block's base URL (an allowed host only).
+
+    Returns:
+        The block (a copy when ``base_url`` changes it).
+
+    Raises:
+        ValidationError: ``param="credentials_block"`` when no block has that name;
+            ``param="base_url"`` (or ``credentials_block.base_url``) for a host the worker does
+            not allow.
+    """
+    loaded = None
+    if isinstance(credentials, str) and credentials:
+        try:
+            loaded = load_block(CometAPICredentials, credentials)
+        except ValueError as exc:
+            raise _missing(credentials, exc) from None
+    return _checked(_block(credentials, loaded), base_url)
+
+
+async def aresolve_credentials(
+    credentials: CredentialsLike, base_url: str | None = None
+) -> CometAPICredentials:
     """:func:`resolve_credentials` for async code (loads a named block without blocking).
 
     Args:
         credentials: The block, its name, or ``None``.
+        base_url: Overrides the block's base URL (an allowed host only).
 
     Returns:
         The block.
+
+    Raises:
+        ValidationError: As :func:`resolve_credentials`.
     """
-    if isinstance(credentials, str):
-        return await aload_block(CometAPICredentials, credentials)
-    return resolve_credentials(credentials)
+    loaded = None
+    if isinstance(credentials, str) and credentials:
+        try:
+            loaded = await aload_block(CometAPICredentials, credentials)
+        except ValueError as exc:
+            raise _missing(credentials, exc) from None
+    return _checked(_block(credentials, loaded), base_url)

@@ -39,11 +39,11 @@ from prefect_cometapi.batching.sources import (
     Item,
     build_items,
     check_concurrency_limits,
-    resolve_credentials,
     template_source,
 )
 from prefect_cometapi.batching.window import Concurrency, run_items
 from prefect_cometapi.billing.budget import _check_budget
+from prefect_cometapi.blocks.credentials import resolve_credentials
 from prefect_cometapi.errors import BatchFailedError, ValidationError
 from prefect_cometapi.forms.fields import OptionalText
 from prefect_cometapi.forms.options import (

@@ -22,8 +22,9 @@ from prefect import flow, get_run_logger
 from prefect.states import Completed
 
 from prefect_cometapi.batching.chunks import CHUNK_FLOW_NAME, ChunkItem
-from prefect_cometapi.batching.sources import Item, resolve_credentials
+from prefect_cometapi.batching.sources import Item
 from prefect_cometapi.batching.window import Concurrency, run_items
+from prefect_cometapi.blocks.credentials import resolve_credentials
 from prefect_cometapi.forms.fields import OptionalDateTime, OptionalText
 from prefect_cometapi.forms.options import ImageOptions, S3Options, UpscaleOptions
 from prefect_cometapi.reports.artifacts import Progress

@@ -16,7 +16,8 @@ from prefect import flow, get_run_logger
 from prefect_cometapi.batching.delivery import deliver_image
 from prefect_cometapi.batching.item import outcome_for
 from prefect_cometapi.batching.requesting import edit_step, generate_step, run_request
-from prefect_cometapi.batching.sources import resolve_credentials, template_source
+from prefect_cometapi.batching.sources import template_source
+from prefect_cometapi.blocks.credentials import resolve_credentials
 from prefect_cometapi.forms.fields import OptionalObject, OptionalText
 from prefect_cometapi.forms.options import (
     CredentialsBlock,

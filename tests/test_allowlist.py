@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pydantic
 import pytest
+from prefect import flow
 
 from prefect_cometapi import AsyncCometAPIClient, CometAPIClient, CometAPICredentials
 from prefect_cometapi.allowlist import (
@@ -15,10 +17,11 @@ from prefect_cometapi.allowlist import (
     check_s3_endpoint,
     origin,
 )
-from prefect_cometapi.batching.sources import resolve_credentials
+from prefect_cometapi.blocks.credentials import resolve_credentials
 from prefect_cometapi.demo.environ import allowing
 from prefect_cometapi.errors import ValidationError
 from prefect_cometapi.flows import S3Options
+from prefect_cometapi.tasks import agenerate_image, generate_image
 
 KEY = "sk-allowlist-test-0123456789"
 
@@ -93,6 +96,30 @@ def test_flows_take_base_url_only_from_the_allow_list(
         resolve_credentials(None, "https://attacker.example/v1")
     assert info.value.param == "base_url"
     assert resolve_credentials(None, emulator.base_url + "/").base_url == emulator.base_url
+
+
+@pytest.mark.parametrize("twin", ["sync", "async"])
+def test_the_tasks_follow_the_flows_credentials_rule(
+    monkeypatch: pytest.MonkeyPatch, emulator: Any, twin: str
+) -> None:
+    """One resolver: an image task refuses an inline block aimed at a host the worker does not
+    allow, before any request, exactly as the flows do."""
+    monkeypatch.setenv(ALLOWED_BASE_URLS_ENV, emulator.base_url)
+    inline = CometAPICredentials(api_key=KEY, base_url="https://attacker.example/v1")
+    before = len(emulator.requests)
+
+    @flow
+    def sync_flow() -> Any:
+        return generate_image("a lighthouse", inline, size="1024x1024", quality="low")
+
+    @flow
+    async def async_flow() -> Any:
+        return await agenerate_image("a lighthouse", inline, size="1024x1024", quality="low")
+
+    with pytest.raises(ValidationError) as info:
+        sync_flow() if twin == "sync" else asyncio.run(async_flow())
+    assert info.value.param == "credentials_block.base_url"
+    assert len(emulator.requests) == before
 
 
 def test_a_saved_block_may_use_its_own_base_url(monkeypatch: pytest.MonkeyPatch) -> None:

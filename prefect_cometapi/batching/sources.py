@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prefect_cometapi.allowlist import EXAMPLES_DIR, check_base_url
-from prefect_cometapi.blocks import CometAPICredentials
+from prefect_cometapi.allowlist import EXAMPLES_DIR
 from prefect_cometapi.errors import ValidationError
 
 __all__ = [
@@ -26,7 +25,6 @@ __all__ = [
     "check_concurrency_limits",
     "parse_items",
     "read_text",
-    "resolve_credentials",
     "template_source",
 ]
 
@@ -35,52 +33,6 @@ EXAMPLE_ITEMS = EXAMPLES_DIR / "products.jsonl"
 MAX_ITEMS = 10_000
 _REMOTE = ("s3://", "http://", "https://")
 _ID_RE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def resolve_credentials(
-    credentials_block: CometAPICredentials | str | None, base_url: str | None = None
-) -> CometAPICredentials:
-    """The credentials a flow uses.
-
-    The key goes only where the worker allows (see :mod:`prefect_cometapi.allowlist`): a
-    saved block's own base URL, CometAPI's, or a host in ``PREFECT_COMETAPI_ALLOWED_BASE_URLS``.
-    A block given inline (not loaded from the server) and ``base_url`` are run parameters, so
-    they may name only the last two.
-
-    Args:
-        credentials_block: A ``CometAPICredentials`` block, the name of a saved one, or ``None``
-            for ``COMETAPI_KEY`` and the default base URL.
-        base_url: Overrides the block's base URL (an allowed host only).
-
-    Returns:
-        The block (a copy when ``base_url`` changes it).
-
-    Raises:
-        ValidationError: ``param="credentials_block"`` when no block has that name;
-            ``param="base_url"`` (or ``credentials_block.base_url``) for a host the worker does
-            not allow.
-    """
-    if isinstance(credentials_block, CometAPICredentials):
-        credentials = credentials_block
-    elif credentials_block:
-        try:
-            credentials = CometAPICredentials.load(credentials_block)
-        except ValueError as exc:
-            raise ValidationError(
-                "credentials_block",
-                f"no CometAPI Credentials block named {credentials_block!r} ({exc}); create it "
-                "in the UI (Blocks) or leave it empty to use COMETAPI_KEY",
-            ) from None
-    else:
-        credentials = CometAPICredentials()
-    saved = getattr(credentials, "_block_document_id", None) is not None
-    own = [credentials.base_url] if saved else []
-    if not saved:
-        check_base_url(credentials.base_url, param="credentials_block.base_url")
-    if base_url:
-        allowed = check_base_url(base_url, also=own)
-        credentials = credentials.model_copy(update={"base_url": allowed})
-    return credentials
 
 
 def check_concurrency_limits(
