@@ -5,9 +5,9 @@
 ``SERIALIZABLE`` isolation with a lock manager (:mod:`prefect_cometapi.caching.locks`), so two
 identical requests at the same time pay once: the second waits for the first one's lock and
 reads its persisted result.
-:func:`persist_when_paid` commits an image task's result as soon as the task ends, even inside
-another task. Where locks and cache records live is configured in the environment (see the
-README, "Caching").
+:func:`persist_when_paid` is a deprecated no-op (the image tasks commit their result as soon as
+they end, even inside another task). Where locks and cache records live is configured in the
+environment (see the README, "Caching").
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,7 +25,6 @@ from typing import Any
 from prefect.cache_policies import CachePolicy
 from prefect.context import TaskRunContext
 from prefect.locking.protocol import LockManager
-from prefect.transactions import CommitMode, transaction
 
 from prefect_cometapi.caching.keys import image_cache_key
 from prefect_cometapi.caching.locks import LOCK_MANAGER_ENV, lock_manager_from_url, retry_safe
@@ -170,24 +170,21 @@ def image_cache_policy(
 
 @contextmanager
 def persist_when_paid() -> Iterator[None]:
-    """Persist image results the moment their task run finishes, even inside another task.
+    """Deprecated and a no-op: the image tasks already persist a paid result when they end.
 
-    Prefect commits a task run's transaction (writes its cached result and releases its lock)
-    when the outermost transaction commits. Called inside your own task, ``generate_image``'s
-    paid result is therefore written only when *your* task succeeds: if a later step fails
-    (an S3 upload, say) or the process dies first, the image is lost and a re-run pays again.
-    Inside this block, the image tasks commit as soon as they finish::
-
-        @task
-        def make_banner(prompt: str) -> str:
-            with persist_when_paid():
-                result = generate_image(prompt)
-            return upload_to_s3(result.images[0], bucket="banners").uri
-
-    A flow calling the tasks directly does not need it (a flow run has no transaction).
+    Prefect commits a nested task run's transaction only when the outermost one commits; the
+    image tasks switch their own transaction to commit eagerly
+    (:func:`prefect_cometapi.orchestration.options.persist_on_finish`, the one mechanism), so
+    an image generated inside your task survives a later failure of that task without this
+    wrapper. Kept so that code written for it keeps running; it warns once per call site.
 
     Yields:
-        Nothing; the block runs in an eagerly committing transaction.
+        Nothing.
     """
-    with transaction(commit_mode=CommitMode.EAGER):
-        yield
+    warnings.warn(
+        "persist_when_paid() is no longer needed: the image tasks persist a paid result when "
+        "they end, inside any task; remove the wrapper",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    yield
