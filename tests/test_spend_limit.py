@@ -1,5 +1,6 @@
 """A spend limit shared by two Prefect workers on one Prefect server, counted on the emulator."""
 
+import asyncio
 import json
 import os
 import sys
@@ -21,7 +22,7 @@ from prefect_cometapi.billing.spend import (
     spend_limit_settings,
     spend_slots,
 )
-from prefect_cometapi.tasks import generate_image
+from prefect_cometapi.tasks import agenerate_image, generate_image
 
 SCRIPT = Path(__file__).parent / "spend_worker.py"
 BUDGET_IMAGES = 6
@@ -152,9 +153,17 @@ def test_over_the_budget_without_waiting_fails_before_sending(emulator, api_key)
         nowait(f"nowait {word} 1", credentials, size="1024x1024", quality="medium",
                spend_limit=name, spend_limit_wait=False)  # fmt: skip
 
-    with pytest.raises(SpendLimitError, match="no budget left"):
+    with pytest.raises(SpendLimitError, match="no budget left") as refused:
         two()
     assert emulator.billed_requests == 1
+    # What was refused and why: the limit, the estimate, the slots, what is left, the remedy.
+    message = str(refused.value)
+    assert f"Spend limit {name!r}" in message and f"${one:.4f}" in message
+    slots = spend_slots(one)
+    assert f"it needs {slots} slots" in message
+    assert "are left" in message and "enough for this request in about" in message
+    assert f"create_spend_limit({name!r}" in message and "spend_limit_wait=True" in message
+    assert "No request was sent" in message
 
     big = generate_image.with_options(retries=0)
 
@@ -171,3 +180,35 @@ def test_settings_bound_every_window() -> None:
     settings = spend_limit_settings(5.0, 3600)
     assert settings.limit == 500  # a tenth of the budget at once
     assert settings.limit + settings.slot_decay_per_second * 3600 == pytest.approx(5000)
+
+
+def test_an_async_refusal_without_waiting_says_what_is_left_and_sends_nothing(
+    emulator, api_key
+) -> None:
+    word = uuid.uuid4().hex[:8]
+    name = f"spend-async-{word}"
+    params = {"model": "gpt-image-2", "prompt": f"anowait {word} 0", "size": "1024x1024",
+              "quality": "medium", "n": 1}  # fmt: skip
+    one = estimate_request_usd(params)
+    settings = create_spend_limit(name, dollars=10 * one, window_s=3600, burst_usd=1.5 * one)
+    credentials = CometAPICredentials(api_key=api_key, base_url=emulator.base_url)
+    billed = emulator.billed_requests
+
+    @flow
+    async def two() -> None:
+        for i in range(2):
+            await agenerate_image.with_options(retries=0)(
+                f"anowait {word} {i}", credentials, size="1024x1024", quality="medium",
+                spend_limit=name, spend_limit_wait=False,
+            )  # fmt: skip
+
+    with pytest.raises(SpendLimitError, match="no budget left") as refused:
+        asyncio.run(two())
+    assert emulator.billed_requests == billed + 1
+    message = str(refused.value)
+    left = settings.limit - spend_slots(one)
+    assert f"{name!r}" in message and f"it needs {spend_slots(one)} slots" in message
+    assert f"and {left} of the limit's {settings.limit}" in message or (
+        f"and {left + 1} of the limit's {settings.limit}" in message  # a slot decayed meanwhile
+    )
+    assert f"create_spend_limit({name!r}" in message

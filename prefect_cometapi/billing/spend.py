@@ -55,8 +55,10 @@ __all__ = [
 SLOT_USD = 0.001
 """Dollars one slot of a spend limit stands for."""
 FAIL_FAST_TIMEOUT_S = 2.0
-"""How long a request that must not wait tries to take its slots (one round trip or two)."""
+"""Timeout of the one request with which a task that must not wait tries to take its slots.
+A refusal does not wait for it: the server answers at once (HTTP 423) and the task raises."""
 DEFAULT_BURST_FRACTION = 0.1
+_FAIL_FAST_HTTPX = {"timeout": FAIL_FAST_TIMEOUT_S}
 
 
 class SpendLimitSettings(tuple):
@@ -208,11 +210,7 @@ def _capacity(name: str) -> int:
         try:
             limit = client.read_global_concurrency_limit_by_name(name)
         except ObjectNotFound:
-            raise ValidationError(
-                "spend_limit",
-                f"no Prefect global concurrency limit is named {name!r}; create it with "
-                "prefect_cometapi.billing.spend.create_spend_limit or leave the parameter empty",
-            ) from None
+            raise _missing(name) from None
     if not limit.slot_decay_per_second:
         raise ValidationError(
             "spend_limit", f"the global concurrency limit {name!r} has no slot decay"
@@ -235,6 +233,104 @@ def _check(name: str, estimated_usd: float) -> int:
     return slots
 
 
+def _no_budget(
+    name: str, estimated_usd: float, slots: int, retry_after: str | None, limit: Any
+) -> SpendLimitError:
+    """The refusal for a limit that had no budget now, with what is left and how to get more."""
+    needs = f"it needs {slots} slots (${slots * SLOT_USD:.3f})"
+    wait_s = None
+    if limit is not None:
+        left = max(0, int(limit.limit - (limit.active_slots or 0)))
+        decay = limit.slot_decay_per_second or 0.0
+        needs += (
+            f" and {left} of the limit's {limit.limit} (${left * SLOT_USD:.3f} of "
+            f"${limit.limit * SLOT_USD:.3f}) are left; it frees ${decay * SLOT_USD * 3600:.2f} "
+            "an hour"
+        )
+        if decay > 0:
+            wait_s = max(0, slots - left) / decay
+    if wait_s is None and retry_after is not None:
+        try:
+            wait_s = float(retry_after)  # the server's own estimate, queued requests included
+        except ValueError:
+            wait_s = None
+    if wait_s is not None:
+        needs += f", enough for this request in about {math.ceil(wait_s)} s"
+    return SpendLimitError(
+        name,
+        estimated_usd,
+        f"no budget left right now: {needs}. Wait for it with spend_limit_wait=True, or raise "
+        f"the budget with prefect_cometapi.billing.spend.create_spend_limit({name!r}, dollars=..., "
+        "window_s=...)",
+    )
+
+
+def _missing(name: str) -> ValidationError:
+    return ValidationError(
+        "spend_limit",
+        f"no Prefect global concurrency limit is named {name!r}; create it with "
+        "prefect_cometapi.billing.spend.create_spend_limit or leave the parameter empty",
+    )
+
+
+def _taken(name: str, response: Any) -> None:
+    try:
+        names = {limit.get("name") for limit in response.json()}
+    except (ValueError, AttributeError, TypeError):
+        return
+    if name not in names:
+        raise _missing(name)
+
+
+def _take_now(name: str, estimated_usd: float, slots: int) -> None:
+    """Take the slots with one request to the Prefect server, or raise at once without them.
+
+    Prefect's ``rate_limit`` retries a refused request after the server's ``Retry-After``
+    (the time the decay needs), so with a timeout it answered only when the timeout ran out
+    (2 s and more). One ``increment_concurrency_slots`` call answers in a round trip.
+    """
+    import httpx
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True, httpx_settings=_FAIL_FAST_HTTPX) as client:
+        try:
+            response = client.increment_concurrency_slots(
+                names=[name], slots=slots, mode="rate_limit"
+            )
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code != 423:
+                raise
+            retry_after = exc.response.headers.get("Retry-After")
+            try:
+                limit = client.read_global_concurrency_limit_by_name(name)
+            except Exception:  # noqa: BLE001 - what is left is a detail of the message
+                limit = None
+            raise _no_budget(name, estimated_usd, slots, retry_after, limit) from None
+    _taken(name, response)
+
+
+async def _atake_now(name: str, estimated_usd: float, slots: int) -> None:
+    """:func:`_take_now` on the async client."""
+    import httpx
+    from prefect.client.orchestration import get_client
+
+    async with get_client(httpx_settings=_FAIL_FAST_HTTPX) as client:
+        try:
+            response = await client.increment_concurrency_slots(
+                names=[name], slots=slots, mode="rate_limit"
+            )
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code != 423:
+                raise
+            retry_after = exc.response.headers.get("Retry-After")
+            try:
+                limit = await client.read_global_concurrency_limit_by_name(name)
+            except Exception:  # noqa: BLE001 - what is left is a detail of the message
+                limit = None
+            raise _no_budget(name, estimated_usd, slots, retry_after, limit) from None
+    _taken(name, response)
+
+
 @contextmanager
 def acquire_spend(name: str | None, estimated_usd: float, wait: bool = True) -> Iterator[None]:
     """Take a request's estimated cost from a spend limit before it is sent.
@@ -242,7 +338,8 @@ def acquire_spend(name: str | None, estimated_usd: float, wait: bool = True) -> 
     Args:
         name: The spend limit's name; ``None`` for none.
         estimated_usd: The request's estimated cost.
-        wait: Wait for budget (default) or raise at once when there is none.
+        wait: Wait for budget (default) or raise at once when there is none (one request to
+            the Prefect server; the error says what is left and how to raise the limit).
 
     Yields:
         Once the budget is taken (it is not given back: it decays).
@@ -252,18 +349,13 @@ def acquire_spend(name: str | None, estimated_usd: float, wait: bool = True) -> 
             ``wait`` is false.
     """
     if name:
-        from prefect.concurrency.sync import rate_limit
-
         slots = _check(name, estimated_usd)
-        try:
-            rate_limit(
-                name,
-                occupy=slots,
-                timeout_seconds=None if wait else FAIL_FAST_TIMEOUT_S,
-                strict=True,
-            )
-        except TimeoutError:
-            raise SpendLimitError(name, estimated_usd, "no budget left right now") from None
+        if wait:
+            from prefect.concurrency.sync import rate_limit
+
+            rate_limit(name, occupy=slots, timeout_seconds=None, strict=True)
+        else:
+            _take_now(name, estimated_usd, slots)
     yield
 
 
@@ -284,16 +376,11 @@ async def aacquire_spend(
     if name:
         import asyncio
 
-        from prefect.concurrency.asyncio import rate_limit
-
         slots = await asyncio.to_thread(_check, name, estimated_usd)
-        try:
-            await rate_limit(
-                name,
-                occupy=slots,
-                timeout_seconds=None if wait else FAIL_FAST_TIMEOUT_S,
-                strict=True,
-            )
-        except TimeoutError:
-            raise SpendLimitError(name, estimated_usd, "no budget left right now") from None
+        if wait:
+            from prefect.concurrency.asyncio import rate_limit
+
+            await rate_limit(name, occupy=slots, timeout_seconds=None, strict=True)
+        else:
+            await _atake_now(name, estimated_usd, slots)
     yield
