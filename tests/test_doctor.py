@@ -217,6 +217,25 @@ def test_base_url_the_allow_list_refuses(
     assert line(out, "api").startswith("skipped ")  # the key was not sent there
 
 
+def test_saved_blocks_own_base_url_is_for_its_own_key_only(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    closed = f"http://127.0.0.1:{free_port()}/v1"  # not on the allow-list, nothing listens
+    name = f"doctor-own-{uuid.uuid4().hex[:6]}"
+    CometAPICredentials(api_key=TEST_API_KEY, base_url=closed).save(name, overwrite=True)
+    code, out, _ = doctor(capsys, "--credentials", name)
+    assert "(the saved block's own, for its own key)" in line(out, "base-url")
+    assert "got no answer (ConnectError" in line(out, "api")
+    assert code == 1
+    keyless = f"doctor-keyless-{uuid.uuid4().hex[:6]}"
+    CometAPICredentials(base_url=closed).save(keyless, overwrite=True)
+    monkeypatch.setenv("COMETAPI_KEY", TEST_API_KEY)
+    code, out, _ = doctor(capsys, "--credentials", keyless)
+    assert "loads (no key of its own); COMETAPI_KEY is well-formed" in line(out, "credentials")
+    assert "the allow-list refuses the base URL" in line(out, "base-url")
+    assert line(out, "api").startswith("skipped ")
+
+
 def test_missing_bucket(capsys: pytest.CaptureFixture[str], s3_server: Any) -> None:
     code, out, _ = doctor(
         capsys, "--bucket", "no-such-bucket-doctor", "--s3-endpoint-url", s3_server.endpoint_url

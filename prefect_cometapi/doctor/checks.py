@@ -11,7 +11,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from prefect_cometapi.allowlist import ALLOWED_BASE_URLS_ENV, check_base_url, origin
+from prefect_cometapi.allowlist import (
+    ALLOWED_BASE_URLS_ENV,
+    DEFAULT_BASE_URL,
+    allowed_origins,
+    check_base_url,
+    origin,
+)
 from prefect_cometapi.client.keys import resolve_api_key
 from prefect_cometapi.client.rules import DEFAULT_MODEL
 from prefect_cometapi.doctor.result import CheckResult, DoctorContext, Status
@@ -189,27 +195,31 @@ def _unloadable(name: str, exc: BaseException, env_key: str | None) -> CheckResu
 def check_base_url_allowed(ctx: DoctorContext) -> CheckResult:
     """The base URL in use is one the worker's allow-list lets the key go to.
 
-    The rules the client and the flows apply: the worker's ``COMETAPI_KEY`` goes only to
-    CometAPI's own URL and ``PREFECT_COMETAPI_ALLOWED_BASE_URLS``; a saved block's own key may
-    also go to that block's own base URL.
+    Checked by the code the tasks and flows run: :func:`~prefect_cometapi.blocks.
+    resolve_credentials` (a saved block's own base URL, CometAPI's, or a host in
+    ``PREFECT_COMETAPI_ALLOWED_BASE_URLS``), then, for the worker's ``COMETAPI_KEY``, the
+    client's own check (CometAPI's URL or the allow-list only).
 
     Args:
-        ctx: The doctor's context (``base_url`` is set when allowed).
+        ctx: The doctor's context (``block`` becomes the resolved block and ``base_url`` is
+            set when allowed).
 
     Returns:
         The check's result.
     """
+    from prefect_cometapi.blocks import resolve_credentials
+
     block = ctx.block
     if block is None:
         return CheckResult(
             "base-url", Status.SKIPPED, "not checked: no credentials block", "fix credentials"
         )
-    saved = getattr(block, "_block_document_id", None) is not None
     own_key = block.api_key is not None and bool(block.api_key.get_secret_value().strip())
     wanted = ctx.options.base_url or block.base_url
-    also = [block.base_url] if saved and own_key else []
     try:
-        allowed = check_base_url(wanted, param="base_url", also=also)
+        resolved = resolve_credentials(block, ctx.options.base_url)
+        if not own_key:
+            check_base_url(resolved.base_url)  # as the client checks it for COMETAPI_KEY
     except CometAPIError as exc:
         try:
             scheme, host, port = origin(wanted)
@@ -224,13 +234,15 @@ def check_base_url_allowed(ctx: DoctorContext) -> CheckResult:
             "with the key), or use https://api.cometapi.com/v1",
             {"base_url": entry},
         )
-    ctx.base_url = allowed
+    allowed = str(resolved.base_url).strip().rstrip("/")
+    ctx.block, ctx.base_url = resolved, allowed
+    listed = origin(allowed) in allowed_origins(ALLOWED_BASE_URLS_ENV)
     why = (
         "CometAPI's own"
-        if origin(allowed) == origin("https://api.cometapi.com/v1")
-        else "the saved block's own, for its own key"
-        if also and origin(allowed) == origin(block.base_url)
+        if origin(allowed) == origin(DEFAULT_BASE_URL)
         else f"listed in {ALLOWED_BASE_URLS_ENV}"
+        if listed
+        else "the saved block's own, for its own key"
     )
     return CheckResult(
         "base-url",

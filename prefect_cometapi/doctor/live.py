@@ -71,7 +71,7 @@ def check_live(ctx: DoctorContext, announce: Callable[[str], None]) -> CheckResu
         f"--live: sending one generation ({model}, {size}, quality {quality}), estimated "
         f"${estimate:.4f}"
     )
-    block = ctx.block.model_copy(update={"base_url": ctx.base_url, "max_retries": 0})
+    block = ctx.block.model_copy(update={"max_retries": 0})  # one request, billed once at most
     started = time.monotonic()
     try:
         with block.get_client() as client:

@@ -66,7 +66,7 @@ def add_doctor_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--concurrency-limit", metavar="NAME", help="global concurrency limit")
     parser.add_argument("--rate-limit", metavar="NAME", help="global limit with slot decay")
-    parser.add_argument("--spend-limit", metavar="NAME", help="spend limit (see spend.py)")
+    parser.add_argument("--spend-limit", metavar="NAME", help="spend limit (a dollar budget)")
     parser.add_argument(
         "--fleet",
         action="store_true",
