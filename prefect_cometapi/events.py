@@ -18,6 +18,13 @@ resource ``prefect-cometapi.spend.deployment.<id>`` (``.flow-run.<id>`` outside 
 Prefect's event triggers count events, so "more than $5 in an hour" is "more than 50 of these
 within 3600 s" (see the README).
 
+Review (the review gate of the batch flows), one event per verdict, on the resource
+``prefect-cometapi.item.<item id>``, with the round, who decided (``reviewer``, ``approve_all``,
+``reject_all``, ``timeout``) and what the reviewed image cost::
+
+    prefect-cometapi.review.approved   the image goes on to upscale and S3
+    prefect-cometapi.review.rejected   not delivered (regenerated while rounds remain)
+
 Uploads emit ``prefect.asset.materialization.succeeded`` for the S3 object, as ``@materialize``
 would (:func:`declare_asset`).
 """
@@ -45,10 +52,12 @@ if TYPE_CHECKING:
 __all__ = [
     "IMAGE_EVENT_PREFIX",
     "MATERIALIZED_BY",
+    "REVIEW_EVENT_PREFIX",
     "SPEND_EVENT",
     "SPEND_INCREMENT_USD",
     "declare_asset",
     "emit_image_event",
+    "emit_review_event",
     "emit_spend",
     "model_resource",
     "spend_automation",
@@ -57,6 +66,7 @@ __all__ = [
 
 IMAGE_EVENT_PREFIX = "prefect-cometapi.image"
 SPEND_EVENT = "prefect-cometapi.spend.increment"
+REVIEW_EVENT_PREFIX = "prefect-cometapi.review"
 SPEND_INCREMENT_USD = 0.10
 """Dollars one spend event stands for."""
 MATERIALIZED_BY = "prefect-cometapi"
@@ -283,5 +293,46 @@ def declare_asset(stored: S3Object, image: GeneratedImage, ok: bool = True) -> N
             "model": image.model,
             "content_type": stored.content_type,
             "existed": stored.existed,
+        },
+    )
+
+
+def emit_review_event(
+    decision: Literal["approved", "rejected"],
+    item_id: str,
+    *,
+    round_number: int,
+    by: str,
+    reviewer: str | None = None,
+    note: str | None = None,
+    cost_usd: float = 0.0,
+) -> Event | None:
+    """Emit ``prefect-cometapi.review.approved`` or ``.rejected`` for one verdict.
+
+    Args:
+        decision: ``approved`` or ``rejected``.
+        item_id: The item.
+        round_number: The review round.
+        by: ``reviewer``, ``approve_all``, ``reject_all`` or ``timeout``.
+        reviewer: The name the reviewer gave.
+        note: The reviewer's note.
+        cost_usd: What the reviewed image cost this run.
+
+    Returns:
+        The event, when the events client returns it.
+    """
+    return emit_event(
+        event=f"{REVIEW_EVENT_PREFIX}.{decision}",
+        resource={
+            "prefect.resource.id": f"prefect-cometapi.item.{item_id}",
+            "prefect.resource.name": item_id,
+        },
+        payload={
+            "item": item_id,
+            "round": round_number,
+            "by": by,
+            "reviewer": reviewer,
+            "note": (note or "")[:500] or None,
+            "cost_usd": cost_usd,
         },
     )

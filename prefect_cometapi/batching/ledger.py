@@ -44,6 +44,7 @@ __all__ = [
     "check_deliveries",
     "delivery_key",
     "find_delivered",
+    "json_record_store",
     "ledger_store",
     "record_delivery",
 ]
@@ -149,13 +150,16 @@ def delivery_key(
     return f"cometapi-delivery-{hashlib.sha256(blob).hexdigest()}"
 
 
-def ledger_store() -> Any:
-    """Where delivery records live: the image task's result store (so with the image cache,
-    shared storage included), without its locks or in-memory cache, written as JSON by
-    :class:`DeliveryRecordSerializer`. A stored record that names any other serializer is
-    refused unread (:func:`~prefect_cometapi.caching.store.vetted_store`): not delivered.
+def json_record_store(serializer: Serializer) -> Any:  # type: ignore[type-arg]
+    """The image task's result store (so with the image cache, shared storage included),
+    without its locks or in-memory cache, reading and writing only ``serializer``'s records:
+    a stored record that names any other serializer is refused unread
+    (:func:`~prefect_cometapi.caching.store.vetted_store`).
 
     Call it inside a flow or task run (it follows the run's result settings).
+
+    Args:
+        serializer: A JSON serializer of one record type.
 
     Returns:
         A Prefect ``ResultStore``.
@@ -166,10 +170,20 @@ def ledger_store() -> Any:
             update={
                 "lock_manager": None,
                 "cache_result_in_memory": False,
-                "serializer": DeliveryRecordSerializer(),
+                "serializer": serializer,
             }
         )
     )
+
+
+def ledger_store() -> Any:
+    """Where delivery records live: :func:`json_record_store` of
+    :class:`DeliveryRecordSerializer` (a record of any other kind is not delivered).
+
+    Returns:
+        A Prefect ``ResultStore``.
+    """
+    return json_record_store(DeliveryRecordSerializer())
 
 
 def record_delivery(key: str, delivered: list[DeliveredImage], store: Any = None) -> None:

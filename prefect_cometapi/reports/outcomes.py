@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 
 from prefect_cometapi.errors import APIStatusError, redact
 
-__all__ = ["DeliveredImage", "ItemOutcome", "RunSummary", "describe_error"]
+__all__ = ["DeliveredImage", "ItemOutcome", "ReviewEntry", "RunSummary", "describe_error"]
 
 
 def describe_error(exc: BaseException) -> tuple[str, str]:
@@ -54,13 +54,38 @@ class DeliveredImage(BaseModel):
     preview: str | None = None
 
 
+class ReviewEntry(BaseModel):
+    """One verdict of the review gate (who decided what, in which round).
+
+    Attributes:
+        item_id: The item.
+        round: The round (1-based).
+        decision: ``approved`` or ``rejected``.
+        by: ``reviewer`` (a per-item verdict), ``approve_all``, ``reject_all``, ``timeout``
+            (nobody answered in time) or ``earlier_run`` (kept from an earlier run's review).
+        reviewer: The name the reviewer gave, if any.
+        note: The reviewer's note.
+        new_prompt: The start of a rejected item's new prompt.
+        cost_usd: What the reviewed image cost this run (0 when it came from the cache).
+    """
+
+    item_id: str
+    round: int
+    decision: Literal["approved", "rejected"]
+    by: str = "reviewer"
+    reviewer: str | None = None
+    note: str | None = None
+    new_prompt: str | None = None
+    cost_usd: float = 0.0
+
+
 class ItemOutcome(BaseModel):
     """What happened to one item.
 
     Attributes:
         item_id: The item's id.
         index: Its position in the run.
-        status: ``delivered`` or ``failed``.
+        status: ``delivered``, ``failed``, or ``rejected`` (the review gate kept it from S3).
         prompt_excerpt: The start of the prompt.
         size: The requested size.
         quality: The requested quality.
@@ -78,7 +103,7 @@ class ItemOutcome(BaseModel):
 
     item_id: str
     index: int
-    status: Literal["delivered", "failed"]
+    status: Literal["delivered", "failed", "rejected"]
     prompt_excerpt: str
     size: str
     quality: str
@@ -106,6 +131,7 @@ class RunSummary(BaseModel):
         items: Items processed.
         delivered: Items whose images are all in S3.
         failed: Items that failed.
+        rejected: Items the review gate rejected (not delivered, not failed).
         images: Images stored.
         total_cost_usd: What this run paid (cached generations cost nothing).
         estimated_cost_usd: The pre-flight estimate, when one was made.
@@ -116,6 +142,7 @@ class RunSummary(BaseModel):
         uris: Every stored object.
         failures: ``item id -> reason`` of each failed item.
         outcomes: Every item's record.
+        review: Every verdict of the review gate, in order (empty without review).
         seconds: Wall time of the run.
     """
 
@@ -123,6 +150,7 @@ class RunSummary(BaseModel):
     items: int
     delivered: int
     failed: int
+    rejected: int = 0
     images: int
     total_cost_usd: float
     estimated_cost_usd: float | None = None
@@ -133,6 +161,7 @@ class RunSummary(BaseModel):
     uris: list[str] = Field(default_factory=list)
     failures: dict[str, str] = Field(default_factory=dict)
     outcomes: list[ItemOutcome] = Field(default_factory=list)
+    review: list[ReviewEntry] = Field(default_factory=list)
     seconds: float = 0.0
 
     @classmethod
@@ -142,6 +171,7 @@ class RunSummary(BaseModel):
         outcomes: list[ItemOutcome],
         seconds: float = 0.0,
         estimated_cost_usd: float | None = None,
+        review: list[ReviewEntry] | None = None,
     ) -> RunSummary:
         """Add up item outcomes.
 
@@ -150,17 +180,20 @@ class RunSummary(BaseModel):
             outcomes: The items' records (any order; sorted by index here).
             seconds: Wall time.
             estimated_cost_usd: The pre-flight estimate.
+            review: The review gate's verdicts.
 
         Returns:
             The summary.
         """
         ordered = sorted(outcomes, key=lambda o: o.index)
         delivered = [o for o in ordered if o.status == "delivered"]
+        rejected = sum(1 for o in ordered if o.status == "rejected")
         return cls(
             flow=flow,
             items=len(ordered),
             delivered=len(delivered),
-            failed=len(ordered) - len(delivered),
+            failed=len(ordered) - len(delivered) - rejected,
+            rejected=rejected,
             images=sum(len(o.images) for o in ordered),
             total_cost_usd=round(sum(o.cost_usd for o in ordered), 6),
             estimated_cost_usd=estimated_cost_usd,
@@ -171,6 +204,7 @@ class RunSummary(BaseModel):
             uris=[uri for o in ordered for uri in o.uris],
             failures={o.item_id: f"{o.error_code}: {o.error}" for o in ordered if o.error},
             outcomes=ordered,
+            review=list(review or []),
             seconds=round(seconds, 3),
         )
 
@@ -184,4 +218,5 @@ class RunSummary(BaseModel):
             f"{self.delivered}/{self.items} items delivered, {self.failed} failed, "
             f"{self.images} images, ${self.total_cost_usd:.4f}"
             + (f" ({self.cached} from cache)" if self.cached else "")
+            + (f", {self.rejected} rejected in review" if self.rejected else "")
         )

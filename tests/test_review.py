@@ -1,0 +1,182 @@
+"""The review gate: the decision logic (unit tests), then batches with review end to end."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import ValidationError as PydanticValidationError
+
+from prefect_cometapi.batching.review import (
+    interpret,
+    pause_key,
+    render_new_prompt,
+    timeout_verdicts,
+)
+from prefect_cometapi.errors import ValidationError
+from prefect_cometapi.forms.review import ReviewDecision, ReviewOptions, decision_form
+
+PENDING = ["lamp", "chair", "desk"]
+VARIABLES = {item: {"name": item.title(), "colour": "teal"} for item in PENDING}
+COSTS = {"lamp": 0.011, "chair": 0.012, "desk": 0.013}
+
+
+def read(answer: dict[str, Any], approved_before: dict[str, int] | None = None) -> Any:
+    """Interpret ``answer`` (validated by the round's form) in round 2 of PENDING."""
+    form = decision_form(PENDING)
+    return interpret(form.model_validate(answer), 2, PENDING, approved_before or {}, VARIABLES,
+                     COSTS)  # fmt: skip
+
+
+def test_mixed_answer_approves_and_rejects_per_item() -> None:
+    result = read(
+        {
+            "reviewer": "Ana",
+            "decisions": [
+                {"item": "lamp", "decision": "approve"},
+                {"item": "chair", "decision": "reject", "note": "too dark"},
+                {"item": "desk", "decision": "reject", "new_prompt": "A {{ colour }} desk"},
+            ],
+        }
+    )
+    assert result.problems == []
+    assert {i: e.decision for i, e in result.entries.items()} == {
+        "lamp": "approved",
+        "chair": "rejected",
+        "desk": "rejected",
+    }
+    assert result.entries["chair"].note == "too dark"
+    assert result.entries["chair"].reviewer == "Ana" and result.entries["chair"].round == 2
+    assert result.entries["lamp"].cost_usd == 0.011
+    assert result.new_prompts == {"desk": "A teal desk"}
+    assert "chair" not in result.new_prompts  # same prompt, a new variant
+
+
+def test_per_item_verdicts_win_over_approve_all() -> None:
+    result = read({"approve_all": True, "decisions": [{"item": "desk", "decision": "reject"}]})
+    assert {i: e.decision for i, e in result.entries.items()} == {
+        "lamp": "approved",
+        "chair": "approved",
+        "desk": "rejected",
+    }
+    assert result.entries["lamp"].by == "approve_all"
+    assert result.entries["desk"].by == "reviewer"
+
+
+def test_reject_all() -> None:
+    result = read({"reject_all": True})
+    assert {e.decision for e in result.entries.values()} == {"rejected"}
+    assert len(result.entries) == 3 and result.problems == []
+
+
+def test_empty_form_decides_nothing() -> None:
+    result = read({})
+    assert result.entries == {}
+    assert "decided nothing" in result.problems[0]
+
+
+def test_both_bulk_boxes_decide_nothing_in_bulk() -> None:
+    result = read({"approve_all": True, "reject_all": True})
+    assert result.entries == {}
+    assert "both" in result.problems[0]
+
+
+def test_unknown_item_is_refused_by_the_form_and_by_the_run() -> None:
+    with pytest.raises(PydanticValidationError):
+        decision_form(PENDING).model_validate(
+            {"decisions": [{"item": "sofa", "decision": "approve"}]}
+        )
+    schema = decision_form(PENDING).model_json_schema()
+    assert schema["$defs"]["ItemDecision"]["properties"]["item"]["enum"] == PENDING
+    # A plain ReviewDecision (no enum) reaching the run: the run says so and decides nothing.
+    answer = ReviewDecision(decisions=[{"item": "sofa", "decision": "approve"}])
+    result = interpret(answer, 1, PENDING, {}, VARIABLES)
+    assert result.entries == {}
+    assert "unknown item id 'sofa'" in result.problems[0]
+
+
+def test_item_already_approved_keeps_its_decision() -> None:
+    answer = ReviewDecision(decisions=[{"item": "sofa", "decision": "reject"}])
+    result = interpret(answer, 2, PENDING, {"sofa": 1}, VARIABLES)
+    assert result.entries == {}
+    assert "already approved in round 1" in result.problems[0]
+
+
+def test_item_listed_twice_is_undecided() -> None:
+    result = read(
+        {
+            "approve_all": True,
+            "decisions": [
+                {"item": "lamp", "decision": "approve"},
+                {"item": "lamp", "decision": "reject"},
+            ],
+        }
+    )
+    assert "lamp" not in result.entries
+    assert set(result.entries) == {"chair", "desk"}
+    assert "listed 2 times" in result.problems[0]
+
+
+@pytest.mark.parametrize(
+    ("new_prompt", "rule"),
+    [
+        ("{{ ''.__class__.__mro__ }}", "template"),
+        ("A {{ missing }} desk", "missing"),
+        ("{{ '' }}", "non-empty"),
+        ("{% for x in %}", "syntax"),
+    ],
+)
+def test_refused_new_prompt_leaves_the_item_under_review(new_prompt: str, rule: str) -> None:
+    result = read(
+        {
+            "approve_all": True,
+            "decisions": [{"item": "desk", "decision": "reject", "new_prompt": new_prompt}],
+        }
+    )
+    assert "desk" not in result.entries  # not approved by approve_all either
+    assert "desk" not in result.new_prompts
+    assert "new prompt is refused" in result.problems[0]
+    assert set(result.entries) == {"lamp", "chair"}
+
+
+def test_new_prompt_over_the_limit_is_refused_by_the_form() -> None:
+    schema = decision_form(PENDING).model_json_schema()
+    assert schema["$defs"]["ItemDecision"]["properties"]["new_prompt"]["maxLength"] == 32_000
+
+
+def test_new_prompt_is_never_a_file_name(tmp_path: Any) -> None:
+    (tmp_path / "secret.txt").write_text("the file's text")
+    assert render_new_prompt(str(tmp_path / "secret.txt"), {}) == str(tmp_path / "secret.txt")
+    with pytest.raises(ValidationError):
+        render_new_prompt("   ", {})
+
+
+def test_approve_with_a_new_prompt_ignores_the_prompt() -> None:
+    result = read({"decisions": [{"item": "lamp", "decision": "approve", "new_prompt": "x"}]})
+    assert result.entries["lamp"].decision == "approved"
+    assert result.new_prompts == {}
+    assert "ignored" in result.problems[0]
+
+
+def test_timeout_verdicts() -> None:
+    approved = timeout_verdicts(PENDING, 1, "approve_all", COSTS)
+    assert {e.decision for e in approved.values()} == {"approved"}
+    assert {e.by for e in approved.values()} == {"timeout"}
+    rejected = timeout_verdicts(PENDING, 3, "reject_all", COSTS)
+    assert {e.decision for e in rejected.values()} == {"rejected"}
+
+
+def test_pause_keys_are_stable_and_valid() -> None:
+    key = pause_key(1, 1, ["b", "a"])
+    assert key == pause_key(1, 1, ["a", "b"])
+    assert key != pause_key(1, 2, ["a", "b"]) != pause_key(2, 1, ["a", "b"])
+    assert all(c.isalnum() or c == "-" for c in key) and key == key.lower()
+
+
+def test_review_options_defaults_and_limits() -> None:
+    options = ReviewOptions()
+    assert (options.on_timeout, options.max_rounds) == ("fail", 3)
+    with pytest.raises(PydanticValidationError):
+        ReviewOptions(on_timeout="maybe")
+    with pytest.raises(PydanticValidationError):
+        ReviewOptions(max_rounds=0)
