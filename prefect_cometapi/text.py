@@ -7,12 +7,15 @@ import unicodedata
 
 from prefect_cometapi.errors import redact
 
-__all__ = ["EXCERPT_CHARS", "ascii_text", "excerpt", "slugify"]
+__all__ = ["EXCERPT_CHARS", "ascii_text", "excerpt", "markdown_text", "slugify"]
 
 EXCERPT_CHARS = 80
 """Length of a prompt excerpt in logs, reports and artifacts."""
 
 _NOT_SLUG = re.compile(r"[^a-z0-9]+")
+_MD_SPECIAL = re.compile(r"([\\`*\[\]<>&|~])")
+_MD_AUTOLINK = re.compile(r"(?i)((?:https?|ftp)(?=:)|www(?=\.)|(?=@))")
+_INVISIBLE = frozenset(("Cc", "Cf", "Zl", "Zp", "Zs"))
 
 
 def ascii_text(text: str, limit: int | None = None) -> str:
@@ -67,3 +70,36 @@ def excerpt(prompt: str, limit: int = EXCERPT_CHARS) -> str:
     """
     text = redact(" ".join(str(prompt).split()))
     return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
+
+
+def markdown_text(value: object, limit: int | None = None) -> str:
+    """The one escape for every value a run can reach in a markdown artifact or a table cell.
+
+    The Prefect UI renders artifact markdown, artifact descriptions and every string cell of a
+    table artifact as GitHub-flavoured markdown. Run parameters reach all of these (item ids,
+    prefixes, prompts, S3 keys, error messages), so each such value goes through this function,
+    which makes it inert text showing the same characters:
+
+    * control, format (bidi overrides, zero-width), separator characters and whitespace runs
+      become one space, so no value can start a new block (heading, list, table row, reference
+      definition ``[x]: url``) or reorder what a reader sees;
+    * ``\\ ` * [ ] < > & | ~`` are backslash-escaped, so no link, image, reference link,
+      autolink ``<http://x>``, HTML tag, entity, code span or strikethrough can form;
+    * the ``:`` after ``http``/``https``/``ftp``, the ``.`` after ``www`` and every ``@`` are
+      escaped, so GFM's bare-URL and e-mail autolinking cannot make a link either.
+
+    Everything else (letters, digits, ``/ . : - _`` of S3 URIs) is left as it is, so a table
+    read through the API keeps plain S3 URIs and item ids.
+
+    Args:
+        value: Any value (its ``str()``).
+        limit: Cut the text, before escaping, to at most this many characters (``...`` marks it).
+
+    Returns:
+        Markdown that renders as exactly the (whitespace-collapsed) text.
+    """
+    text = "".join(" " if unicodedata.category(ch) in _INVISIBLE else ch for ch in str(value))
+    text = " ".join(text.split())
+    if limit is not None and len(text) > limit:
+        text = text[: max(limit - 3, 0)].rstrip() + "..."
+    return _MD_AUTOLINK.sub(r"\1\\", _MD_SPECIAL.sub(r"\\\1", text))

@@ -10,11 +10,13 @@ from __future__ import annotations
 import hashlib
 import io
 
+import pytest
 from flow_checks import assert_gallery_shape
 from PIL import Image
 
 from prefect_cometapi.models import GeneratedImage, ImageResult
 from prefect_cometapi.reports.artifacts import (
+    PRESIGNED_LINKS_ENV,
     details_table,
     gallery_markdown,
     results_description,
@@ -87,12 +89,24 @@ def test_gallery_previews_are_plain_embedded_images_with_uri_link_and_local_copy
     assert assert_gallery_shape(markdown, previews=2) == [(320, 180), (213, 320)]
     lines = markdown.split("\n")
     first = lines[lines.index("![item-00](" + outcomes[0].images[0].preview + ")") + 2]
-    assert "`s3://bucket/out/item-00.png`" in first
-    assert f"[full size]({url})" in first
-    assert "local copy `/home/me/demo-output/item-00.png`" in first
+    assert " · s3://bucket/out/item-00.png" in first
+    assert "full size" not in first and url not in markdown  # presigned links: off by default
+    assert "local copy /home/me/demo-output/item-00.png" in first
     second = lines[lines.index("![item-01](" + outcomes[1].images[0].preview + ")") + 2]
-    assert "`s3://bucket/out/item-01.png`" in second and "full size" not in second
-    assert "**bad** (moderation\\_blocked): refused" in markdown
+    assert "s3://bucket/out/item-01.png" in second and "full size" not in second
+    assert "**bad** (moderation_blocked): refused" in markdown
+
+
+def test_presigned_links_are_in_the_gallery_only_when_the_worker_allows_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url = "https://s3.example/bucket/out/item-00.png?X-Amz-Signature=abc"
+    summary = RunSummary.from_outcomes("batch-generate", [_outcome(0, _image((64, 64)), url)])
+    monkeypatch.setenv(PRESIGNED_LINKS_ENV, "1")
+    assert f"[full size]({url})" in gallery_markdown(summary, "t")
+    odd = "https://s3.example/b/x.png?a=1)![t](http://attacker/t.png"
+    summary.outcomes[0].images[0].url = odd
+    assert "attacker" not in gallery_markdown(summary, "t")
 
 
 def test_items_after_the_previewed_ones_are_one_line_each() -> None:

@@ -192,7 +192,7 @@ def test_content_policy_failure_fails_the_run_and_is_published(
     gallery = read_artifacts(state.state_details.flow_run_id)[
         artifact_key("generate-and-upload", "gallery")
     ]
-    assert "moderation\\_blocked" in gallery.data and "safety system" in gallery.data
+    assert "moderation_blocked" in gallery.data and "safety system" in gallery.data
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import os
 import re
 import time
 from collections.abc import Mapping
@@ -22,7 +23,7 @@ from prefect.artifacts import (
 )
 
 from prefect_cometapi.reports.outcomes import DeliveredImage, ItemOutcome, RunSummary
-from prefect_cometapi.text import slugify
+from prefect_cometapi.text import markdown_text, slugify
 
 __all__ = [
     "Progress",
@@ -31,10 +32,18 @@ __all__ = [
     "gallery_markdown",
     "publish",
     "results_description",
+    "rendered_table",
     "results_table",
 ]
 
 PROGRESS_MIN_INTERVAL_S = 1.0
+PRESIGNED_LINKS_ENV = "PREFECT_COMETAPI_ARTIFACT_PRESIGNED_LINKS"
+"""Worker setting: ``1`` puts the presigned full-size links in the gallery (off by default: an
+artifact is stored in the Prefect database and readable by everyone with access to the
+workspace, and a presigned URL carries the access key id, an STS session token when there is
+one, and works until it expires, up to 7 days)."""
+_PREVIEW_RE = re.compile(r"^data:image/(?:jpeg|png|webp);base64,[A-Za-z0-9+/]+={0,2}$")
+_PRESIGNED_RE = re.compile(r"^https?://[A-Za-z0-9.\-]+(?::[0-9]+)?/[A-Za-z0-9%/._~?&=\-]*$")
 _log = logging.getLogger(__name__)
 
 
@@ -118,24 +127,37 @@ class Progress:
         )
 
 
-def _md(text: str) -> str:
-    return re.sub(r"([\\`*_\[\]<>|#])", r"\\\1", text)
+def presigned_links_enabled() -> bool:
+    """Whether the worker allows presigned links in artifacts (:data:`PRESIGNED_LINKS_ENV`).
+
+    Returns:
+        ``True`` when the variable is ``1``, ``true`` or ``yes``.
+    """
+    return os.environ.get(PRESIGNED_LINKS_ENV, "").strip().lower() in ("1", "true", "yes")
 
 
-def _code(text: str) -> str:
-    return f"`{text.replace('`', '')}`"
+def _preview(image: DeliveredImage) -> str | None:
+    """Our own preview's data URI, or ``None`` for anything else (never a URL to fetch)."""
+    return image.preview if image.preview and _PREVIEW_RE.match(image.preview) else None
+
+
+def _full_size_link(image: DeliveredImage) -> str | None:
+    """The presigned link, when the worker allows them and it is a plain URL our S3 client made."""
+    if image.url and presigned_links_enabled() and _PRESIGNED_RE.match(image.url):
+        return image.url
+    return None
 
 
 def _image_line(outcome: ItemOutcome, image: DeliveredImage, local_paths: Mapping[str, str]) -> str:
     parts = [
-        f"{image.size} {image.format}, ${outcome.cost_usd:.6f}"
+        f"{markdown_text(image.size)} {markdown_text(image.format)}, ${outcome.cost_usd:.6f}"
         + (" (cached)" if outcome.cached else ""),
-        _code(image.uri),
+        markdown_text(image.uri),
     ]
-    if image.url:
-        parts.append(f"[full size]({image.url})")
+    if link := _full_size_link(image):
+        parts.append(f"[full size]({link})")
     if image.uri in local_paths:
-        parts.append(f"local copy {_code(local_paths[image.uri])}")
+        parts.append(f"local copy {markdown_text(local_paths[image.uri])}")
     return " · ".join(parts)
 
 
@@ -160,7 +182,7 @@ def gallery_markdown(
     """
     local_paths = local_paths or {}
     lines = [
-        f"# {_md(title)}",
+        f"# {markdown_text(title)}",
         "",
         f"**{summary.delivered} of {summary.items} items delivered**, {summary.failed} failed, "
         f"{summary.images} images in S3.",
@@ -183,26 +205,34 @@ def gallery_markdown(
     for outcome in delivered:
         for number, image in enumerate(outcome.images, start=1):
             label = outcome.item_id + (f" ({number})" if len(outcome.images) > 1 else "")
-            if image.preview:
-                lines += [f"### {_md(label)}", "", f"![{_md(label)}]({image.preview})", ""]
+            if preview := _preview(image):
+                lines += [
+                    f"### {markdown_text(label)}",
+                    "",
+                    f"![{markdown_text(label)}]({preview})",
+                    "",
+                ]
                 lines += [_image_line(outcome, image, local_paths), ""]
             else:
-                lines.append(f"- **{_md(label)}**: {_image_line(outcome, image, local_paths)}")
+                lines.append(
+                    f"- **{markdown_text(label)}**: {_image_line(outcome, image, local_paths)}"
+                )
     if lines[-1]:
         lines.append("")
     failed = [o for o in summary.outcomes if o.status == "failed"]
     if failed:
         lines += ["## Failed items", ""]
         for outcome in failed:
-            lines.append(
-                f"- **{_md(outcome.item_id)}** ({_md(outcome.error_code or 'error')}): "
-                f"{_md(outcome.error or '')}"
+            item, code = (
+                markdown_text(outcome.item_id),
+                markdown_text(outcome.error_code or "error"),
             )
+            lines.append(f"- **{item}** ({code}): {markdown_text(outcome.error or '')}")
         lines.append("")
     notes = []
-    if any(image.preview for o in delivered for image in o.images):
+    if any(_preview(image) for o in delivered for image in o.images):
         notes.append("Previews are small copies kept in this artifact.")
-    if any(image.url for o in delivered for image in o.images):
+    if any(_full_size_link(image) for o in delivered for image in o.images):
         notes.append("Full-size links are presigned and expire; the S3 URIs stay.")
     if notes:
         lines.append("_" + " ".join(notes) + "_")
@@ -283,8 +313,29 @@ def details_table(summary: RunSummary) -> list[dict[str, object]]:
     ]
 
 
+def rendered_table(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+    """Table rows as the UI may show them: every string cell through :func:`markdown_text`.
+
+    The Prefect UI renders each string cell of a table artifact as markdown, and run parameters
+    reach the cells (item ids, prompts, S3 keys, errors), so every table goes through this.
+
+    Args:
+        rows: Rows of plain values.
+
+    Returns:
+        The same rows, string values escaped (numbers and booleans unchanged).
+    """
+    return [
+        {
+            name: markdown_text(value) if isinstance(value, str) else value
+            for name, value in row.items()
+        }
+        for row in rows
+    ]
+
+
 def publish(summary: RunSummary, flow_name: str, title: str) -> None:
-    """Publish the gallery and the two tables of a finished run.
+    """Publish the gallery and the two tables of a finished run (text escaped for the UI).
 
     Args:
         summary: The run's summary.
@@ -294,15 +345,15 @@ def publish(summary: RunSummary, flow_name: str, title: str) -> None:
     create_markdown_artifact(
         markdown=gallery_markdown(summary, title),
         key=artifact_key(flow_name, "gallery"),
-        description=f"{summary.headline()}",
+        description=markdown_text(summary.headline()),
     )
     create_table_artifact(
-        table=results_table(summary),
+        table=rendered_table(results_table(summary)),
         key=artifact_key(flow_name, "results"),
-        description=results_description(summary),
+        description=markdown_text(results_description(summary)),
     )
     create_table_artifact(
-        table=details_table(summary),
+        table=rendered_table(details_table(summary)),
         key=artifact_key(flow_name, "details"),
         description=(
             "Per image: S3 URI, prompt, requested size and quality, tokens, cache, output, error."

@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
+import re
+import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from html.parser import HTMLParser
 from typing import Any, ClassVar
+
+from markdown_it import MarkdownIt
 
 from prefect_cometapi import CometAPICredentials
 from prefect_cometapi.allowlist import ALLOWED_BASE_URLS_ENV
@@ -408,3 +414,61 @@ class FailingRuns:
         params.setdefault("items", [{"id": "a", "name": "Lamp"}, {"id": "b", "name": "Chair"}])
         params.setdefault("image", ImageOptions(size="1024x1024", quality="low"))
         return self.flow(batch_generate, **params)
+
+
+class _Tags(HTMLParser):
+    """The tags and URL attributes of rendered HTML."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+
+#: Tags our artifacts' markdown renders to; anything else came from a value.
+OUR_TAGS = frozenset("p h1 h2 h3 strong em ul li img br".split())
+#: What GFM (the UI's ``marked``) would autolink in plain text: an unescaped scheme or ``www.``.
+_GFM_AUTOLINK = re.compile(r"(?i)(?:(?:https?|ftp):|www\.)|(?<!\\)@")
+
+
+def assert_inert_markdown(text: str, where: str) -> None:
+    """Check that artifact text shows no link, no HTML and no image but our own previews.
+
+    ``text`` is rendered with a CommonMark renderer (HTML allowed, as the UI allows it): the
+    only tags allowed are the ones our markdown makes, every ``<img>`` must be a
+    ``data:image/`` preview and there must be no ``<a>``. Then the text is searched for what
+    GFM's extended autolinking (not in CommonMark) would turn into a link.
+
+    Args:
+        text: An artifact's markdown, description or table cell.
+        where: What it is (for the message).
+    """
+    parser = _Tags()
+    parser.feed(MarkdownIt("commonmark").render(text))
+    for tag, attrs in parser.tags:
+        assert tag in OUR_TAGS, f"{where}: a <{tag} {attrs}> element in {text!r}"
+        if tag == "img":
+            assert (attrs.get("src") or "").startswith("data:image/"), f"{where}: {attrs}"
+    assert not _GFM_AUTOLINK.search(text), f"{where}: GFM would autolink in {text!r}"
+    hidden = [c for c in text if c != "\n" and unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")]
+    assert not hidden, f"{where}: invisible or reordering characters {hidden!r} in {text!r}"
+
+
+def assert_artifacts_inert(artifacts: dict[str, Any]) -> None:
+    """:func:`assert_inert_markdown` on every artifact's description, markdown and table cells.
+
+    Args:
+        artifacts: ``key -> artifact`` of one run (``flow_checks.read_artifacts``).
+    """
+    assert artifacts, "the run published no artifact"
+    for key, artifact in artifacts.items():
+        assert_inert_markdown(artifact.description or "", f"{key} description")
+        if artifact.type == "markdown":
+            assert_inert_markdown(artifact.data, f"{key} markdown")
+        elif artifact.type == "table":
+            rows = artifact.data if isinstance(artifact.data, list) else json.loads(artifact.data)
+            for row in rows:
+                for name, value in row.items():
+                    assert_inert_markdown(str(value), f"{key} cell {name}")

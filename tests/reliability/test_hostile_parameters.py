@@ -28,10 +28,11 @@ from typing import Any
 
 import pydantic
 import pytest
+from flow_checks import read_artifacts
 from PIL import Image
 from prefect.exceptions import ParameterTypeError
 from prefect.logging.handlers import APILogHandler
-from reliability_support import FailingRuns
+from reliability_support import FailingRuns, assert_artifacts_inert, read_bucket
 from secret_scan import (
     assert_no_secret,
     file_sources,
@@ -43,7 +44,11 @@ from secret_scan import (
 from prefect_cometapi import CometAPICredentials
 from prefect_cometapi.errors import ValidationError
 from prefect_cometapi.flows import (
+    ImageOptions,
     S3Options,
+    batch_generate,
+    edit_and_upload,
+    generate_and_upload,
 )
 from prefect_cometapi.tasks import (
     edit_image,
@@ -334,3 +339,106 @@ def test_hostile_parameter_is_refused_with_nothing_sent_and_no_secret_shown(
     assert not [p for _, p in http_file_server.requests if "/meta-" in p], "metadata was read"
     listing = s3_client.list_objects_v2(Bucket=s3_bucket)
     assert listing.get("KeyCount", 0) == 0, listing.get("Contents")
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 23: hostile values a run may carry that must reach the UI as inert text. The run
+# succeeds; every artifact it published is rendered and searched (reliability_support.
+# assert_artifacts_inert), and the emulator and the bucket saw exactly the images asked for.
+
+TRACKER = "![t](http://attacker.example/track.png)"
+NO_ITEM = "{prefix}{date}/{sha8}.{ext}"
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """One hostile value that is accepted: the flow to run and the images it must make."""
+
+    id: str
+    run: Callable[[InertRuns], Any]
+    images: int = 1
+
+
+@dataclass
+class InertRuns:
+    """Runs the flows with good defaults that must complete; returns the run's state."""
+
+    credentials: CometAPICredentials
+    s3: S3Options
+    salt: str
+    root: Path
+
+    def _flow(self, flow: Any, **params: Any) -> Any:
+        params.setdefault("credentials_block", self.credentials)
+        params.setdefault("s3", self.s3)
+        params.setdefault("image", ImageOptions(size="1024x1024", quality="low"))
+        state = flow(**params, return_state=True)
+        assert state.is_completed(), f"the run ended {state.type}: {state.message}"
+        return state
+
+    def generate(self, s3: dict[str, Any] | None = None, **params: Any) -> Any:
+        params.setdefault("prompt", f"a lighthouse at dawn {self.salt}")
+        if s3:
+            params["s3"] = self.s3.model_copy(update=s3)
+        return self._flow(generate_and_upload, **params)
+
+    def edit(self, **params: Any) -> Any:
+        params.setdefault("prompt", f"make it blue {self.salt}")
+        params.setdefault("images", [str(self.root / "good.png")])
+        return self._flow(edit_and_upload, **params)
+
+    def batch(self, *names: str, **params: Any) -> Any:
+        params.setdefault("template", f"A banner for {{{{ name }}}} {self.salt}")
+        params.setdefault("items", [{"id": f"i{n}", "name": name} for n, name in enumerate(names)])
+        return self._flow(batch_generate, **params)
+
+
+RENDERED: list[Rendered] = [
+    Rendered("generate_and_upload-item-id-image-no-item-placeholder",
+             lambda c: c.generate(item_id=TRACKER, s3={"key_template": NO_ITEM})),
+    Rendered("generate_and_upload-prefix-single-slash-url",
+             lambda c: c.generate(s3={"prefix": "![t](https:/attacker.example/x.png)"})),
+    Rendered("generate_and_upload-item-id-javascript-link",
+             lambda c: c.generate(item_id="[click](javascript:alert(1))")),
+    Rendered("generate_and_upload-item-id-html-and-autolink",
+             lambda c: c.generate(item_id="<img src=x onerror=alert(1)> <http:x>",
+                                  s3={"key_template": NO_ITEM})),
+    Rendered("edit_and_upload-item-id-reference-link",
+             lambda c: c.edit(item_id="[a][r] [r]: http:attacker.example",
+                              s3=c.s3.model_copy(update={"key_template": NO_ITEM}))),
+    Rendered("batch_generate-variables-html-and-image",
+             lambda c: c.batch(f"<img src=http://attacker.example/x.png> {TRACKER}"), 1),
+    Rendered("batch_generate-variables-bare-urls-and-email",
+             lambda c: c.batch("https://attacker.example/x www.attacker.example a@attacker.example",
+                               "[a][r]\n\n[r]: http://attacker.example/ref\n# heading"), 2),
+    Rendered("batch_generate-item-ids-bidi-and-zero-width",
+             lambda c: c.batch("x", items=[{"id": "a\u202egnp.exe\u200b", "name": "x"}])),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", RENDERED, ids=[case.id for case in RENDERED])
+def test_hostile_value_reaches_the_ui_as_inert_text(
+    case: Rendered,
+    emulator: Any,
+    api_key: str,
+    s3_server: Any,
+    s3_bucket: str,
+    s3_client: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (tmp_path / "good.png").write_bytes(png())
+    monkeypatch.chdir(tmp_path)
+    runs = InertRuns(
+        credentials=CometAPICredentials(api_key=api_key, base_url=emulator.base_url, max_retries=0),
+        s3=S3Options(bucket=s3_bucket, endpoint_url=s3_server.endpoint_url, presign_expires=None),
+        salt=uuid.uuid4().hex[:10],
+        root=tmp_path,
+    )
+
+    state = case.run(runs)
+
+    assert len(emulator.requests) == case.images
+    summary = state.result()
+    assert len(read_bucket(s3_client, s3_bucket)) == case.images == summary.images
+    assert_artifacts_inert(read_artifacts(state.state_details.flow_run_id))
