@@ -10,7 +10,9 @@ Image requests (one event per task call or cache hit)::
 Their resource is the model (``prefect-cometapi.model.gpt-image-2``); Prefect relates each to
 the task run, flow run, flow, deployment and work pool it came from, so automations can filter
 on any of them. The payload carries the endpoint, size, quality, ``n``, request id, tokens,
-cost (or the cost avoided by a cache hit), duration and the images' sha256 and sizes.
+cost (or the cost avoided by a cache hit), duration and the images' sha256 and sizes; the
+result events also carry ``cached`` and ``billed_usd``, the figures of the same names on the
+``ImageResult`` (what this run paid: 0 on a cache hit).
 
 Spending: every paid request also emits ``prefect-cometapi.spend.increment`` events, one per
 :data:`SPEND_INCREMENT_USD` spent (a process carries the remainder to its next request), on the
@@ -183,7 +185,7 @@ def spend_automation(
 
 
 def _images(images: list[GeneratedImage]) -> list[dict[str, Any]]:
-    return [{"sha256": i.sha256, "size": i.size, "bytes": len(i.data)} for i in images]
+    return [{"sha256": i.sha256, "size": i.size, "bytes": i.nbytes} for i in images]
 
 
 def emit_image_event(
@@ -227,6 +229,9 @@ def emit_image_event(
             output_tokens=usage.output_tokens if usage else None,
             total_tokens=usage.total_tokens if usage else None,
             cost_usd=cost if outcome == "generated" else 0.0,
+            # The same two figures as on the result: whether this run paid, and what.
+            cached=outcome == "cached",
+            billed_usd=cost if outcome == "generated" else 0.0,
             images=_images(result.images),
         )
         if outcome == "cached":

@@ -9,6 +9,18 @@ bytes only on request (``include_data=True``, base64 in JSON). The full form rou
     text = result.model_dump_json(include_data=True)
     assert ImageResult.model_validate_json(text) == result
 
+The small form validates back too, into a result that knows it has no bytes
+(``has_data`` is ``False``; reading ``data`` raises :class:`ImageDataMissingError`, which says
+where the bytes are: the image's S3 URI when known, and the cache record of the request).
+
+Every result says whether this run paid for it: ``cost_usd`` is the image's price, ``cached``
+says it was served from the cache and ``billed_usd`` is what this run paid (0 on a cache hit).
+Sum ``billed_usd`` for a run's spend.
+
+The types also work as Pydantic field types and with Prefect's serializers: Prefect's ``json``
+serializer encodes them (bytes as base64) through the Pydantic core schema declared here and
+reads them back as equal values.
+
 Each class says what it dumps in ``_dump`` and how it is rebuilt in ``_load``.
 """
 
@@ -17,12 +29,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal, TypeVar
+
+from pydantic_core import SchemaSerializer, core_schema
 
 __all__ = [
     "CONTENT_TYPES",
     "DumpMode",
+    "ImageDataMissingError",
     "JSONForm",
     "Background",
     "GeneratedImage",
@@ -47,8 +62,45 @@ DumpMode = Literal["python", "json"]
 _T = TypeVar("_T", bound="JSONForm")
 
 
+class ImageDataMissingError(AttributeError):
+    """An image's bytes were asked for, but it was rebuilt from a dump without them."""
+
+
+def _pydantic_dump(value: JSONForm, info: core_schema.SerializationInfo) -> dict[str, Any]:
+    return value.model_dump(mode="json" if info.mode_is_json() else "python", include_data=True)
+
+
 class JSONForm:
-    """Mixin: Pydantic-style dump and validate methods for a frozen dataclass."""
+    """Mixin: Pydantic-style dump and validate methods for a frozen dataclass.
+
+    Subclasses also carry a Pydantic core schema (their full form, bytes included), so they
+    work as Pydantic field types and through ``pydantic_core.to_jsonable_python``, which is what
+    Prefect's ``json`` result serializer uses.
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # What pydantic_core looks for when it meets an instance of an unknown class.
+        cls.__pydantic_serializer__ = SchemaSerializer(cls._core_schema())  # type: ignore[attr-defined]
+
+    @classmethod
+    def _core_schema(cls) -> core_schema.CoreSchema:
+        return core_schema.no_info_plain_validator_function(
+            cls.model_validate,
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                _pydantic_dump, info_arg=True
+            ),
+        )
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> core_schema.CoreSchema:
+        """The Pydantic schema: validate with :meth:`model_validate`, dump the full form."""
+        return cls._core_schema()
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, schema: Any, handler: Any) -> dict[str, Any]:
+        """The JSON schema of the dumped form (an object), e.g. for a flow parameter."""
+        return {"type": "object", "title": cls.__name__}
 
     def _dump(self, mode: DumpMode, include_data: bool) -> dict[str, Any]:
         raise NotImplementedError
@@ -66,7 +118,8 @@ class JSONForm:
             mode: ``"python"`` keeps bytes as bytes; ``"json"`` gives only JSON types (bytes as
                 base64 text).
             include_data: Include the image bytes (``data``); without them the dict describes the
-                image (size, format, sha256, cost...) but cannot be turned back into one.
+                image (size, format, sha256, cost...) and validates back into a value without
+                bytes (``has_data`` false).
 
         Returns:
             A new dict.
@@ -96,8 +149,7 @@ class JSONForm:
             The value.
 
         Raises:
-            ValueError: ``obj`` is not a dict of this type's form (for images: dumped without
-                ``include_data=True``).
+            ValueError: ``obj`` is not a dict of this type's form.
         """
         if isinstance(obj, cls):
             return obj
@@ -200,12 +252,28 @@ class Usage(JSONForm):
         )
 
 
-@dataclass(frozen=True)
+class _ImageBytes:
+    """``GeneratedImage.data``: the bytes, or :class:`ImageDataMissingError` when there are none."""
+
+    def __get__(self, obj: GeneratedImage | None, owner: type | None = None) -> bytes:
+        if obj is None:
+            raise AttributeError("data")
+        value = obj.__dict__.get("data")
+        if value is None:
+            raise ImageDataMissingError(obj.missing_data_hint())
+        return value
+
+    def __set__(self, obj: GeneratedImage, value: bytes | None) -> None:
+        obj.__dict__["data"] = value
+
+
+@dataclass(frozen=True, eq=False)
 class GeneratedImage(JSONForm):
     """One image and everything known about it, carried from task to task.
 
     Attributes:
-        data: The encoded image bytes.
+        data: The encoded image bytes (reading it raises :class:`ImageDataMissingError` on an
+            image rebuilt from a dump without them; see :attr:`has_data`).
         format: ``png``, ``jpeg`` or ``webp`` (what the bytes are, not what was asked).
         width: Pixel width.
         height: Pixel height.
@@ -215,9 +283,14 @@ class GeneratedImage(JSONForm):
         params: The request parameters that determine it (no secrets).
         index: Its position in the response (0-based).
         usage: The request's usage (shared by all images of the request).
-        cost_usd: This image's share of the request's cost, if the price is known.
+        cost_usd: This image's share of the request's price, if the price is known (also on a
+            cache hit: what the image cost when it was paid for).
         revised_prompt: The API's revised prompt, if it returned one.
         source_sha256: For derived images (an upscale), the sha256 of the image it came from.
+        cached: ``True`` when this run got the image from the cache (and paid nothing for it).
+        s3_uri: Where the image is stored, when known (``s3://bucket/key``).
+        cache_key: The cache record the image came from or went to, when known.
+        stored_bytes: The byte count a dump without bytes recorded (``None`` otherwise).
     """
 
     data: bytes = field(repr=False)
@@ -233,6 +306,50 @@ class GeneratedImage(JSONForm):
     cost_usd: float | None = None
     revised_prompt: str | None = field(default=None, repr=False)
     source_sha256: str | None = None
+    cached: bool = False
+    s3_uri: str | None = None
+    cache_key: str | None = field(default=None, repr=False)
+    stored_bytes: int | None = field(default=None, repr=False)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return all(
+            self.__dict__.get(f.name) == other.__dict__.get(f.name)
+            for f in fields(self)
+            if f.name != "stored_bytes"
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @property
+    def has_data(self) -> bool:
+        """Whether the image's bytes are here (``False`` after a dump without them)."""
+        return self.__dict__.get("data") is not None
+
+    @property
+    def nbytes(self) -> int:
+        """The size of the encoded image in bytes (also without the bytes at hand)."""
+        data = self.__dict__.get("data")
+        return len(data) if data is not None else int(self.stored_bytes or 0)
+
+    @property
+    def billed_usd(self) -> float | None:
+        """What this run paid for the image: 0 when it came from the cache, else its price."""
+        return 0.0 if self.cached else self.cost_usd
+
+    def missing_data_hint(self) -> str:
+        """Why the bytes are missing and where to get them (the error's message)."""
+        where = [f"download them from {self.s3_uri}"] if self.s3_uri else []
+        record = f" (cache key {self.cache_key})" if self.cache_key else ""
+        where.append(
+            "run the same image task call again: its cache record"
+            f"{record} returns them without paying again"
+        )
+        return (
+            f"image {self.index} (sha256 {self.sha256}) was rebuilt from a dump without its "
+            "bytes (model_dump() without include_data=True); " + ", or ".join(where)
+        )
 
     @property
     def size(self) -> str:
@@ -264,7 +381,23 @@ class GeneratedImage(JSONForm):
             height=height,
             sha256=hashlib.sha256(data).hexdigest(),
             source_sha256=self.source_sha256 or self.sha256,
+            s3_uri=None,
+            stored_bytes=None,
         )
+
+    def as_cached(self, cache_key: str | None = None) -> GeneratedImage:
+        """This image as a cache hit delivers it: ``cached`` true, nothing billed.
+
+        Args:
+            cache_key: The cache record it came from, if known.
+
+        Returns:
+            A copy (the same object when it already says so).
+        """
+        key = cache_key or self.cache_key
+        if self.cached and key == self.cache_key:
+            return self
+        return replace(self, data=self.__dict__.get("data"), cached=True, cache_key=key)
 
     def _dump(self, mode: DumpMode, include_data: bool, with_usage: bool = True) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -273,34 +406,39 @@ class GeneratedImage(JSONForm):
             "width": self.width,
             "height": self.height,
             "size": self.size,
-            "bytes": len(self.data),
+            "bytes": self.nbytes,
             "sha256": self.sha256,
             "model": self.model,
             "prompt": self.prompt,
             "params": dict(self.params),
             "index": self.index,
             "cost_usd": self.cost_usd,
+            "cached": self.cached,
+            "billed_usd": self.billed_usd,
             "revised_prompt": self.revised_prompt,
             "source_sha256": self.source_sha256,
+            "s3_uri": self.s3_uri,
+            "cache_key": self.cache_key,
         }
         if with_usage:
             out["usage"] = self.usage._dump(mode, False) if self.usage else None
-        if include_data:
+        if include_data and self.has_data:
             out["data"] = base64.b64encode(self.data).decode() if mode == "json" else self.data
         return out
 
     @classmethod
     def _load(cls, data: dict[str, Any], usage: Usage | None = None) -> GeneratedImage:
-        if "data" not in data:
-            raise ValueError(
-                "this GeneratedImage was dumped without its bytes (use include_data=True)"
-            )
-        raw = data["data"]
-        blob = raw if isinstance(raw, bytes) else base64.b64decode(raw, validate=True)
+        raw = data.get("data")
+        if raw is None:
+            blob = None
+        elif isinstance(raw, (bytes, bytearray)):
+            blob = bytes(raw)
+        else:
+            blob = base64.b64decode(raw, validate=True)
         if "usage" in data:
             usage = Usage.model_validate(data["usage"]) if data["usage"] is not None else None
         return cls(
-            data=blob,
+            data=blob,  # type: ignore[arg-type]
             format=data["format"],
             width=int(data["width"]),
             height=int(data["height"]),
@@ -313,7 +451,15 @@ class GeneratedImage(JSONForm):
             cost_usd=data.get("cost_usd"),
             revised_prompt=data.get("revised_prompt"),
             source_sha256=data.get("source_sha256"),
+            cached=bool(data.get("cached", False)),
+            s3_uri=data.get("s3_uri"),
+            cache_key=data.get("cache_key"),
+            stored_bytes=None if blob is not None else int(data.get("bytes") or 0),
         )
+
+
+# After the dataclass is made: it must not see the descriptor as the field's default.
+GeneratedImage.data = _ImageBytes()  # type: ignore[assignment,misc]
 
 
 @dataclass(frozen=True)
@@ -325,10 +471,13 @@ class ImageResult(JSONForm):
         model: The model that was asked.
         params: The request parameters (no secrets, no image bytes).
         usage: Token usage, if the API reported it.
-        cost_usd: Cost of the whole request in USD, if the model's price is known.
+        cost_usd: The price of the whole request in USD, if the model's price is known (also on
+            a cache hit: what the request cost when it was paid for).
         created: The API's ``created`` timestamp.
         request_id: The ``x-request-id`` header, if any.
         attempts: How many HTTP attempts the client made.
+        cached: ``True`` when this run got the result from the cache (and paid nothing).
+        cache_key: The task cache record it came from or was stored in, when known.
     """
 
     images: list[GeneratedImage]
@@ -339,6 +488,40 @@ class ImageResult(JSONForm):
     created: int | None = None
     request_id: str | None = None
     attempts: int = 1
+    cached: bool = False
+    cache_key: str | None = field(default=None, repr=False)
+
+    @property
+    def billed_usd(self) -> float | None:
+        """What this run paid for the request: 0 on a cache hit, else ``cost_usd``.
+
+        Sum this (not ``cost_usd``) over a run's results for what the run spent.
+        """
+        return 0.0 if self.cached else self.cost_usd
+
+    @property
+    def has_data(self) -> bool:
+        """Whether every image's bytes are here (``False`` after a dump without them)."""
+        return all(image.has_data for image in self.images)
+
+    def as_cached(self, cache_key: str | None = None) -> ImageResult:
+        """This result as a cache hit delivers it: ``cached`` true on it and its images.
+
+        Args:
+            cache_key: The cache record it came from, if known.
+
+        Returns:
+            A copy (the same object when it already says so).
+        """
+        key = cache_key or self.cache_key
+        if self.cached and key == self.cache_key and all(i.cached for i in self.images):
+            return self
+        return replace(
+            self,
+            images=[image.as_cached(key) for image in self.images],
+            cached=True,
+            cache_key=key,
+        )
 
     def _dump(self, mode: DumpMode, include_data: bool) -> dict[str, Any]:
         # The request's usage is written once, not once per image (each image shares it).
@@ -350,6 +533,9 @@ class ImageResult(JSONForm):
             "attempts": self.attempts,
             "usage": self.usage._dump(mode, False) if self.usage else None,
             "cost_usd": self.cost_usd,
+            "cached": self.cached,
+            "billed_usd": self.billed_usd,
+            "cache_key": self.cache_key,
             "params": dict(self.params),
             "images": [
                 image._dump(mode, include_data, with_usage=not shared) for image in self.images
@@ -368,4 +554,6 @@ class ImageResult(JSONForm):
             created=data.get("created"),
             request_id=data.get("request_id"),
             attempts=int(data.get("attempts", 1)),
+            cached=bool(data.get("cached", False)),
+            cache_key=data.get("cache_key"),
         )

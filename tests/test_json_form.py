@@ -27,8 +27,8 @@ def test_small_json_form_describes_the_request(result: ImageResult) -> None:
     assert (first["width"], first["height"], first["size"]) == (1024, 1024, "1024x1024")
     assert first["bytes"] == len(result.images[0].data)
     assert "usage" not in first  # the request's usage is written once
-    with pytest.raises(ValueError, match="include_data=True"):
-        ImageResult.model_validate(data)
+    assert (data["cached"], data["billed_usd"]) == (False, data["cost_usd"])
+    assert not ImageResult.model_validate(data).has_data  # a value that knows it has no bytes
 
 
 def test_full_form_round_trips(result: ImageResult) -> None:

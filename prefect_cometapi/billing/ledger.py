@@ -46,9 +46,9 @@ class RequestRecord:
         quality: The requested quality.
         input_tokens: Input tokens (of the original request when cached).
         output_tokens: Output tokens.
-        cost_usd: What this request cost now (0 for a cache hit).
+        cost_usd: What this request cost now (0 for a cache hit): the result's ``billed_usd``.
         cost_avoided_usd: What a cache hit did not pay again.
-        cached: Whether it came from the cache.
+        cached: Whether it came from the cache (the result's ``cached``).
         request_id: The API's request id.
         image_sha256: The sha256 of each image.
         error_code: Why it failed, as a code.
@@ -70,6 +70,11 @@ class RequestRecord:
     image_sha256: list[str] = field(default_factory=list)
     error_code: str | None = None
     error: str | None = None
+
+    @property
+    def billed_usd(self) -> float:
+        """What this run paid for the request (``cost_usd``), as ``ImageResult.billed_usd``."""
+        return self.cost_usd
 
 
 @dataclass
@@ -199,6 +204,7 @@ def record_request(endpoint: str, result: ImageResult, cached: bool) -> None:
     run_id = base.pop("run_id") or str(id(result))
     usage = result.usage
     cost = result.cost_usd or 0.0
+    cached = cached or result.cached
     ledger.add_request(
         run_id,
         RequestRecord(

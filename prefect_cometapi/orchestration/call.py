@@ -62,6 +62,7 @@ from prefect_cometapi.orchestration.options import (
     _tokens,
     check_result_serializer,
     persist_on_finish,
+    stamp_cache_key,
 )
 from prefect_cometapi.text import excerpt
 
@@ -226,6 +227,7 @@ class ImageCall:
             ``result``.
         """
         persist_on_finish()
+        result = stamp_cache_key(result)
         seconds = self.seconds
         first = result.images[0]
         get_run_logger().info(

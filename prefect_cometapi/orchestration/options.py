@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 from prefect import Task, get_run_logger
 from prefect.client.schemas.objects import TaskRun
 from prefect.context import TaskRunContext
+from prefect.results import ResultRecord
 from prefect.runtime import task_run as runtime_task_run
 from prefect.states import State
 from prefect.transactions import CommitMode, get_transaction
@@ -37,6 +39,7 @@ __all__ = [
     "on_cache_hit",
     "persist_on_finish",
     "run_name",
+    "stamp_cache_key",
 ]
 
 
@@ -156,8 +159,46 @@ def _cost(cost_usd: float | None) -> str:
     return f"${cost_usd:.4f}" if cost_usd is not None else "n/a"
 
 
+def stamp_cache_key(result: ImageResult) -> ImageResult:
+    """The paid result with the key of the cache record it is about to be stored in.
+
+    Args:
+        result: The API's result.
+
+    Returns:
+        ``result`` with ``cache_key`` set (unchanged outside a transaction).
+    """
+    key = getattr(get_transaction(), "key", None)
+    if not key or key == result.cache_key:
+        return result
+    images = [replace(i, data=i.data, cache_key=key) for i in result.images]
+    return replace(result, images=images, cache_key=key)
+
+
+def _mark_cached(task: Task[..., Any], state: State[Any], result: ImageResult) -> ImageResult:
+    """Make the value the caller receives from a cache hit say so (``cached``, nothing billed).
+
+    The hit's result record is the one the engine returns to the caller and keeps in the state,
+    so its value is replaced there. With Prefect's in-memory result cache on (the image tasks
+    turn it off), that record may be the very one of the run that paid; it is then left alone
+    and the state gets a copy instead.
+    """
+    data = state.data
+    key = result.cache_key or getattr(getattr(data, "metadata", None), "storage_key", None)
+    marked = result.as_cached(key)
+    if isinstance(data, ResultRecord):
+        if task.cache_result_in_memory:
+            state.data = data.model_copy(update={"result": marked})
+        else:
+            data.result = marked
+    return marked
+
+
 def on_cache_hit(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> None:
-    """``on_completion`` hook: log the cost a cache hit avoided and emit ``.cached``.
+    """``on_completion`` hook: mark a cache hit's result, log the cost avoided, emit ``.cached``.
+
+    The task body does not run on a hit: this is where the value the caller receives is made to
+    say ``cached=True`` and ``billed_usd=0`` (the stored record keeps the paid run's facts).
 
     Args:
         task: The task.
@@ -170,6 +211,7 @@ def on_cache_hit(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> 
     result = getattr(data, "result", data)
     if not isinstance(result, ImageResult):
         return
+    result = _mark_cached(task, state, result)
     endpoint = "edits" if "edit" in task.name else "generations"
     get_run_logger().info(
         "cache hit: %d image(s) %s, cost avoided %s (tokens=%s, request_id=%s paid earlier)",
@@ -220,6 +262,8 @@ TASK_OPTIONS: dict[str, Any] = {
     "cache_policy": image_cache_policy(),
     "cache_expiration": CACHE_EXPIRATION,
     "persist_result": True,
+    # A cache hit's record must not be the paid run's own (the hit marks its value cached).
+    "cache_result_in_memory": False,
     "result_serializer": IMAGE_RESULT_SERIALIZER,
     "on_completion": [on_cache_hit],
 }
