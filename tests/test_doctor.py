@@ -415,6 +415,7 @@ def test_live_spends_exactly_one_cheapest_generation(
     assert announced in lines[0]  # said before the report, before anything was sent
     assert line(out, "live").startswith("ok ")
     assert f"one {model} {size} low image" in line(out, "live")
+    assert f"billed ${estimate:.4f} (estimated ${estimate:.4f})" in line(out, "live")
     assert emulator.billed_requests == 1
     [record] = emulator.requests
     assert record.params["model"] == model and record.params["size"] == size

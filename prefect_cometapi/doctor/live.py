@@ -85,13 +85,13 @@ def check_live(ctx: DoctorContext, announce: Callable[[str], None]) -> CheckResu
             details,
         )
     seconds = time.monotonic() - started
-    cost = result.cost_usd
-    details.update({"cost_usd": cost, "seconds": round(seconds, 2)})
-    shown = "unknown" if cost is None else f"${cost:.4f}"
+    billed = result.billed_usd
+    details.update({"billed_usd": billed, "seconds": round(seconds, 2)})
+    shown = "unknown" if billed is None else f"${billed:.4f}"
     return CheckResult(
         "live",
         Status.OK,
-        f"one {model} {size} {quality} image in {seconds:.1f} s, cost {shown} (estimated "
+        f"one {model} {size} {quality} image in {seconds:.1f} s, billed {shown} (estimated "
         f"${estimate:.4f})",
         details=details,
     )
