@@ -21,6 +21,10 @@ How a batch runs:
 6. With ``chunk_deployment`` and more than ``chunk_size`` items, step 3 runs in chunk flow runs
    of that deployment instead, which the pool's workers share (:mod:`.fanout`); steps 1-2 and
    the totals, progress and artifacts stay in this run.
+7. With ``review``, step 3 is split in two: every item is generated first, the run waits for a
+   person to approve or reject each image in the Prefect UI (rejected ones are regenerated and
+   reviewed again), and only the approved ones go on to upscale and S3
+   (:mod:`prefect_cometapi.batching.gate`). Review runs here, not in chunk runs.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from prefect import flow, get_run_logger
 from prefect.states import Completed
 from pydantic import Field
 
+from prefect_cometapi.batching.gate import review_items, run_created, settle
 from prefect_cometapi.batching.sources import (
     EXAMPLE_ITEMS,
     EXAMPLE_TEMPLATE,
@@ -55,6 +60,7 @@ from prefect_cometapi.forms.options import (
     UpscaleOptions,
     check_distinct_keys,
 )
+from prefect_cometapi.forms.review import NO_REVIEW, ReviewOptions
 from prefect_cometapi.reports.artifacts import Progress, publish
 from prefect_cometapi.reports.outcomes import ItemOutcome, RunSummary
 from prefect_cometapi.templates import render_template
@@ -117,6 +123,7 @@ def batch_generate(
     spend_limit: OptionalText = None,
     chunk_deployment: OptionalText = None,
     chunk_size: Annotated[int, Field(ge=1, le=MAX_CHUNK_SIZE)] = DEFAULT_CHUNK_SIZE,
+    review: ReviewOptions = NO_REVIEW,
 ) -> RunSummary:
     """Generate one image set per item from a template, concurrently, and upload them to S3.
 
@@ -146,6 +153,9 @@ def batch_generate(
             "batch-generate-chunk/fleet-chunk"): batches of more than chunk_size items are split
             into runs of it that the pool's workers share. Empty: everything runs here.
         chunk_size: Items per chunk run when chunk_deployment is set.
+        review: Wait for a person to approve or reject each generated image before anything
+            is upscaled or uploaded (timeout, what happens then, rounds of regeneration).
+            Off by default.
 
     Returns:
         The run summary: counts, total cost, S3 URIs and each item's record (no image bytes).
@@ -173,7 +183,22 @@ def batch_generate(
     )
 
     run_time = datetime.now(timezone.utc)
-    if chunk_deployment and len(batch) > chunk_size:
+    reviewed = None
+    if review.enabled:
+        run_time = run_created() or run_time  # the same after a resume restarts the run
+        reviewed = review_items(
+            batch, prompts, image, upscale, s3, run_time, credentials, review, FLOW_NAME,
+            GALLERY_TITLE, concurrency,
+            {"concurrency_limit": concurrency_limit, "rate_limit": rate_limit,
+             "spend_limit": spend_limit},
+        )  # fmt: skip
+        approved = reviewed.approved
+        finishing = run_items(
+            [c.item for c in approved], [c.prompt for c in approved], credentials, image,
+            upscale, s3, run_time, concurrency, concurrency_limit, rate_limit, spend_limit,
+            images=[c.image for c in approved],
+        )  # fmt: skip
+    elif chunk_deployment and len(batch) > chunk_size:
         from prefect_cometapi.batching.chunks import (
             check_chunk_deployment,
             chunk_parameters,
@@ -199,7 +224,7 @@ def batch_generate(
             batch, prompts, credentials, image, upscale, s3, run_time, concurrency,
             concurrency_limit, rate_limit, spend_limit,
         )  # fmt: skip
-    progress = Progress(FLOW_NAME, len(batch))
+    progress = Progress(FLOW_NAME, len(batch) if reviewed is None else len(reviewed.approved))
     outcomes: list[ItemOutcome] = []
     for outcome in finishing:
         outcomes.append(outcome)
@@ -209,7 +234,13 @@ def batch_generate(
             )
         progress.advance(failed=outcome.status == "failed")
 
-    summary = RunSummary.from_outcomes(FLOW_NAME, outcomes, time.monotonic() - started, estimate)
+    review_log = []
+    if reviewed is not None:
+        outcomes = settle(reviewed, outcomes)
+        review_log = reviewed.entries
+    summary = RunSummary.from_outcomes(
+        FLOW_NAME, outcomes, time.monotonic() - started, estimate, review=review_log
+    )
     publish(summary, FLOW_NAME, GALLERY_TITLE)
     logger.info("%s", summary.headline())
     if summary.failed and all_or_nothing:

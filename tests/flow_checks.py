@@ -78,13 +78,13 @@ def read_artifacts(flow_run_id: UUID) -> dict[str, Any]:
         flow_run_id: The flow run.
 
     Returns:
-        ``key -> artifact``.
+        ``key -> artifact`` (the latest one of a key published more than once).
     """
     with get_client(sync_client=True) as client:
         found = client.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
         )
-    return {a.key: a for a in found}
+    return {a.key: a for a in sorted(found, key=lambda a: a.created or 0)}
 
 
 _IMAGE_MD = re.compile(r"!\[([^\]]*)\]\(([^)\s]*)\)")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import pytest
+from flow_checks import billed_cost, read_artifacts, table_rows, tag
 from pydantic import ValidationError as PydanticValidationError
 
 from prefect_cometapi.batching.review import (
@@ -14,7 +17,9 @@ from prefect_cometapi.batching.review import (
     timeout_verdicts,
 )
 from prefect_cometapi.errors import ValidationError
+from prefect_cometapi.flows import ImageOptions
 from prefect_cometapi.forms.review import ReviewDecision, ReviewOptions, decision_form
+from prefect_cometapi.reports.artifacts import artifact_key
 
 PENDING = ["lamp", "chair", "desk"]
 VARIABLES = {item: {"name": item.title(), "colour": "teal"} for item in PENDING}
@@ -180,3 +185,126 @@ def test_review_options_defaults_and_limits() -> None:
         ReviewOptions(on_timeout="maybe")
     with pytest.raises(PydanticValidationError):
         ReviewOptions(max_rounds=0)
+
+
+# --- End to end, paused in place (no deployment): the session's emulator, moto and Prefect ---
+
+TEMPLATE = "A banner for {{ name }} in {{ colour }} ({{ salt }})"
+SMALL = ImageOptions(custom_size="1024x640", quality="low")
+
+
+def review_items_of(salt: str) -> list[dict[str, Any]]:
+    """Three items: lamp, chair, desk."""
+    return [{"id": item, "name": item.title(), "colour": "teal", "salt": salt} for item in PENDING]
+
+
+def wait_paused(flow_name: str, after_key: str | None = None, timeout: float = 90) -> Any:
+    """The flow run of ``flow_name`` paused with a pause key other than ``after_key``."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            runs = client.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
+                ),
+            )
+            for run in runs:
+                if run.state.state_details.pause_key != after_key:
+                    return run
+            time.sleep(0.5)
+    pytest.fail(f"no paused run of {flow_name} in {timeout} s")
+
+
+def run_in_thread(fn: Any, **kwargs: Any) -> tuple[threading.Thread, dict[str, Any]]:
+    """Run ``fn(**kwargs, return_state=True)`` in a thread; its state lands in the dict."""
+    out: dict[str, Any] = {}
+
+    def target() -> None:
+        out["state"] = fn(**kwargs, return_state=True)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, out
+
+
+def test_paused_batch_review_mixed_answer_then_approve_all(
+    emulator: Any, credentials: Any, s3_options: Any, s3_client: Any
+) -> None:
+    from prefect.flow_runs import resume_flow_run
+
+    from prefect_cometapi.flows import batch_generate
+
+    salt = tag()
+    params: dict[str, Any] = {
+        "s3": s3_options,
+        "template": TEMPLATE,
+        "items": review_items_of(salt),
+        "image": SMALL,
+        "credentials_block": credentials,
+        "review": ReviewOptions(timeout_s=120, max_rounds=2),
+    }
+    thread, out = run_in_thread(batch_generate, **params)
+    first = wait_paused("batch-generate")
+    assert emulator.billed_requests == 3
+    assert not s3_client.list_objects_v2(Bucket=s3_options.bucket).get("Contents")
+    gallery = read_artifacts(first.id)[artifact_key("batch-generate", "review")]
+    assert gallery.data.count("data:image/jpeg;base64,") == 3
+    assert all(f"## {item}" in gallery.data for item in PENDING)
+    resume_flow_run(
+        first.id,
+        run_input={
+            "reviewer": "Ana <script>",
+            "decisions": [
+                {"item": "lamp", "decision": "approve"},
+                {"item": "chair", "decision": "reject", "note": "too *dark* | [x](y)"},
+                {"item": "desk", "decision": "reject", "new_prompt": "A {{ colour }} desk, "
+                 + salt},
+            ],
+        },
+    )  # fmt: skip
+    second = wait_paused("batch-generate", after_key=first.state.state_details.pause_key)
+    assert second.id == first.id
+    assert emulator.billed_requests == 5  # chair (new variant) and desk (new prompt), once each
+    resume_flow_run(second.id, run_input={"approve_all": True, "reviewer": "Ben"})
+    thread.join(120)
+    assert not thread.is_alive()
+    state = out["state"]
+    assert state.is_completed(), state.message
+    summary = state.result()
+    assert (summary.items, summary.delivered, summary.rejected, summary.failed) == (3, 3, 0, 0)
+    assert emulator.billed_requests == 5
+    assert [(e.item_id, e.round, e.decision) for e in summary.review] == [
+        ("lamp", 1, "approved"),
+        ("chair", 1, "rejected"),
+        ("desk", 1, "rejected"),
+        ("chair", 2, "approved"),
+        ("desk", 2, "approved"),
+    ]
+    prompts = [r.params["prompt"] for r in emulator.requests if r.billed_images]
+    assert f"A teal desk, {salt}" in prompts
+    stored = s3_client.list_objects_v2(Bucket=s3_options.bucket)["Contents"]
+    assert len(stored) == 3
+    table = read_artifacts(first.id)[artifact_key("batch-generate", "review-decisions")]
+    rows = table_rows(table)
+    assert len(rows) == 5 and rows[1]["note"] == r"too \*dark\* \| \[x\](y)"
+    assert rows[0]["reviewer"] == r"Ana \<script\>"
+    assert summary.total_cost_usd == pytest.approx(billed_cost(emulator), abs=1e-6)
+
+    # The same batch again: every verdict is remembered, nothing is paid or asked again.
+    again = batch_generate(**params, return_state=True)
+    assert again.is_completed(), again.message
+    assert emulator.billed_requests == 5
+    summary = again.result()
+    assert summary.delivered == 3 and summary.total_cost_usd == 0
+    assert {e.by for e in summary.review} == {"earlier_run"}

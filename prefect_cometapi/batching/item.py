@@ -40,7 +40,7 @@ from prefect_cometapi.reports.outcomes import DeliveredImage, ItemOutcome, descr
 from prefect_cometapi.reports.previews import with_previews
 from prefect_cometapi.text import excerpt
 
-__all__ = ["api_slots", "outcome_for", "process_item"]
+__all__ = ["api_slots", "deliver_item", "generate_item", "outcome_for", "process_item"]
 
 _api_slots: dict[str, threading.BoundedSemaphore] = {}
 
@@ -161,14 +161,48 @@ def process_item(
     started = time.monotonic()
     if upscale.enabled:
         map_large_blocks()
-    ledger_key = delivery_key(
-        prompt, image, upscale, s3, item_id, run_time, credentials=credentials
+    result, cached, error = generate_item(
+        prompt, credentials, image, concurrency_limit, rate_limit, api_slots, spend_limit
     )
+    delivered: list[DeliveredImage] = []
+    if result is not None:
+        delivered, error = deliver_item(
+            item_id, index, prompt, result, credentials, image, upscale, s3, run_time
+        )
+    return outcome_for(item_id, index, prompt, image, result, cached, delivered, error, started)
+
+
+def generate_item(
+    prompt: str,
+    credentials: CometAPICredentials,
+    image: ImageOptions,
+    concurrency_limit: str | None = None,
+    rate_limit: str | None = None,
+    api_slots: str | None = None,
+    spend_limit: str | None = None,
+) -> tuple[ImageResult | None, bool, BaseException | None]:
+    """The first phase of an item: its ``generate-image`` task run (cached on the request).
+
+    The review gate runs this phase for every item, waits for the reviewer, then runs
+    :func:`process_item` for the approved ones, whose generation is then a cache hit.
+
+    Args:
+        prompt: The rendered prompt.
+        credentials: The API credentials.
+        image: The request options.
+        concurrency_limit: A Prefect global concurrency limit to hold during the API call.
+        rate_limit: A Prefect global concurrency limit with slot decay, used as a rate.
+        api_slots: Token of the batch's request semaphore (see :func:`api_slots`).
+        spend_limit: A spend limit to take the request's estimated cost from.
+
+    Returns:
+        ``(result, cached, error)`` as :func:`~.requesting.run_request` gives them.
+    """
     # The slot is held around the HTTP exchange only (inside the image task), not the task run.
     # The paid image is persisted when the image task run ends (no transaction encloses it
     # here), before the upload: a failed upload or a killed process does not lose it.
     with request_slot(_api_slots.get(api_slots) if api_slots else None):
-        result, cached, error = run_request(
+        return run_request(
             generate_step,
             prompt=prompt,
             credentials=quote(credentials),  # Prefect need not walk it for task inputs
@@ -177,18 +211,50 @@ def process_item(
             spend_limit=spend_limit,
             **image.request_kwargs(),
         )
+
+
+def deliver_item(
+    item_id: str,
+    index: int,
+    prompt: str,
+    result: ImageResult,
+    credentials: CometAPICredentials,
+    image: ImageOptions,
+    upscale: UpscaleOptions,
+    s3: S3Options,
+    run_time: datetime | None = None,
+) -> tuple[list[DeliveredImage], BaseException | None]:
+    """The second phase of an item: upscale, upload, record the delivery in the ledger.
+
+    Args:
+        item_id: The item's id.
+        index: Its position in the batch.
+        prompt: The rendered prompt.
+        result: Its generation.
+        credentials: The API credentials (part of the ledger key).
+        image: The request options.
+        upscale: The upscale options.
+        s3: Where to store the images.
+        run_time: The time for the key's date placeholders.
+
+    Returns:
+        ``(delivered, error)``: what was stored (with previews), and what failed if anything.
+    """
+    ledger_key = delivery_key(
+        prompt, image, upscale, s3, item_id, run_time, credentials=credentials
+    )
     delivered: list[DeliveredImage] = []
-    if result is not None:
-        try:
-            # Previews go into the ledger's record too: a re-run that finds the item delivered
-            # has no image bytes to make them from.
-            delivered = with_previews(
-                deliver_result(result, item_id, s3, upscale, run_time), result, index
-            )
-        except Exception as exc:  # noqa: BLE001 - reported in the item's record
-            error = exc
-        else:
-            record_delivery(ledger_key, delivered)
-        if upscale.enabled:
-            release_freed_memory()
-    return outcome_for(item_id, index, prompt, image, result, cached, delivered, error, started)
+    error: BaseException | None = None
+    try:
+        # Previews go into the ledger's record too: a re-run that finds the item delivered
+        # has no image bytes to make them from.
+        delivered = with_previews(
+            deliver_result(result, item_id, s3, upscale, run_time), result, index
+        )
+    except Exception as exc:  # noqa: BLE001 - reported in the item's record
+        error = exc
+    else:
+        record_delivery(ledger_key, delivered)
+    if upscale.enabled:
+        release_freed_memory()
+    return delivered, error

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextvars
 import queue
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime
@@ -87,6 +87,7 @@ def run_items(
     concurrency_limit: str | None = None,
     rate_limit: str | None = None,
     spend_limit: str | None = None,
+    images: Sequence[ImageOptions] | None = None,
 ) -> Iterator[ItemOutcome]:
     """Run items end to end through ``process_item`` in the current flow run.
 
@@ -107,15 +108,18 @@ def run_items(
         concurrency_limit: A Prefect global concurrency limit (slots).
         rate_limit: A Prefect global concurrency limit with slot decay.
         spend_limit: A spend limit (:mod:`prefect_cometapi.billing.spend`).
+        images: Per-item request options instead of ``image`` (the review gate's regenerated
+            items carry their own ``variant``), in the same order.
 
     Yields:
         Each item's record as it finishes (completion order).
     """
+    options = list(images) if images is not None else [image] * len(batch)
     finished: queue.SimpleQueue[tuple[bool, ItemOutcome]] = queue.SimpleQueue()
     window = concurrency + max(1, concurrency // DELIVERY_SHARE)
     keys = [
         delivery_key(
-            prompts[i], image, upscale, s3, item.item_id, run_time, credentials=credentials
+            prompts[i], options[i], upscale, s3, item.item_id, run_time, credentials=credentials
         )
         for i, item in enumerate(batch)
     ]
@@ -138,7 +142,7 @@ def run_items(
                 item.index,
                 prompts[index],
                 credentials,
-                image,
+                options[index],
                 upscale,
                 s3,
                 run_time,
@@ -153,7 +157,9 @@ def run_items(
             try:
                 return done.result()
             except BaseException as exc:  # noqa: BLE001 - a crash must not lose the item
-                return failed_outcome(batch[index], prompts[index], image, *describe_error(exc))
+                return failed_outcome(
+                    batch[index], prompts[index], options[index], *describe_error(exc)
+                )
 
         next_index = 0
         in_flight = 0
@@ -176,10 +182,11 @@ def run_items(
                     item.item_id,
                     ", ".join(d.uri for d in found),
                 )
-                finished.put(
-                    (False, outcome_for(item.item_id, item.index, prompts[index], image, None,
-                                        True, found, None, started, already_delivered=True))
+                record = outcome_for(
+                    item.item_id, item.index, prompts[index], options[index], None, True, found,
+                    None, started, already_delivered=True,
                 )  # fmt: skip
+                finished.put((False, record))
 
         fill()
         for _ in range(len(batch)):

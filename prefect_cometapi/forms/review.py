@@ -28,6 +28,7 @@ __all__ = [
     "ItemDecision",
     "OnTimeout",
     "ReviewDecision",
+    "NO_REVIEW",
     "ReviewOptions",
     "decision_form",
 ]
@@ -41,7 +42,11 @@ OnTimeout = Literal["approve_all", "reject_all", "fail"]
 class ReviewOptions(BaseModel):
     """Stop after generation and wait for a person to approve or reject each image.
 
+    A flow's default is ``ReviewOptions(enabled=False)`` (no review, the form's switch off);
+    ``ReviewOptions(...)`` made in code is on.
+
     Attributes:
+        enabled: Review before anything is upscaled or uploaded.
         timeout_s: Seconds a round waits for an answer.
         on_timeout: When nobody answers in time: ``approve_all`` delivers every image of the
             round, ``reject_all`` delivers none of them (regenerating nothing), ``fail`` ends
@@ -53,6 +58,9 @@ class ReviewOptions(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    enabled: bool = Field(
+        True, description="Wait for a person to approve each image before upscale and S3."
+    )
     timeout_s: int = Field(
         86_400, ge=1, le=30 * 86_400, description="Seconds each round waits for an answer."
     )
@@ -140,3 +148,7 @@ def decision_form(item_ids: list[str]) -> type[ReviewDecision]:
             ),
         ),
     )
+
+
+NO_REVIEW = ReviewOptions(enabled=False)
+"""The flows' default: no review gate."""
