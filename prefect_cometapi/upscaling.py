@@ -27,11 +27,11 @@ Transparency is kept (RGBA and LA stay so; palette images with transparency beco
 Pillow resamples them with premultiplied alpha, so transparent pixels do not bleed colour. PNG
 output is lossless at every ``png_compress_level``. By default (no level) the row filter and the
 zlib strategy are chosen per image by :func:`prefect_cometapi.png_encoding.encode_png` from a
-probe of a few bands of rows: PNG's Average filter with Huffman-only zlib on grain and noise
-(within about 5 % of Pillow's level 6 at a sixth of its CPU or less), Pillow's adaptive filter
-with the run-length strategy (:data:`PNG_FAST_STRATEGY`) on photographs, and level 6 on flat
-drawings, where its search pays and costs little. Images deeper than 8 bits per channel
-are reduced to 8 bits.
+probe of a few bands of rows: PNG's Average filter with Huffman-only zlib on grain and noise,
+PNG's Paeth filter with the run-length strategy (:data:`PNG_FAST_STRATEGY`) on photographs
+(both computed with Pillow's image arithmetic: within about 8 % of Pillow's level 6 at a
+quarter of its CPU or less), and Pillow's level 6 on flat drawings, where its search pays and
+costs little. Images deeper than 8 bits per channel are reduced to 8 bits.
 """
 
 from __future__ import annotations
@@ -62,9 +62,9 @@ MAX_UPSCALE_PIXELS = 7680 * 4320
 """Largest output accepted by default: 8K UHD, 33,177,600 pixels (about 133 MB as RGBA)."""
 
 PNG_FAST_STRATEGY = zlib.Z_RLE
-"""zlib strategy of default PNG output on photographic images (behind Pillow's adaptive row
-filter, usually Paeth there): run-length matching and Huffman coding shrink a resampled
-photograph's residuals about as well as level 6's full LZ77 search at a fraction of its cost."""
+"""zlib strategy of default PNG output on photographic images (behind PNG's Paeth filter):
+run-length matching and Huffman coding shrink a resampled photograph's residuals about as well
+as level 6's full LZ77 search at a fraction of its cost."""
 UpscaleMode = Literal["fit", "cover", "stretch"]
 Resample = Literal["lanczos", "bicubic"]
 OutputFormat = Literal["png", "jpeg", "webp"]
@@ -299,7 +299,7 @@ def upscale(
         max_pixels: Largest accepted output in pixels (default 8K UHD, 7680x4320).
         png_compress_level: zlib level 0..9 for PNG output (Pillow's encoder, zlib's default
             strategy), or ``None`` (default): filter and strategy chosen per image by a probe
-            (see the module docs), within about 5 % of level 6's size at a fraction of its CPU
+            (see the module docs), within about 8 % of level 6's size at a fraction of its CPU
             on grain, noise and photographs. Lossless either way; only file size and encode
             time change.
 

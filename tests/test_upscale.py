@@ -17,6 +17,7 @@ from prefect_cometapi.png_encoding import (
     ADAPTIVE_DEFLATE,
     ADAPTIVE_RLE,
     AVERAGE_HUFFMAN,
+    PAETH_RLE,
     PngPlan,
     choose_png_plan,
     encode_png,
@@ -414,7 +415,7 @@ def test_default_png_on_flat_drawings_is_exact_and_not_much_larger_than_pillows(
 
 
 @pytest.mark.parametrize("mode", ["L", "LA", "RGB", "RGBA"])
-@pytest.mark.parametrize("plan", [AVERAGE_HUFFMAN, ADAPTIVE_RLE, ADAPTIVE_DEFLATE])
+@pytest.mark.parametrize("plan", [AVERAGE_HUFFMAN, PAETH_RLE, ADAPTIVE_RLE, ADAPTIVE_DEFLATE])
 def test_every_png_plan_decodes_to_the_exact_pixels(mode: str, plan: PngPlan) -> None:
     # Random bytes make every Average residual wrap somewhere; odd sizes test the edges.
     size = (67, 41)
@@ -428,9 +429,23 @@ def test_every_png_plan_decodes_to_the_exact_pixels(mode: str, plan: PngPlan) ->
         assert decoded.info.get("icc_profile") == (profile if mode in ("RGB", "RGBA") else None)
 
 
-def test_the_probe_picks_the_average_filter_for_noise_and_level_6_for_flat_drawings() -> None:
+def _smooth_texture(width: int, height: int) -> Image.Image:
+    """Photograph-like detail: noise at a quarter of the size, smoothed up (no pixel noise)."""
+    small = [Image.effect_noise((width // 4, height // 4), 60) for _ in range(3)]
+    return Image.merge("RGB", small).resize((width, height), Image.Resampling.BICUBIC)
+
+
+def test_the_probe_picks_average_for_noise_paeth_for_photos_and_level_6_for_drawings() -> None:
     noisy = _noisy_photo(400, 600).resize((800, 1200), LANCZOS)
     assert choose_png_plan(noisy)[0] == AVERAGE_HUFFMAN
+    texture = _smooth_texture(320, 240)
+    photo = texture.resize((640, 480), LANCZOS)
+    assert choose_png_plan(photo)[0] == PAETH_RLE
+    out = upscale(_generated(texture), factor=2)
+    assert _same_pixels(_decode(out), photo)
+    pillow = io.BytesIO()
+    photo.save(pillow, "PNG")
+    assert len(out.data) <= 1.1 * len(pillow.getvalue())
     with Image.open(io.BytesIO(render_generation("flat", 0, 1, 400, 600, light=True))) as flat:
         drawing = flat.convert("RGB").resize((800, 1200), LANCZOS)
     assert choose_png_plan(drawing)[0] == ADAPTIVE_DEFLATE
