@@ -26,9 +26,9 @@ from prefect import task
 
 from prefect_cometapi.blocks.credentials import CredentialsLike
 from prefect_cometapi.client.params import image_request
-from prefect_cometapi.inputs.coerce import EditSource
+from prefect_cometapi.inputs.coerce import ImageLike
 from prefect_cometapi.models import ImageResult
-from prefect_cometapi.orchestration.call import ImageCall, aedit_inputs, edit_inputs
+from prefect_cometapi.orchestration.call import ImageCall
 from prefect_cometapi.orchestration.options import (
     ASYNC_TASK_OPTIONS,
     CACHE_EXPIRATION,
@@ -47,8 +47,6 @@ __all__ = [
     "edit_image",
     "generate_image",
 ]
-
-ImageSource = EditSource
 
 
 @task(name="generate-image", task_run_name=run_name("generate-image"), **TASK_OPTIONS)
@@ -100,8 +98,7 @@ def generate_image(
         ```
     """
     limits = (concurrency_limit, rate_limit, spend_limit, spend_limit_wait)
-    call = ImageCall("generations", prompt, params, credentials, limits)
-    return call.run(lambda client, _: client.generate(prompt, **call.sent))
+    return ImageCall("generations", prompt, params, credentials, limits).run()
 
 
 @task(name="generate-image", task_run_name=run_name("generate-image"), **ASYNC_TASK_OPTIONS)
@@ -145,16 +142,15 @@ async def agenerate_image(
         ```
     """
     limits = (concurrency_limit, rate_limit, spend_limit, spend_limit_wait)
-    call = ImageCall("generations", prompt, params, credentials, limits)
-    return await call.arun(lambda client, _: client.generate(prompt, **call.sent))
+    return await ImageCall("generations", prompt, params, credentials, limits).arun()
 
 
 @task(name="edit-image", task_run_name=run_name("edit-image"), **TASK_OPTIONS)
 @image_request("edits", task=True)
 def edit_image(
     prompt: str,
-    images: ImageSource | list[ImageSource],
-    mask: ImageSource | None = None,
+    images: ImageLike | list[ImageLike],
+    mask: ImageLike | None = None,
     credentials: CredentialsLike = None,
     *,
     s3_endpoint_url: str | None = None,
@@ -190,19 +186,16 @@ def edit_image(
         The images with the request's usage and cost.
     """
     limits = (concurrency_limit, rate_limit, spend_limit, spend_limit_wait)
-    call = ImageCall("edits", prompt, params, credentials, limits)
-    return call.run(
-        lambda client, inputs: client.edit(prompt, inputs[0], mask=inputs[1], **call.sent),
-        lambda: edit_inputs(images, mask, s3_endpoint_url),
-    )
+    sources = (images, mask, s3_endpoint_url)
+    return ImageCall("edits", prompt, params, credentials, limits, sources).run()
 
 
 @task(name="edit-image", task_run_name=run_name("edit-image"), **ASYNC_TASK_OPTIONS)
 @image_request("edits", task=True)
 async def aedit_image(
     prompt: str,
-    images: ImageSource | list[ImageSource],
-    mask: ImageSource | None = None,
+    images: ImageLike | list[ImageLike],
+    mask: ImageLike | None = None,
     credentials: CredentialsLike = None,
     *,
     s3_endpoint_url: str | None = None,
@@ -234,8 +227,5 @@ async def aedit_image(
         The images with the request's usage and cost.
     """
     limits = (concurrency_limit, rate_limit, spend_limit, spend_limit_wait)
-    call = ImageCall("edits", prompt, params, credentials, limits)
-    return await call.arun(
-        lambda client, inputs: client.edit(prompt, inputs[0], mask=inputs[1], **call.sent),
-        lambda: aedit_inputs(images, mask, s3_endpoint_url),
-    )
+    sources = (images, mask, s3_endpoint_url)
+    return await ImageCall("edits", prompt, params, credentials, limits, sources).arun()

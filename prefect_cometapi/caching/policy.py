@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
 import warnings
-from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,7 +33,6 @@ from prefect_cometapi.inputs.coerce import resolve_inputs
 __all__ = [
     "KEY_STORAGE_ENV",
     "ImageRequestCachePolicy",
-    "fetched_inputs",
     "image_cache_policy",
     "persist_when_paid",
 ]
@@ -44,45 +41,16 @@ KEY_STORAGE_ENV = "PREFECT_COMETAPI_CACHE_KEY_STORAGE"
 """Where cache records live: a path or a storage block slug; empty: with the results."""
 
 
-_FETCHED_KEEP = 4
-"""Task runs whose fetched edit inputs are kept for the task body (cache hits never take them)."""
-_fetched: OrderedDict[Any, tuple[list[bytes], bytes | None]] = OrderedDict()
-_fetched_lock = threading.Lock()
-
-
-def _remember(task_run_id: Any, inputs: tuple[list[bytes], bytes | None]) -> None:
-    with _fetched_lock:
-        _fetched[task_run_id] = inputs
-        _fetched.move_to_end(task_run_id)
-        while len(_fetched) > _FETCHED_KEEP:
-            _fetched.popitem(last=False)
-
-
-def fetched_inputs(task_run_id: Any) -> tuple[list[bytes], bytes | None] | None:
-    """The edit inputs the cache key of this task run was computed from, if still held.
-
-    ``edit_image`` sends exactly these bytes, so what is hashed for the key is what is sent:
-    a URL or S3 object that changes between the two reads cannot slip other bytes under the
-    key. Kept for the last few task runs of the process (and for every attempt of one run).
-
-    Args:
-        task_run_id: The task run's id.
-
-    Returns:
-        ``(image bytes, mask bytes)``, or ``None`` when no key was computed for this run here.
-    """
-    if not task_run_id:
-        return None
-    with _fetched_lock:
-        return _fetched.get(str(task_run_id))
-
-
 class ImageRequestCachePolicy(CachePolicy):
     """A Prefect cache policy for ``generate_image`` and ``edit_image``.
 
-    Edits hash the bytes of their input images, fetched once: the task sends the same bytes
-    (:func:`fetched_inputs`). An input that cannot be read gives no key (so the task runs and
-    raises the readable error itself).
+    Edits hash the bytes of their input images, read once: the bytes hashed replace the
+    sources in the task run's own arguments (``inputs`` is the dict Prefect then calls the
+    task with), so the task sends exactly them, and a URL or S3 object that changes between two
+    reads cannot slip other bytes under the key. Nothing is parked beside the run: the bytes
+    live as long as the task run's arguments, however many edits run at once, and a retry of
+    the run hashes and sends the same bytes again. An input that cannot be read gives no key
+    (so the task runs and raises the readable error itself).
 
     The task run's result store is replaced by a vetted copy
     (:func:`~prefect_cometapi.caching.store.vetted_store`) before Prefect looks the key up: a
@@ -117,9 +85,10 @@ class ImageRequestCachePolicy(CachePolicy):
             )
         except Exception:  # noqa: BLE001 - the task itself reports the error
             return None
-        task_run = getattr(task_ctx, "task_run", None)
-        if task_run is not None:
-            _remember(str(task_run.id), (images, mask))
+        # The hand-off to the task body: it is called with this very dict.
+        inputs["images"] = images
+        if "mask" in inputs:
+            inputs["mask"] = mask
         return image_cache_key(
             "edits",
             inputs,

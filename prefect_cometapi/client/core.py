@@ -26,7 +26,8 @@ from prefect_cometapi.client.keys import resolve_api_key
 from prefect_cometapi.client.params import request_defaults, validated_names
 from prefect_cometapi.client.response import check_response, check_usage, image_sources
 from prefect_cometapi.client.rules import (
-    MAX_IMAGE_BYTES,
+    check_edit_count,
+    check_edit_size,
     inspect_image,
     validate_edit_images,
     validate_params,
@@ -98,6 +99,16 @@ class PreparedRequest:
     files: list[tuple[str, tuple[str, bytes, str]]] | None = None
 
 
+def _check_file_size(source: Any, param: str) -> None:
+    """Refuse a local file over its size rule from ``stat``, before any input is read."""
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            size = Path(source).stat().st_size
+        except OSError:
+            return  # reading it says why
+        check_edit_size(param, size, str(source))
+
+
 def _read_image(source: ImageInput, param: str) -> tuple[bytes, str]:
     """Read an input image into bytes and a filename."""
     if isinstance(source, (bytes, bytearray)):
@@ -105,11 +116,7 @@ def _read_image(source: ImageInput, param: str) -> tuple[bytes, str]:
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         try:
-            size = path.stat().st_size
-            if size >= MAX_IMAGE_BYTES:
-                raise ValidationError(
-                    param, f"must be smaller than 50 MB; {path} has {size:,} bytes"
-                )
+            check_edit_size(param, path.stat().st_size, str(path))
             return path.read_bytes(), path.name
         except OSError as exc:
             raise ValidationError(param, f"could not be read from {path}: {exc.strerror}") from None
@@ -178,8 +185,12 @@ class ClientCore:
         params = _drop_none({**request_defaults(), **options})
         validate_params(prompt=prompt, **_validated_subset(params))
         sources = list(image) if isinstance(image, (list, tuple)) else [image]
+        check_edit_count(len(sources))  # count, then read
         many = len(sources) > 1
-        images = [_read_image(s, f"image[{i}]" if many else "image") for i, s in enumerate(sources)]
+        names = [f"image[{i}]" if many else "image" for i in range(len(sources))]
+        for source, name in [*zip(sources, names, strict=True), (mask, "mask")]:
+            _check_file_size(source, name)
+        images = [_read_image(s, name) for s, name in zip(sources, names, strict=True)]
         mask_data = _read_image(mask, "mask") if mask is not None else None
         infos = validate_edit_images([d for d, _ in images], mask_data[0] if mask_data else None)
         field = "image[]" if many else "image"

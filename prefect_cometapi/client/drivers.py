@@ -37,7 +37,7 @@ from prefect_cometapi.client.core import (
     ImageInput,
     PreparedRequest,
 )
-from prefect_cometapi.client.params import image_request
+from prefect_cometapi.client.params import Endpoint, image_request
 from prefect_cometapi.models import ImageResult
 
 __all__ = ["AsyncCometAPIClient", "CometAPIClient"]
@@ -54,7 +54,43 @@ def _timeout(connect_timeout: float, read_timeout: float) -> httpx.Timeout:
     return httpx.Timeout(read_timeout, connect=connect_timeout)
 
 
-class CometAPIClient:
+class _ClientBase:
+    """What the two clients share around the exchange: the core, its requests and ``repr``."""
+
+    _core: ClientCore
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self._core.base_url!r})"
+
+    def prepare(
+        self,
+        endpoint: Endpoint,
+        prompt: str,
+        image: ImageInput | Sequence[ImageInput] | None = None,
+        mask: ImageInput | None = None,
+        **params: Any,
+    ) -> PreparedRequest:
+        """Validate and build a request without sending it (send it with ``execute``).
+
+        Args:
+            endpoint: ``"generations"`` or ``"edits"``.
+            prompt: The prompt.
+            image: The input image(s) of an edit.
+            mask: The mask of an edit.
+            **params: The image parameters, as ``generate`` and ``edit`` take them.
+
+        Returns:
+            The request.
+
+        Raises:
+            ValidationError: For a parameter or input the API would refuse.
+        """
+        if endpoint == "generations":
+            return self._core.prepare_generate(prompt, **params)
+        return self._core.prepare_edit(prompt, image, mask, **params)
+
+
+class CometAPIClient(_ClientBase):
     """Synchronous client for CometAPI's OpenAI-compatible Images API.
 
     Args:
@@ -91,9 +127,6 @@ class CometAPIClient:
             timeout=self._timeout, follow_redirects=False, verify=_ssl_context()
         )
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(base_url={self._core.base_url!r})"
-
     def __enter__(self) -> CometAPIClient:
         return self
 
@@ -123,7 +156,7 @@ class CometAPIClient:
             APIStatusError: A subclass matching the API's error, after retries if retryable.
             APIConnectionError: If no answer came, after retries.
         """
-        return self._execute(self._core.prepare_generate(prompt, **params))
+        return self.execute(self._core.prepare_generate(prompt, **params))
 
     @image_request("edits")
     def edit(
@@ -155,10 +188,17 @@ class CometAPIClient:
             APIStatusError: A subclass matching the API's error, after retries if retryable.
             APIConnectionError: If no answer came, after retries.
         """
-        return self._execute(self._core.prepare_edit(prompt, image, mask, **params))
+        return self.execute(self._core.prepare_edit(prompt, image, mask, **params))
 
-    def _execute(self, prepared: PreparedRequest) -> ImageResult:
-        """Drive the core's exchange with blocking I/O."""
+    def execute(self, prepared: PreparedRequest) -> ImageResult:
+        """Send a prepared request (:meth:`prepare`): drive the core's exchange with blocking I/O.
+
+        Args:
+            prepared: The request.
+
+        Returns:
+            The images with their bytes, size, sha256, usage and cost.
+        """
         steps = self._core.exchange(prepared)
         reply: Any = None
         error: Exception | None = None
@@ -198,7 +238,7 @@ class CometAPIClient:
             response.close()
 
 
-class AsyncCometAPIClient:
+class AsyncCometAPIClient(_ClientBase):
     """Asynchronous twin of :class:`CometAPIClient` (same parameters, same behaviour).
 
     Args:
@@ -235,9 +275,6 @@ class AsyncCometAPIClient:
             timeout=self._timeout, follow_redirects=False, verify=_ssl_context()
         )
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(base_url={self._core.base_url!r})"
-
     async def __aenter__(self) -> AsyncCometAPIClient:
         return self
 
@@ -267,7 +304,7 @@ class AsyncCometAPIClient:
             APIStatusError: A subclass matching the API's error, after retries if retryable.
             APIConnectionError: If no answer came, after retries.
         """
-        return await self._execute(self._core.prepare_generate(prompt, **params))
+        return await self.execute(self._core.prepare_generate(prompt, **params))
 
     @image_request("edits")
     async def edit(
@@ -299,10 +336,17 @@ class AsyncCometAPIClient:
             APIStatusError: A subclass matching the API's error, after retries if retryable.
             APIConnectionError: If no answer came, after retries.
         """
-        return await self._execute(self._core.prepare_edit(prompt, image, mask, **params))
+        return await self.execute(self._core.prepare_edit(prompt, image, mask, **params))
 
-    async def _execute(self, prepared: PreparedRequest) -> ImageResult:
-        """Drive the core's exchange with async I/O."""
+    async def execute(self, prepared: PreparedRequest) -> ImageResult:
+        """Send a prepared request (:meth:`prepare`): drive the core's exchange with async I/O.
+
+        Args:
+            prepared: The request.
+
+        Returns:
+            The images with their bytes, size, sha256, usage and cost.
+        """
         steps = self._core.exchange(prepared)
         reply: Any = None
         error: Exception | None = None

@@ -39,6 +39,8 @@ __all__ = [
     "SIZE_MULTIPLE",
     "ImageInfo",
     "base_model",
+    "check_edit_count",
+    "check_edit_size",
     "inspect_image",
     "is_flexible_size_model",
     "is_legacy_model",
@@ -323,6 +325,43 @@ def inspect_image(data: bytes, param: str = "image") -> ImageInfo:
         ) from None
 
 
+def check_edit_count(count: int) -> None:
+    """Check how many input images an edit has (1 to 16); applied before any is read.
+
+    Args:
+        count: The number of input images.
+
+    Raises:
+        ValidationError: None, or more than 16.
+    """
+    if count < 1:
+        raise ValidationError("image", "at least one input image is required")
+    if count > MAX_EDIT_IMAGES:
+        raise ValidationError(
+            "image", f"at most {MAX_EDIT_IMAGES} input images are allowed; got {count}"
+        )
+
+
+def check_edit_size(param: str, size: int, what: str = "it") -> None:
+    """Check one edit input's size: an image under 50 MB, the mask under 4 MB.
+
+    Applied to a file's size before it is read, and to the bytes themselves.
+
+    Args:
+        param: ``mask``, or the image's parameter (``image``, ``images[3]``...).
+        size: Its size in bytes.
+        what: What the message names (a path, or "it").
+
+    Raises:
+        ValidationError: Too large.
+    """
+    limit = MAX_MASK_BYTES if param == "mask" else MAX_IMAGE_BYTES
+    if size >= limit:
+        raise ValidationError(
+            param, f"must be smaller than {limit // (1024 * 1024)} MB; {what} has {size:,} bytes"
+        )
+
+
 def validate_edit_images(images: list[bytes], mask: bytes | None = None) -> list[ImageInfo]:
     """Check edit inputs: 1..16 images, each PNG/WebP/JPEG under 50 MB; the mask a PNG with alpha,
     under 4 MB and the size of the first image.
@@ -337,24 +376,17 @@ def validate_edit_images(images: list[bytes], mask: bytes | None = None) -> list
     Raises:
         ValidationError: On the first rule broken.
     """
-    if not images:
-        raise ValidationError("image", "at least one input image is required")
-    if len(images) > MAX_EDIT_IMAGES:
-        raise ValidationError(
-            "image", f"at most {MAX_EDIT_IMAGES} input images are allowed; got {len(images)}"
-        )
+    check_edit_count(len(images))
     infos = []
     for i, data in enumerate(images):
         param = "image" if len(images) == 1 else f"image[{i}]"
-        if len(data) >= MAX_IMAGE_BYTES:
-            raise ValidationError(param, f"must be smaller than 50 MB; it has {len(data):,} bytes")
+        check_edit_size(param, len(data))
         info = inspect_image(data, param)
         if info.format not in OUTPUT_FORMATS:
             raise ValidationError(param, f"must be PNG, WebP or JPEG, not {info.format or '?'}")
         infos.append(info)
     if mask is not None:
-        if len(mask) >= MAX_MASK_BYTES:
-            raise ValidationError("mask", f"must be smaller than 4 MB; it has {len(mask):,} bytes")
+        check_edit_size("mask", len(mask))
         info = inspect_image(mask, "mask")
         if info.format != "png":
             raise ValidationError("mask", f"must be a PNG, not {info.format or '?'}")

@@ -8,9 +8,9 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from prefect_cometapi.client.rules import inspect_image
+from prefect_cometapi.client.rules import check_edit_count, check_edit_size, inspect_image
 from prefect_cometapi.errors import ValidationError
-from prefect_cometapi.inputs.fetch import load_image_bytes
+from prefect_cometapi.inputs.fetch import load_image_bytes, local_size
 from prefect_cometapi.models import GeneratedImage, ImageResult
 
 __all__ = ["ImageLike", "as_generated_image", "as_image_bytes", "resolve_inputs", "single_image"]
@@ -132,19 +132,27 @@ def resolve_inputs(
         mask: The mask source, if any.
         s3_endpoint_url: Endpoint for ``s3://`` sources on S3-compatible stores.
 
+    Every count and size rule is applied before anything is read: more than 16 images, or a
+    local file over its limit (found with ``stat``), is refused with nothing read.
+
     Returns:
         The image bytes and the mask bytes.
 
     Raises:
-        ValidationError: See :func:`as_image_bytes`.
+        ValidationError: See :func:`as_image_bytes`; too many images, a file too large.
         InputFetchError: See :func:`load_image_bytes`.
     """
-    many = images if isinstance(images, (list, tuple)) else [images]
+    many = list(images) if isinstance(images, (list, tuple)) else [images]
+    # Count, then read: every count and size rule before the first byte is read.
+    check_edit_count(len(many))
+    params = [f"images[{i}]" if len(many) > 1 else "images" for i in range(len(many))]
+    for source, param in [*zip(many, params, strict=True), (mask, "mask")]:
+        size = local_size(source, param)
+        if size is not None:
+            check_edit_size(param, size, os.fsdecode(source))
     loaded = [
-        as_image_bytes(
-            s, f"images[{i}]" if len(many) > 1 else "images", endpoint_url=s3_endpoint_url
-        )
-        for i, s in enumerate(many)
+        as_image_bytes(s, param, endpoint_url=s3_endpoint_url)
+        for s, param in zip(many, params, strict=True)
     ]
     if mask is None:
         return loaded, None

@@ -40,6 +40,7 @@ __all__ = [
     "load_bytes",
     "load_image_bytes",
     "load_text",
+    "local_size",
     "parse_s3_uri",
 ]
 
@@ -193,6 +194,32 @@ def load_bytes(
     if not data and not allow_empty:
         raise ValidationError(param, f"{_shown(source)} is empty (0 bytes)")
     return data
+
+
+def local_size(source: Any, param: str = "image") -> int | None:
+    """The size of a local file source, from ``stat`` (nothing is read).
+
+    Args:
+        source: Any source (bytes, a path, a URL...).
+        param: The parameter errors blame.
+
+    Returns:
+        The size in bytes; ``None`` when ``source`` is not a local path or cannot be
+        ``stat``-ed (reading it then raises the readable error).
+
+    Raises:
+        ValidationError: A path outside the allowed roots (see ``confine_path``).
+    """
+    if not isinstance(source, (str, os.PathLike)):
+        return None
+    text = os.fsdecode(os.fspath(source))
+    if "://" in text or not text.strip() or text.lower().startswith("file:"):
+        return None
+    try:
+        path = confine_path(text, param)
+        return path.stat().st_size if path.is_file() else None
+    except OSError:
+        return None
 
 
 def parse_s3_uri(uri: str, *, param: str = "image") -> tuple[str, str]:

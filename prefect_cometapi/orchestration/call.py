@@ -1,9 +1,10 @@
 """What the sync and async image tasks share: options, limits, persistence, logs and events.
 
 Each image task (``generate_image``, ``edit_image`` and their async twins ``agenerate_image``,
-``aedit_image``, in :mod:`prefect_cometapi.tasks.images`) is a few lines: it opens an
-:class:`ImageCall` and hands it the one client call to make. :meth:`ImageCall.run` (sync) and
-:meth:`ImageCall.arun` (async) do the rest, once for both twins:
+``aedit_image``, in :mod:`prefect_cometapi.tasks.images`) is a few lines: it builds an
+:class:`ImageCall` (the endpoint, the prompt, the parameters and an edit's sources) and runs it;
+the call makes the request itself. :meth:`ImageCall.run` (sync) and :meth:`ImageCall.arun`
+(async) do it, once for both twins:
 
 - the task options (the attempt budget, the cache policy, expiration, persistence; no tags:
   Prefect asks its server for a tag concurrency slot before every run of a tagged task, a
@@ -33,11 +34,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from prefect import get_run_logger
-from prefect.runtime import task_run as runtime_task_run
 
 from prefect_cometapi.billing.ledger import record_failure, record_request
 from prefect_cometapi.billing.spend import aacquire_spend, acquire_spend, estimate_request_usd
@@ -46,8 +45,9 @@ from prefect_cometapi.blocks.credentials import (
     aresolve_credentials,
     resolve_credentials,
 )
-from prefect_cometapi.caching.policy import fetched_inputs
 from prefect_cometapi.client import AsyncCometAPIClient, CometAPIClient
+from prefect_cometapi.client.core import PreparedRequest
+from prefect_cometapi.client.params import Endpoint
 from prefect_cometapi.errors import (
     APIStatusError,
     ContentPolicyError,
@@ -66,7 +66,7 @@ from prefect_cometapi.orchestration.options import (
 )
 from prefect_cometapi.text import excerpt
 
-__all__ = ["EditInputs", "ImageCall", "aedit_inputs", "edit_inputs"]
+__all__ = ["EditInputs", "ImageCall"]
 
 
 EditInputs = tuple[list[bytes], "bytes | None"]
@@ -78,40 +78,16 @@ def _needs_io(images: Any, mask: Any) -> bool:
     return any(isinstance(s, str) or hasattr(s, "__fspath__") for s in [*many, mask])
 
 
-def edit_inputs(images: Any, mask: Any, s3_endpoint_url: str | None) -> EditInputs:
-    """An edit's inputs as bytes: those its cache key was computed from, else read now.
-
-    Args:
-        images: The task's ``images``.
-        mask: The task's ``mask``.
-        s3_endpoint_url: Endpoint for ``s3://`` inputs.
-
-    Returns:
-        The image bytes and the mask bytes (or ``None``).
-    """
-    # The bytes the cache key was computed from, when it was: fetched once, hashed and sent.
-    fetched = fetched_inputs(runtime_task_run.id)
-    return fetched or resolve_inputs(images, mask, s3_endpoint_url)
-
-
-async def aedit_inputs(images: Any, mask: Any, s3_endpoint_url: str | None) -> EditInputs:
-    """:func:`edit_inputs` for async tasks: paths, URLs and ``s3://`` URIs read in a thread.
-
-    Args:
-        images: The task's ``images``.
-        mask: The task's ``mask``.
-        s3_endpoint_url: Endpoint for ``s3://`` inputs.
-
-    Returns:
-        The image bytes and the mask bytes (or ``None``).
-    """
-    if fetched_inputs(runtime_task_run.id) is None and _needs_io(images, mask):
-        return await asyncio.to_thread(resolve_inputs, images, mask, s3_endpoint_url)
-    return edit_inputs(images, mask, s3_endpoint_url)
-
-
 class ImageCall:
-    """One call of an image task: checks before the request, the request's limits, the rest after.
+    """One call of an image task: checks, the request itself, its limits, and the reports after.
+
+    The task builds the call (endpoint, prompt, parameters and, for an edit, its sources) and
+    runs it; the call reads the edit inputs, opens the client and sends the request itself.
+
+    An edit's sources are read once: when Prefect computed the cache key, the bytes it hashed
+    are already in the task's arguments (the cache policy put them there,
+    :class:`~prefect_cometapi.caching.policy.ImageRequestCachePolicy`), so they are what is
+    sent; otherwise they are read here.
 
     Args:
         endpoint: ``generations`` or ``edits``.
@@ -122,6 +98,7 @@ class ImageCall:
             the names of a global concurrency limit to hold a slot of, of one with slot decay
             used as a rate, of a spend limit (each ``None`` for none), and whether to wait for
             the spend limit's budget (else raise).
+        sources: An edit's ``(images, mask, s3_endpoint_url)`` as the task got them.
 
     Attributes:
         sent: The parameters to send (``params`` without ``variant``).
@@ -129,77 +106,76 @@ class ImageCall:
 
     def __init__(
         self,
-        endpoint: str,
+        endpoint: Endpoint,
         prompt: str,
         params: dict[str, Any],
         credentials: CredentialsLike,
         limits: tuple[str | None, str | None, str | None, bool],
+        sources: tuple[Any, Any, str | None] | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self.prompt = prompt
         self.params = {"prompt": prompt, **params}
         self.sent = {k: v for k, v in params.items() if k != "variant"}
         self.model = str(params.get("model"))
         self.credentials = credentials
+        self.sources = sources
         concurrency_limit, rate_limit, spend_limit, spend_limit_wait = limits
         self._budget = (concurrency_limit, rate_limit)
         self._spend = (spend_limit, spend_limit_wait)
         self.started = time.monotonic()
         check_result_serializer()
 
-    def run(
-        self,
-        send: Callable[[CometAPIClient, EditInputs | None], ImageResult],
-        inputs: Callable[[], EditInputs] | None = None,
-    ) -> ImageResult:
-        """Make the request with the sync client and report it.
-
-        Args:
-            send: Makes the client call (given the client and the edit inputs).
-            inputs: Reads the edit inputs (edits only).
+    def run(self) -> ImageResult:
+        """Read the edit inputs, make the request with the sync client and report it.
 
         Returns:
             The result.
         """
         try:
-            loaded = inputs() if inputs else None
+            loaded = resolve_inputs(*self.sources) if self.sources else None
             with (
                 resolve_credentials(self.credentials).get_client() as client,
                 acquire_spend(self._spend[0], self.estimated_usd(loaded), self._spend[1]),
                 api_budget(*self._budget),
             ):
-                result = send(client, loaded)
+                result = client.execute(self._prepare(client, loaded))
         except Exception as exc:
             self.failed(exc)
             raise
         return self.succeeded(result)
 
-    async def arun(
-        self,
-        send: Callable[[AsyncCometAPIClient, EditInputs | None], Awaitable[ImageResult]],
-        inputs: Callable[[], Awaitable[EditInputs]] | None = None,
-    ) -> ImageResult:
-        """Make the request with the async client and report it (as :meth:`run`).
-
-        Args:
-            send: Makes the client call (given the client and the edit inputs).
-            inputs: Reads the edit inputs (edits only).
+    async def arun(self) -> ImageResult:
+        """Make the request with the async client and report it (as :meth:`run`); paths, URLs
+        and ``s3://`` URIs not read yet are read in a worker thread.
 
         Returns:
             The result.
         """
         try:
-            loaded = await inputs() if inputs else None
+            loaded = None
+            if self.sources and _needs_io(*self.sources[:2]):
+                loaded = await asyncio.to_thread(resolve_inputs, *self.sources)
+            elif self.sources:
+                loaded = resolve_inputs(*self.sources)
             credentials = await aresolve_credentials(self.credentials)
             async with (
                 credentials.get_async_client() as client,
                 aacquire_spend(self._spend[0], self.estimated_usd(loaded), self._spend[1]),
                 aapi_budget(*self._budget),
             ):
-                result = await send(client, loaded)
+                result = await client.execute(self._prepare(client, loaded))
         except Exception as exc:
             self.failed(exc)
             raise
         return self.succeeded(result)
+
+    def _prepare(
+        self, client: CometAPIClient | AsyncCometAPIClient, inputs: EditInputs | None
+    ) -> PreparedRequest:
+        """The validated request to send (no I/O; the inputs are bytes by now)."""
+        images, mask = inputs or (None, None)
+        return client.prepare(self.endpoint, self.prompt, images, mask, **self.sent)
 
     def estimated_usd(self, inputs: EditInputs | None = None) -> float:
         """The request's estimated cost (what a spend limit takes before sending).
