@@ -17,12 +17,14 @@ from prefect_cometapi.batching.delivery import deliver_image
 from prefect_cometapi.batching.item import outcome_for
 from prefect_cometapi.batching.requesting import edit_step, generate_step, run_request
 from prefect_cometapi.batching.sources import template_source
+from prefect_cometapi.billing.budget import _check_budget
 from prefect_cometapi.blocks.credentials import resolve_credentials
 from prefect_cometapi.forms.fields import OptionalObject, OptionalText
 from prefect_cometapi.forms.options import (
     CredentialsBlock,
     ImageOptions,
     InputFidelity,
+    OptionalUSD,
     S3Options,
     UpscaleOptions,
     check_distinct_keys,
@@ -60,13 +62,17 @@ def _single_run(
     item_id: str | None,
     request: Any,
     request_kwargs: dict[str, Any],
+    max_cost_usd: float | None = None,
 ) -> RunSummary:
-    """Request, deliver each image, publish artifacts; raise the request's error if it failed."""
+    """Check keys, size and budget; request, deliver each image, publish artifacts; raise the
+    request's error if it failed."""
     started = time.monotonic()
     logger = get_run_logger()
     item = item_id or _default_item_id(prompt)
     check_distinct_keys(s3, image, [(item, prompt)])
     upscale.check_source_size(image.request_size)
+    inputs = len(request_kwargs.get("images") or ())
+    _check_budget([prompt], image, max_cost_usd, request_kwargs.get("credentials"), inputs)
     run_time = datetime.now(timezone.utc)
     progress = Progress(flow_name, image.n)
     result, cached, error = run_request(request, prompt=prompt, **request_kwargs)
@@ -104,6 +110,7 @@ def generate_and_upload(
     item_id: OptionalText = None,
     concurrency_limit: OptionalText = None,
     rate_limit: OptionalText = None,
+    max_cost_usd: OptionalUSD = None,
 ) -> RunSummary:
     """Render a prompt, generate images, optionally upscale them, and upload them to S3.
 
@@ -120,6 +127,8 @@ def generate_and_upload(
         item_id: The {item} placeholder of the key template (default: a slug of the prompt).
         concurrency_limit: A Prefect global concurrency limit to hold during the API call.
         rate_limit: A Prefect global concurrency limit with slot decay, used as a rate limit.
+        max_cost_usd: Refuse to send when the estimated cost is over this (USD); the worker's
+            PREFECT_COMETAPI_MAX_COST_USD applies when it is lower.
 
     Returns:
         The run summary: S3 URIs, tokens and total cost (no image bytes).
@@ -142,6 +151,7 @@ def generate_and_upload(
             "rate_limit": rate_limit,
             **image.request_kwargs(),
         },
+        max_cost_usd,
     )
 
 
@@ -160,6 +170,7 @@ def edit_and_upload(
     item_id: OptionalText = None,
     concurrency_limit: OptionalText = None,
     rate_limit: OptionalText = None,
+    max_cost_usd: OptionalUSD = None,
 ) -> RunSummary:
     """Edit or combine source images with a prompt (and a mask), optionally upscale, upload.
 
@@ -177,6 +188,8 @@ def edit_and_upload(
         item_id: The {item} placeholder of the key template (default: a slug of the prompt).
         concurrency_limit: A Prefect global concurrency limit to hold during the API call.
         rate_limit: A Prefect global concurrency limit with slot decay, used as a rate limit.
+        max_cost_usd: Refuse to send when the estimated cost is over this (USD); the worker's
+            PREFECT_COMETAPI_MAX_COST_USD applies when it is lower.
 
     Returns:
         The run summary: S3 URIs, tokens and total cost (no image bytes).
@@ -203,4 +216,5 @@ def edit_and_upload(
             "rate_limit": rate_limit,
             **image.request_kwargs(),
         },
+        max_cost_usd,
     )

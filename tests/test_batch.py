@@ -155,7 +155,7 @@ def test_thirty_items_two_refused_are_reported_and_a_rerun_pays_only_for_them(
     assert f"Total cost: ${summary.total_cost_usd:.6f}" in gallery.data
     failed_section = gallery.data.split("## Failed items", 1)[1]
     for item_id in ("p07", "p21"):
-        assert f"**{item_id}** (moderation\\_blocked)" in failed_section
+        assert f"**{item_id}** (moderation_blocked)" in failed_section
     assert failed_section.count("safety system") == 2
     for uri in summary.uris:
         assert uri in gallery.data

@@ -1,12 +1,15 @@
-"""The budget check of a batch: its estimated cost against ``max_cost_usd``, discounting what
-the image cache already holds."""
+"""The budget check of a run: its estimated cost against ``max_cost_usd`` (or the worker's
+lower ``PREFECT_COMETAPI_MAX_COST_USD``, :mod:`.caps`), discounting what the image cache
+already holds."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from prefect_cometapi.batching.requesting import image_result_store
-from prefect_cometapi.billing.prices import estimate_cost
+from prefect_cometapi.billing.caps import MAX_COST_ENV, run_budget
+from prefect_cometapi.billing.prices import PRICES_ENV, estimate_cost
+from prefect_cometapi.billing.spend import estimate_request_usd
 from prefect_cometapi.blocks import CometAPICredentials
 from prefect_cometapi.caching.keys import image_cache_key
 from prefect_cometapi.errors import BudgetExceededError, ValidationError
@@ -26,20 +29,34 @@ def _is_cached(prompt: str, image: ImageOptions, credentials: Any = None) -> boo
         return False
 
 
+def _estimate(prompt: str, image: ImageOptions, input_images: int) -> float | None:
+    if input_images:
+        params = {"model": image.model, "prompt": prompt, "size": image.request_size}
+        return estimate_request_usd(
+            {**params, "quality": image.quality, "n": image.n}, input_images
+        )
+    return estimate_cost(image.model, prompt, image.request_size, image.quality, image.n)
+
+
 def _check_budget(
     prompts: list[str],
     image: ImageOptions,
     max_cost_usd: float | None,
     credentials: CometAPICredentials | None = None,
+    input_images: int = 0,
 ) -> float | None:
-    """Estimate the batch's cost and refuse it when over budget.
+    """Estimate the run's cost and refuse it when over budget.
+
+    The budget is the lower of ``max_cost_usd`` and the worker's own
+    (``PREFECT_COMETAPI_MAX_COST_USD``), so a run can tighten it, never lift it.
 
     Args:
         prompts: The rendered prompts.
         image: The request options.
-        max_cost_usd: The budget; ``None`` for no limit.
+        max_cost_usd: The run's budget; ``None`` for none (the worker's may still apply).
         credentials: The credentials the requests use (their service is part of the cache
             key); ``None`` for the default.
+        input_images: Input images of each request (edits), counted in the estimate.
 
     Returns:
         The estimate in USD (``None`` when the model's price is unknown).
@@ -48,14 +65,15 @@ def _check_budget(
         BudgetExceededError: Over budget, even after discounting items already in the cache.
         ValidationError: A budget is set but the model's price is unknown.
     """
-    per_item = [
-        estimate_cost(image.model, p, image.request_size, image.quality, image.n) for p in prompts
-    ]
+    max_cost_usd = run_budget(max_cost_usd)
+    per_item = [_estimate(p, image, input_images) for p in prompts]
     if any(cost is None for cost in per_item):
         if max_cost_usd is not None:
             raise ValidationError(
                 "max_cost_usd",
-                f"no price is known for model {image.model!r}, so the budget cannot be checked",
+                f"no price is known for model {image.model!r}, so the budget of "
+                f"${max_cost_usd:g} (the run's max_cost_usd or the worker's {MAX_COST_ENV}) "
+                f"cannot be checked; the worker's owner can price it with {PRICES_ENV}",
             )
         return None
     estimate = round(sum(c for c in per_item if c is not None), 6)

@@ -31,10 +31,14 @@ Sources, constant by constant:
 
 from __future__ import annotations
 
+import json
+import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from prefect_cometapi.client.rules import base_model, is_flexible_size_model, parse_size
+from prefect_cometapi.errors import ValidationError
 from prefect_cometapi.models import Usage
 
 __all__ = [
@@ -45,12 +49,14 @@ __all__ = [
     "EDIT_IMAGE_TOKENS",
     "EDIT_IMAGE_TOKENS_LEGACY",
     "ModelPrice",
+    "PRICES_ENV",
     "cost_usd",
     "estimate_cost",
     "estimate_input_image_tokens",
     "estimate_output_tokens",
     "estimate_text_tokens",
     "price_for",
+    "worker_prices",
 ]
 
 
@@ -77,6 +83,12 @@ DEFAULT_PRICES: dict[str, ModelPrice] = {
     "gpt-image-1-mini": ModelPrice(text_input=2.0, image_input=2.5, image_output=8.0),
     "gpt-image-1": ModelPrice(text_input=5.0, image_input=10.0, image_output=40.0),
 }
+
+PRICES_ENV = "PREFECT_COMETAPI_PRICES"
+"""Worker setting: prices of models the table lacks (or different ones), as JSON, e.g.
+``{"my-model": {"text_input": 5, "image_input": 8, "image_output": 32}}`` (USD per million
+tokens). A model priced nowhere is refused by every cost guard; this is how an operator lets
+one through (a run parameter cannot)."""
 
 #: Output tokens of one gpt-image-1 / -1-mini / -1.5 image by quality and size (OpenAI's table).
 _LEGACY_TOKENS = {
@@ -107,10 +119,44 @@ def price_for(model: str, prices: Mapping[str, ModelPrice] | None = None) -> Mod
         prices: A table overriding :data:`DEFAULT_PRICES` entry by entry.
 
     Returns:
-        The price, or ``None`` when the model is in neither table.
+        The price, or ``None`` when the model is in none of the tables (:data:`DEFAULT_PRICES`,
+        the worker's :data:`PRICES_ENV`, ``prices``).
     """
-    table = {**DEFAULT_PRICES, **(prices or {})}
+    table = {**DEFAULT_PRICES, **worker_prices(), **(prices or {})}
     return table.get(model) or table.get(base_model(model))
+
+
+def worker_prices() -> dict[str, ModelPrice]:
+    """The worker's own prices (:data:`PRICES_ENV`).
+
+    Returns:
+        ``model -> price``; empty when the variable is unset.
+
+    Raises:
+        ValidationError: The variable is not a JSON object of models to the three prices, each
+            a finite number >= 0.
+    """
+    text = (os.environ.get(PRICES_ENV) or "").strip()
+    if not text:
+        return {}
+    rule = (
+        'a JSON object like {"model": {"text_input": 5, "image_input": 8, "image_output": 32}} '
+        "(USD per million tokens, numbers >= 0)"
+    )
+    try:
+        raw = json.loads(text)
+        table = {
+            str(model): ModelPrice(
+                **{k: float(entry[k]) for k in ("text_input", "image_input", "image_output")}
+            )
+            for model, entry in raw.items()
+        }
+    except (ValueError, TypeError, KeyError, AttributeError):
+        raise ValidationError(PRICES_ENV, rule) from None
+    for price in table.values():
+        if not all(math.isfinite(v) and v >= 0 for v in vars(price).values()):
+            raise ValidationError(PRICES_ENV, rule)
+    return table
 
 
 def cost_usd(

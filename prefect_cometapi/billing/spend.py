@@ -31,7 +31,9 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
+from prefect_cometapi.billing.caps import SPEND_LIMIT_ENV, limit_names
 from prefect_cometapi.billing.prices import (
+    PRICES_ENV,
     cost_usd,
     estimate_input_image_tokens,
     estimate_output_tokens,
@@ -171,7 +173,7 @@ def create_spend_limit(
     return settings
 
 
-def estimate_request_usd(params: dict[str, Any], input_images: int = 0) -> float:
+def estimate_request_usd(params: dict[str, Any], input_images: int = 0) -> float | None:
     """The estimated cost of one image request, from the token table.
 
     Args:
@@ -179,7 +181,8 @@ def estimate_request_usd(params: dict[str, Any], input_images: int = 0) -> float
         input_images: Number of input images (edits).
 
     Returns:
-        USD; 0 when the model's price is unknown.
+        USD; ``None`` when the model's price is unknown (a spend limit then refuses the
+        request: :func:`acquire_spend`).
     """
     model = str(params.get("model"))
     text = estimate_text_tokens(str(params.get("prompt", "")))
@@ -191,7 +194,15 @@ def estimate_request_usd(params: dict[str, Any], input_images: int = 0) -> float
         image_input_tokens=image_in,
         output_tokens=out * int(params.get("n") or 1),
     )
-    return cost_usd(usage, model) or 0.0
+    return cost_usd(usage, model)
+
+
+def _unpriced(names: list[str]) -> ValidationError:
+    return ValidationError(
+        "model",
+        f"no price is known for the requested model, so the spend limit {names[0]!r} cannot "
+        f"count it; the worker's owner can price it with {PRICES_ENV}",
+    )
 
 
 _limits: dict[str, int] = {}
@@ -332,12 +343,17 @@ async def _atake_now(name: str, estimated_usd: float, slots: int) -> None:
 
 
 @contextmanager
-def acquire_spend(name: str | None, estimated_usd: float, wait: bool = True) -> Iterator[None]:
+def acquire_spend(
+    name: str | None, estimated_usd: float | None, wait: bool = True
+) -> Iterator[None]:
     """Take a request's estimated cost from a spend limit before it is sent.
 
+    The worker's own spend limit (:data:`~prefect_cometapi.billing.caps.SPEND_LIMIT_ENV`) is
+    taken too, whatever the run asked for.
+
     Args:
-        name: The spend limit's name; ``None`` for none.
-        estimated_usd: The request's estimated cost.
+        name: The run's spend limit name; ``None`` for none.
+        estimated_usd: The request's estimated cost; ``None`` when the model's price is unknown.
         wait: Wait for budget (default) or raise at once when there is none (one request to
             the Prefect server; the error says what is left and how to raise the limit).
 
@@ -347,40 +363,52 @@ def acquire_spend(name: str | None, estimated_usd: float, wait: bool = True) -> 
     Raises:
         SpendLimitError: The request is larger than the limit, or there was no budget and
             ``wait`` is false.
+        ValidationError: A spend limit applies and the model's price is unknown.
     """
-    if name:
-        slots = _check(name, estimated_usd)
+    names = limit_names(name, SPEND_LIMIT_ENV)
+    if names and estimated_usd is None:
+        raise _unpriced(names)
+    usd = estimated_usd or 0.0
+    for each in names:
+        slots = _check(each, usd)
         if wait:
             from prefect.concurrency.sync import rate_limit
 
-            rate_limit(name, occupy=slots, timeout_seconds=None, strict=True)
+            rate_limit(each, occupy=slots, timeout_seconds=None, strict=True)
         else:
-            _take_now(name, estimated_usd, slots)
+            _take_now(each, usd, slots)
     yield
 
 
 @asynccontextmanager
 async def aacquire_spend(
-    name: str | None, estimated_usd: float, wait: bool = True
+    name: str | None, estimated_usd: float | None, wait: bool = True
 ) -> AsyncIterator[None]:
     """:func:`acquire_spend` for async tasks (the wait is awaited).
 
     Args:
-        name: The spend limit's name; ``None`` for none.
-        estimated_usd: The request's estimated cost.
+        name: The run's spend limit name; ``None`` for none.
+        estimated_usd: The request's estimated cost; ``None`` when the model's price is unknown.
         wait: Wait for budget (default) or raise at once when there is none.
 
     Yields:
         Once the budget is taken.
-    """
-    if name:
-        import asyncio
 
-        slots = await asyncio.to_thread(_check, name, estimated_usd)
+    Raises:
+        ValidationError: A spend limit applies and the model's price is unknown.
+    """
+    import asyncio
+
+    names = limit_names(name, SPEND_LIMIT_ENV)
+    if names and estimated_usd is None:
+        raise _unpriced(names)
+    usd = estimated_usd or 0.0
+    for each in names:
+        slots = await asyncio.to_thread(_check, each, usd)
         if wait:
             from prefect.concurrency.asyncio import rate_limit
 
-            await rate_limit(name, occupy=slots, timeout_seconds=None, strict=True)
+            await rate_limit(each, occupy=slots, timeout_seconds=None, strict=True)
         else:
-            await _atake_now(name, estimated_usd, slots)
+            await _atake_now(each, usd, slots)
     yield

@@ -2,7 +2,9 @@
 
 :func:`request_slot` makes the image tasks called in a context hold a semaphore during their
 HTTP exchange; :func:`api_budget` is what the tasks enter around that exchange: the slot, a
-global concurrency slot and/or a rate-limit token.
+global concurrency slot and/or a rate-limit token. The worker's own limits
+(``PREFECT_COMETAPI_CONCURRENCY_LIMIT`` / ``PREFECT_COMETAPI_RATE_LIMIT``,
+:mod:`prefect_cometapi.billing.caps`) are held too, whatever the run asked for.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, ExitStack, asynccontextmanager, contextmanager
 from contextvars import ContextVar
+
+from prefect_cometapi.billing.caps import CONCURRENCY_LIMIT_ENV, RATE_LIMIT_ENV, limit_names
 
 __all__ = ["aapi_budget", "api_budget", "request_slot"]
 
@@ -55,14 +59,14 @@ def api_budget(concurrency_limit: str | None, rate_limit: str | None) -> Iterato
         slot = _request_slot.get()
         if slot is not None:
             stack.enter_context(slot)
-        if rate_limit:
+        for name in limit_names(rate_limit, RATE_LIMIT_ENV):
             from prefect.concurrency.sync import rate_limit as take_rate
 
-            take_rate(rate_limit, strict=True)
-        if concurrency_limit:
+            take_rate(name, strict=True)
+        for name in limit_names(concurrency_limit, CONCURRENCY_LIMIT_ENV):
             from prefect.concurrency.sync import concurrency
 
-            stack.enter_context(concurrency(concurrency_limit, occupy=1, strict=True))
+            stack.enter_context(concurrency(name, occupy=1, strict=True))
         yield
 
 
@@ -81,12 +85,12 @@ async def aapi_budget(concurrency_limit: str | None, rate_limit: str | None) -> 
         While the slots are held. The limits must exist (``prefect gcl create``).
     """
     async with AsyncExitStack() as stack:
-        if rate_limit:
+        for name in limit_names(rate_limit, RATE_LIMIT_ENV):
             from prefect.concurrency.asyncio import rate_limit as take_rate
 
-            await take_rate(rate_limit, strict=True)
-        if concurrency_limit:
+            await take_rate(name, strict=True)
+        for name in limit_names(concurrency_limit, CONCURRENCY_LIMIT_ENV):
             from prefect.concurrency.asyncio import concurrency
 
-            await stack.enter_async_context(concurrency(concurrency_limit, occupy=1, strict=True))
+            await stack.enter_async_context(concurrency(name, occupy=1, strict=True))
         yield

@@ -42,7 +42,7 @@ from secret_scan import (
 )
 
 from prefect_cometapi import CometAPICredentials
-from prefect_cometapi.errors import ValidationError
+from prefect_cometapi.errors import BudgetExceededError, ValidationError
 from prefect_cometapi.flows import (
     ImageOptions,
     S3Options,
@@ -118,6 +118,27 @@ V = ValidationError
 PT = ParameterTypeError
 PV = pydantic.ValidationError
 DOUBLING = "{% set x = 'abcdefgh' %}" + "{% set x = x ~ x %}" * 40 + "{{ x }}"
+UNPRICED = {"model": "gpt-image-9", "size": "1024x1024", "quality": "low"}
+
+
+def worker_env(env: dict[str, str], run: Callable[[Ctx], Any]) -> Callable[[Ctx], Any]:
+    """``run`` on a worker whose environment also holds ``env`` (the worker's own settings)."""
+
+    def with_env(ctx: Ctx) -> Any:
+        saved = {name: os.environ.get(name) for name in env}
+        os.environ.update(env)
+        try:
+            return run(ctx)
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+    return with_env
+
+
 NESTED_LOOPS = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}x"
 
 CASES: list[Case] = [
@@ -232,6 +253,29 @@ CASES: list[Case] = [
          lambda c: upload_to_s3(_generated(), c.bucket, key_template="{slug!r}.{ext}",
                                 endpoint_url=c.s3.endpoint_url), V, "key_template",
          "format specs and conversions"),
+    # ------------------------------------------------ budgets a run cannot lift (issue 23, 2)
+    Case("generate_and_upload-unpriced-model-under-worker-budget",
+         worker_env({"PREFECT_COMETAPI_MAX_COST_USD": "5"},
+                    lambda c: c.generate_flow(image=ImageOptions(**UNPRICED))),
+         V, "max_cost_usd", "no price is known for model 'gpt-image-9'"),
+    Case("batch_generate-unpriced-model-under-own-budget",
+         lambda c: c.batch_flow(image=ImageOptions(**UNPRICED), max_cost_usd=5),
+         V, "max_cost_usd", "no price is known"),
+    Case("generate_image-unpriced-model-under-worker-spend-limit",
+         worker_env({"PREFECT_COMETAPI_SPEND_LIMIT": "fleet-spend"},
+                    lambda c: generate_image(c.prompt(), c.credentials, **UNPRICED)),
+         V, "model", "spend limit 'fleet-spend' cannot count it"),
+    Case("batch_generate-no-budget-under-worker-budget",
+         worker_env({"PREFECT_COMETAPI_MAX_COST_USD": "0.0001"},
+                    lambda c: c.batch_flow(max_cost_usd=None)),
+         BudgetExceededError, "max_cost_usd", "over the budget of \\$0.0001"),
+    Case("generate_and_upload-budget-over-worker-budget",
+         worker_env({"PREFECT_COMETAPI_MAX_COST_USD": "0.0001"},
+                    lambda c: c.generate_flow(max_cost_usd=100)),
+         BudgetExceededError, "max_cost_usd", "over the budget of \\$0.0001"),
+    Case("edit_and_upload-own-budget",
+         lambda c: c.edit_flow(max_cost_usd=0.00001), BudgetExceededError, "max_cost_usd",
+         "over the budget"),
 ]  # fmt: skip
 
 
@@ -333,6 +377,7 @@ def test_hostile_parameter_is_refused_with_nothing_sent_and_no_secret_shown(
     persisted = [p for p in storage.rglob("*") if p.is_file() and p.stat().st_mtime >= since]
     sources.update(file_sources(*persisted))
     assert_no_secret(sources, (api_key, AWS_SECRET, METADATA_TOKEN))
+    assert not emulator.requests, "a refused run sent a request"
     # Every row but those refused while building their arguments left a run to read back.
     assert runs or case.error is PV, "nothing of the run was read back from the server"
     assert emulator.requests == [], f"{len(emulator.requests)} request(s) reached the API"
