@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from prefect_cometapi.reports.artifacts import _md, artifact_key
+from prefect_cometapi.reports.artifacts import artifact_key, rendered_table
 from prefect_cometapi.reports.outcomes import ReviewEntry
+from prefect_cometapi.text import markdown_text as _md
 
 __all__ = ["ReviewTile", "decisions_rows", "publish_review", "review_markdown"]
 
@@ -109,22 +110,24 @@ def decisions_rows(entries: Sequence[ReviewEntry]) -> list[dict[str, object]]:
         entries: The verdicts, in order.
 
     Returns:
-        Rows with ``item``, ``round``, ``decision``, ``by``, ``reviewer``, ``note``,
-        ``new_prompt`` and ``cost_usd``.
+        Rows (string cells escaped for the UI) with ``item``, ``round``, ``decision``, ``by``,
+        ``reviewer``, ``note``, ``new_prompt`` and ``cost_usd``.
     """
-    return [
-        {
-            "item": _md(e.item_id),
-            "round": e.round,
-            "decision": e.decision,
-            "by": e.by,
-            "reviewer": _md(e.reviewer or ""),
-            "note": _md(e.note or ""),
-            "new_prompt": _md(e.new_prompt or ""),
-            "cost_usd": round(e.cost_usd, 6),
-        }
-        for e in entries
-    ]
+    return rendered_table(
+        [
+            {
+                "item": e.item_id,
+                "round": e.round,
+                "decision": e.decision,
+                "by": e.by,
+                "reviewer": e.reviewer or "",
+                "note": e.note or "",
+                "new_prompt": e.new_prompt or "",
+                "cost_usd": round(e.cost_usd, 6),
+            }
+            for e in entries
+        ]
+    )
 
 
 def publish_review(flow_name: str, markdown: str | None, entries: Sequence[ReviewEntry]) -> None:
