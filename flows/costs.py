@@ -29,7 +29,7 @@ from prefect.runtime import flow_run
 from prefect_cometapi.billing.ledger import CostLedger, RequestRecord, cost_ledger
 from prefect_cometapi.reports.artifacts import publish
 from prefect_cometapi.reports.outcomes import DeliveredImage, ItemOutcome, RunSummary
-from prefect_cometapi.text import excerpt
+from prefect_cometapi.text import prompt_excerpt
 
 __all__ = ["cost_summary", "summary_from_ledger"]
 
@@ -55,7 +55,7 @@ def _outcome(index: int, record: RequestRecord, ledger: CostLedger) -> ItemOutco
         item_id=record.name,
         index=index,
         status="failed" if record.error else "delivered",
-        prompt_excerpt=excerpt(record.prompt),
+        prompt_excerpt=prompt_excerpt(record.prompt),
         size=record.size,
         quality=record.quality,
         images=images,

@@ -32,7 +32,7 @@ from prefect_cometapi.forms.options import (
 from prefect_cometapi.reports.artifacts import Progress, publish
 from prefect_cometapi.reports.outcomes import RunSummary
 from prefect_cometapi.tasks.prompts import render_prompt
-from prefect_cometapi.text import slugify
+from prefect_cometapi.text import private_prompts, prompt_token, slugify
 
 __all__ = ["edit_and_upload", "generate_and_upload"]
 
@@ -43,13 +43,16 @@ ITEM_ID_CHARS = 40
 def _default_item_id(prompt: str) -> str:
     """An item id for a single-prompt run: a short slug of the prompt.
 
+    With prompts private (``PREFECT_COMETAPI_PRIVATE_PROMPTS``) it shows no prompt text: a
+    short hash of the prompt instead (:func:`~prefect_cometapi.text.prompt_token`).
+
     Args:
         prompt: The rendered prompt.
 
     Returns:
-        E.g. ``a-lighthouse-at-dawn``.
+        E.g. ``a-lighthouse-at-dawn``, or ``p-3f2a9c01be``.
     """
-    return slugify(prompt, ITEM_ID_CHARS)
+    return prompt_token(prompt) if private_prompts() else slugify(prompt, ITEM_ID_CHARS)
 
 
 def _single_run(

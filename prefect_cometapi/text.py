@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 import unicodedata
 
 from prefect_cometapi.errors import redact
 
-__all__ = ["EXCERPT_CHARS", "ascii_text", "excerpt", "markdown_text", "slugify"]
+__all__ = [
+    "EXCERPT_CHARS",
+    "PRIVATE_PROMPTS_ENV",
+    "ascii_text",
+    "excerpt",
+    "markdown_text",
+    "private_prompts",
+    "prompt_excerpt",
+    "prompt_token",
+    "slugify",
+]
+
+PRIVATE_PROMPTS_ENV = "PREFECT_COMETAPI_PRIVATE_PROMPTS"
+"""Set to ``1`` (or ``true``, ``yes``, ``on``) on a worker to keep prompt text out of task-run
+names, logs, events and artifacts (off by default); see :func:`private_prompts`."""
 
 EXCERPT_CHARS = 80
 """Length of a prompt excerpt in logs, reports and artifacts."""
@@ -70,6 +86,44 @@ def excerpt(prompt: str, limit: int = EXCERPT_CHARS) -> str:
     """
     text = redact(" ".join(str(prompt).split()))
     return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
+
+
+def private_prompts() -> bool:
+    """Whether prompt text is kept out of run names, logs, events and artifacts.
+
+    Read from :data:`PREFECT_COMETAPI_PRIVATE_PROMPTS <PRIVATE_PROMPTS_ENV>` of the process
+    that runs the flow (a worker's environment, or a deployment's job variables) each time.
+
+    Returns:
+        ``True`` when the variable is ``1``, ``true``, ``yes`` or ``on``.
+    """
+    value = os.environ.get(PRIVATE_PROMPTS_ENV, "").strip().lower()
+    return value in ("1", "true", "yes", "on")
+
+
+def prompt_excerpt(prompt: str, limit: int = EXCERPT_CHARS) -> str:
+    """:func:`excerpt` of a prompt for logs and reports, or ``""`` when prompts are private.
+
+    Args:
+        prompt: The prompt.
+        limit: Maximum length.
+
+    Returns:
+        The excerpt, or an empty string.
+    """
+    return "" if private_prompts() else excerpt(prompt, limit)
+
+
+def prompt_token(prompt: str) -> str:
+    """A short stable name for a prompt that does not show it: ``p-`` and 10 hex digits.
+
+    Args:
+        prompt: The prompt.
+
+    Returns:
+        E.g. ``p-3f2a9c01be``.
+    """
+    return "p-" + hashlib.sha256(str(prompt).encode()).hexdigest()[:10]
 
 
 def markdown_text(value: object, limit: int | None = None) -> str:

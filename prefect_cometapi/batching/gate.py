@@ -130,7 +130,12 @@ def _generate(
 
     def one(candidate: Candidate, slots: str) -> None:
         result, cached, error = generate_item(
-            candidate.prompt, credentials, candidate.image, api_slots=slots, **limits
+            candidate.prompt,
+            credentials,
+            candidate.image,
+            api_slots=slots,
+            item_id=candidate.item.item_id,
+            **limits,
         )
         if result is None:
             candidate.error = describe_error(error or RuntimeError("the request failed"))

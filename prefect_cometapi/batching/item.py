@@ -9,7 +9,8 @@ the upload and dropped, and what comes back is an
 :class:`~prefect_cometapi.reports.outcomes.ItemOutcome`. So a batch's memory does not grow with
 its size.
 
-Per item there is one task run, ``generate-image`` (two with an upscale): :func:`process_item`
+Per item there is one task run, ``generate-image-<item id>`` (two with an upscale; see
+:func:`~prefect_cometapi.orchestration.options.run_label`): :func:`process_item`
 itself is plain code that :func:`.window.run_items` runs in a worker thread of the flow run
 (with the flow run's context), and the upload and its asset declaration run in it too (see
 :mod:`.delivery`). The image task's run is what carries the cache, the request's retries and
@@ -36,9 +37,10 @@ from prefect_cometapi.blocks import CometAPICredentials
 from prefect_cometapi.forms.options import ImageOptions, S3Options, UpscaleOptions
 from prefect_cometapi.models import ImageResult
 from prefect_cometapi.orchestration.limits import request_slot
+from prefect_cometapi.orchestration.options import run_label
 from prefect_cometapi.reports.outcomes import DeliveredImage, ItemOutcome, describe_error
 from prefect_cometapi.reports.previews import with_previews
-from prefect_cometapi.text import excerpt
+from prefect_cometapi.text import prompt_excerpt
 
 __all__ = ["api_slots", "deliver_item", "generate_item", "outcome_for", "process_item"]
 
@@ -105,7 +107,7 @@ def outcome_for(
         item_id=item_id,
         index=index,
         status="failed" if error is not None else "delivered",
-        prompt_excerpt=excerpt(prompt),
+        prompt_excerpt=prompt_excerpt(prompt),
         size=image.request_size,
         quality=image.quality,
         images=with_previews(delivered, result, index),
@@ -162,7 +164,14 @@ def process_item(
     if upscale.enabled:
         map_large_blocks()
     result, cached, error = generate_item(
-        prompt, credentials, image, concurrency_limit, rate_limit, api_slots, spend_limit
+        prompt,
+        credentials,
+        image,
+        concurrency_limit,
+        rate_limit,
+        api_slots,
+        spend_limit,
+        item_id=item_id,
     )
     delivered: list[DeliveredImage] = []
     if result is not None:
@@ -180,6 +189,8 @@ def generate_item(
     rate_limit: str | None = None,
     api_slots: str | None = None,
     spend_limit: str | None = None,
+    *,
+    item_id: str | None = None,
 ) -> tuple[ImageResult | None, bool, BaseException | None]:
     """The first phase of an item: its ``generate-image`` task run (cached on the request).
 
@@ -194,6 +205,7 @@ def generate_item(
         rate_limit: A Prefect global concurrency limit with slot decay, used as a rate.
         api_slots: Token of the batch's request semaphore (see :func:`api_slots`).
         spend_limit: A spend limit to take the request's estimated cost from.
+        item_id: The item's id, which names the task run (``generate-image-<item id>``).
 
     Returns:
         ``(result, cached, error)`` as :func:`~.requesting.run_request` gives them.
@@ -201,7 +213,7 @@ def generate_item(
     # The slot is held around the HTTP exchange only (inside the image task), not the task run.
     # The paid image is persisted when the image task run ends (no transaction encloses it
     # here), before the upload: a failed upload or a killed process does not lose it.
-    with request_slot(_api_slots.get(api_slots) if api_slots else None):
+    with run_label(item_id), request_slot(_api_slots.get(api_slots) if api_slots else None):
         return run_request(
             generate_step,
             prompt=prompt,

@@ -25,7 +25,7 @@ from prefect_cometapi.batching.sources import Item
 from prefect_cometapi.blocks import CometAPICredentials
 from prefect_cometapi.forms.options import ImageOptions, S3Options, UpscaleOptions
 from prefect_cometapi.reports.outcomes import ItemOutcome, describe_error
-from prefect_cometapi.text import excerpt
+from prefect_cometapi.text import prompt_excerpt
 
 __all__ = ["DELIVERY_SHARE", "Concurrency", "failed_outcome", "run_items"]
 
@@ -58,7 +58,7 @@ def failed_outcome(
         item_id=item.item_id,
         index=item.index,
         status="failed",
-        prompt_excerpt=excerpt(prompt),
+        prompt_excerpt=prompt_excerpt(prompt),
         size=image.request_size,
         quality=image.quality,
         error_code=code,

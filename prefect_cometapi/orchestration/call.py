@@ -64,7 +64,7 @@ from prefect_cometapi.orchestration.options import (
     persist_on_finish,
     stamp_cache_key,
 )
-from prefect_cometapi.text import excerpt
+from prefect_cometapi.text import prompt_excerpt
 
 __all__ = ["EditInputs", "ImageCall"]
 
@@ -206,9 +206,10 @@ class ImageCall:
         result = stamp_cache_key(result)
         seconds = self.seconds
         first = result.images[0]
+        shown = prompt_excerpt(first.prompt)
         get_run_logger().info(
             "%s %d image(s) %s quality=%s tokens=%s cost=%s request_id=%s in %.2f s "
-            "(attempts=%d): %r",
+            "(attempts=%d)%s",
             "generated" if self.endpoint == "generations" else "edited",
             len(result.images),
             first.size,
@@ -218,7 +219,7 @@ class ImageCall:
             result.request_id or "n/a",
             seconds,
             result.attempts,
-            excerpt(first.prompt),
+            f": {shown!r}" if shown else "",
         )
         emit_image_event(
             "generated",

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -26,7 +29,7 @@ from prefect_cometapi.errors import (
 )
 from prefect_cometapi.events import emit_image_event
 from prefect_cometapi.models import GeneratedImage, ImageResult, Usage
-from prefect_cometapi.text import slugify
+from prefect_cometapi.text import private_prompts, slugify
 
 __all__ = [
     "ASYNC_TASK_OPTIONS",
@@ -38,6 +41,7 @@ __all__ = [
     "check_result_serializer",
     "on_cache_hit",
     "persist_on_finish",
+    "run_label",
     "run_name",
     "stamp_cache_key",
 ]
@@ -62,8 +66,37 @@ CACHE_EXPIRATION = timedelta(days=30)
 RUN_NAME_SLUG_CHARS = 32
 
 
+RUN_LABEL_CHARS = 64
+
+
+_run_label: ContextVar[str | None] = ContextVar("cometapi_run_label", default=None)
+
+
+@contextmanager
+def run_label(label: str | None) -> Iterator[None]:
+    """Name the image task runs started in this block by ``label``, e.g. a batch item's id.
+
+    A batch wraps each item in it, so every item's task runs are told apart in the run graph
+    (``generate-image-item-0007``) without the prompt in their names.
+
+    Args:
+        label: The label (``None``: names as outside the block).
+
+    Yields:
+        Nothing.
+    """
+    token = _run_label.set(label)
+    try:
+        yield
+    finally:
+        _run_label.reset(token)
+
+
 def run_name(kind: str) -> Any:
     """A ``task_run_name`` callable: ``{kind}-{size}-{prompt slug}``.
+
+    Inside :func:`run_label` (a batch item) the name is ``{kind}-{label}`` instead; with
+    :func:`~prefect_cometapi.text.private_prompts` on it is ``{kind}-{size}``, no prompt slug.
 
     Args:
         kind: ``generate-image`` or ``edit-image``.
@@ -73,9 +106,15 @@ def run_name(kind: str) -> Any:
     """
 
     def name() -> str:
+        label = _run_label.get()
+        if label:
+            return f"{kind}-{slugify(label, RUN_LABEL_CHARS)}"
         params = runtime_task_run.parameters
+        size = params.get("size", "auto")
+        if private_prompts():
+            return f"{kind}-{size}"
         slug = slugify(str(params.get("prompt", "")), RUN_NAME_SLUG_CHARS)
-        return f"{kind}-{params.get('size', 'auto')}-{slug}"
+        return f"{kind}-{size}-{slug}"
 
     return name
 
