@@ -14,7 +14,7 @@ The whole tree (``retryable`` marks the errors :func:`is_retryable` accepts)::
     │   ├── NotFoundError (404)
     │   ├── RateLimitError (429) ......................................... retryable
     │   ├── QuotaExceededError (429 ``insufficient_quota``)
-    │   ├── TransientStatusError (408, 409) .............................. retryable
+    │   ├── TransientStatusError (408, 409, 425) ......................... retryable
     │   └── ServerError (5xx, 524; not a 500 ``invalid_request``) ........ retryable
     ├── UnexpectedResponseError: HTML, a redirect or an unreadable body (wrong base URL)
     ├── ImageDownloadError: image URLs in the answer could not be downloaded
@@ -61,8 +61,10 @@ __all__ = [
     "TransientStatusError",
     "UnexpectedResponseError",
     "ValidationError",
+    "TRANSIENT_STATUSES",
     "error_class_for",
     "is_retryable",
+    "is_transient_status",
     "redact",
     "retry_on_transient",
 ]
@@ -232,7 +234,7 @@ class QuotaExceededError(APIStatusError):
 
 
 class TransientStatusError(APIStatusError):
-    """408 (request timeout) or 409 (conflict): worth retrying."""
+    """408 (request timeout), 409 (conflict) or 425 (too early): worth retrying."""
 
     retryable = True
     hint = "This is usually transient."
@@ -449,8 +451,9 @@ def is_retryable(exc: BaseException) -> bool:
         exc: Any exception.
 
     Returns:
-        ``True`` for connection errors, timeouts, 408, 409, 429 (not ``insufficient_quota``) and
-        5xx/524 (not a 500 ``invalid_request``); ``False`` for everything else.
+        ``True`` for connection errors, timeouts, the :data:`TRANSIENT_STATUSES` (a 429 not
+        ``insufficient_quota``) and 5xx/524 (not a 500 ``invalid_request``); ``False`` for
+        everything else.
     """
     return isinstance(exc, CometAPIError) and bool(getattr(exc, "retryable", False))
 
@@ -464,7 +467,7 @@ def retry_on_transient(task: Any, task_run: Any, state: Any) -> bool:
         state: Its ``Failed`` state.
 
     Returns:
-        ``True`` for connection errors, timeouts, 408/409/429 (not ``insufficient_quota``), 5xx,
+        ``True`` for connection errors, timeouts, 408/409/425/429 (not ``insufficient_quota``), 5xx,
         transient S3 and input failures; ``False`` for everything else (bad request, content
         policy, auth, permission, not found, quota, validation, a missing bucket...).
     """
@@ -478,16 +481,32 @@ def retry_on_transient(task: Any, task_run: Any, state: Any) -> bool:
     return isinstance(exc, BaseException) and is_retryable(exc)
 
 
+TRANSIENT_STATUSES: frozenset[int] = frozenset({408, 409, 425, 429})
+"""The HTTP statuses worth another try besides every 5xx (524 included): request timeout,
+conflict, too early, too many requests. The one list for the API, input downloads and S3."""
+
+
+def is_transient_status(status: int) -> bool:
+    """Whether an HTTP status is worth another try (:data:`TRANSIENT_STATUSES` or 5xx).
+
+    Args:
+        status: The HTTP status.
+
+    Returns:
+        ``True`` for a transient status.
+    """
+    return status >= 500 or status in TRANSIENT_STATUSES
+
+
 _BY_STATUS: dict[int, type[APIStatusError]] = {
     400: BadRequestError,
     401: AuthenticationError,
     403: PermissionDeniedError,
     404: NotFoundError,
-    408: TransientStatusError,
-    409: TransientStatusError,
     413: BadRequestError,
     422: BadRequestError,
     429: RateLimitError,
+    **{status: TransientStatusError for status in TRANSIENT_STATUSES - {429}},
 }
 
 

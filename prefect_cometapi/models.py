@@ -39,21 +39,10 @@ __all__ = [
     "DumpMode",
     "ImageDataMissingError",
     "JSONForm",
-    "Background",
     "GeneratedImage",
-    "ImageFormat",
     "ImageResult",
-    "InputFidelity",
-    "Moderation",
-    "Quality",
     "Usage",
 ]
-
-ImageFormat = Literal["png", "jpeg", "webp"]
-Quality = Literal["low", "medium", "high", "auto"]
-Background = Literal["transparent", "opaque", "auto"]
-Moderation = Literal["low", "auto"]
-InputFidelity = Literal["high", "low"]
 
 CONTENT_TYPES: dict[str, str] = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 

@@ -43,7 +43,8 @@ from typing import Literal
 
 from PIL import Image, ImageFilter
 
-from prefect_cometapi.client.rules import OUTPUT_FORMATS, inspect_image, parse_size
+from prefect_cometapi.client.params import OUTPUT_FORMATS, ImageFormat
+from prefect_cometapi.client.rules import inspect_image, parse_size
 from prefect_cometapi.errors import ValidationError
 from prefect_cometapi.models import GeneratedImage
 from prefect_cometapi.png_encoding import encode_png
@@ -51,7 +52,6 @@ from prefect_cometapi.png_encoding import encode_png
 __all__ = [
     "MAX_UPSCALE_PIXELS",
     "PNG_FAST_STRATEGY",
-    "OutputFormat",
     "Resample",
     "UpscaleMode",
     "plan_upscale",
@@ -67,7 +67,6 @@ run-length matching and Huffman coding shrink a resampled photograph's residuals
 as level 6's full LZ77 search at a fraction of its cost."""
 UpscaleMode = Literal["fit", "cover", "stretch"]
 Resample = Literal["lanczos", "bicubic"]
-OutputFormat = Literal["png", "jpeg", "webp"]
 
 _RESAMPLE = {"lanczos": Image.Resampling.LANCZOS, "bicubic": Image.Resampling.BICUBIC}
 _PIL_FORMAT = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
@@ -268,7 +267,7 @@ def upscale(
     mode: UpscaleMode = "fit",
     resample: Resample = "lanczos",
     sharpen: bool = False,
-    output_format: OutputFormat | None = None,
+    output_format: ImageFormat | None = None,
     quality: int = 90,
     allow_downscale: bool = False,
     max_pixels: int = MAX_UPSCALE_PIXELS,

@@ -23,13 +23,23 @@ import inspect
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 __all__ = [
+    "BACKGROUNDS",
     "DEFAULT_MODEL",
     "IMAGE_PARAMS",
+    "INPUT_FIDELITIES",
+    "MODERATIONS",
+    "OUTPUT_FORMATS",
+    "QUALITIES",
+    "Background",
     "Endpoint",
+    "ImageFormat",
     "ImageParam",
+    "InputFidelity",
+    "Moderation",
+    "Quality",
     "cache_key_names",
     "form_params",
     "image_request",
@@ -45,6 +55,25 @@ Endpoint = Literal["generations", "edits"]
 """The two image endpoints."""
 
 BOTH: tuple[Endpoint, ...] = ("generations", "edits")
+
+# The API's enumerations, declared once: the rules check against the tuples, the forms offer
+# the literals.
+Quality = Literal["low", "medium", "high", "auto"]
+"""``quality``."""
+ImageFormat = Literal["png", "jpeg", "webp"]
+"""``output_format``, and the formats an edit input may have."""
+Background = Literal["transparent", "opaque", "auto"]
+"""``background``."""
+Moderation = Literal["low", "auto"]
+"""``moderation``."""
+InputFidelity = Literal["high", "low"]
+"""``input_fidelity`` (gpt-image-1 and gpt-image-1.5 only)."""
+
+QUALITIES: tuple[str, ...] = get_args(Quality)
+OUTPUT_FORMATS: tuple[str, ...] = get_args(ImageFormat)
+BACKGROUNDS: tuple[str, ...] = get_args(Background)
+MODERATIONS: tuple[str, ...] = get_args(Moderation)
+INPUT_FIDELITIES: tuple[str, ...] = get_args(InputFidelity)
 
 F = TypeVar("F", bound=Callable[..., Any])
 

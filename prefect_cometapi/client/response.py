@@ -14,6 +14,7 @@ import httpx
 from prefect_cometapi.errors import (
     UnexpectedResponseError,
     error_class_for,
+    is_transient_status,
     redact,
 )
 
@@ -81,7 +82,7 @@ def check_response(response: httpx.Response, api_key: str) -> dict[str, Any]:
     except RecursionError:
         raise UnexpectedResponseError(status, "JSON nested too deeply", url) from None
     if not isinstance(body, dict):
-        if status >= 500 or status in (408, 409, 429):
+        if is_transient_status(status):
             cls = error_class_for(status, None)
             raise cls(
                 status,

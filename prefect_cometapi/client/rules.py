@@ -13,14 +13,17 @@ from typing import Any
 
 from PIL import Image
 
-from prefect_cometapi.client.params import DEFAULT_MODEL
+from prefect_cometapi.client.params import (
+    BACKGROUNDS,
+    INPUT_FIDELITIES,
+    MODERATIONS,
+    OUTPUT_FORMATS,
+    QUALITIES,
+)
 from prefect_cometapi.errors import ValidationError
 
 __all__ = [
-    "BACKGROUNDS",
-    "DEFAULT_MODEL",
     "EDIT_IMAGE_FORMATS",
-    "INPUT_FIDELITIES",
     "INPUT_FIDELITY_MODELS",
     "LEGACY_MODELS",
     "LEGACY_SIZES",
@@ -33,9 +36,6 @@ __all__ = [
     "MAX_PIXELS",
     "MAX_PROMPT_CHARS",
     "MIN_PIXELS",
-    "MODERATIONS",
-    "OUTPUT_FORMATS",
-    "QUALITIES",
     "SIZE_MULTIPLE",
     "ImageInfo",
     "base_model",
@@ -58,11 +58,6 @@ MAX_EDIT_IMAGES = 16
 MAX_IMAGE_BYTES = 50 * 1024 * 1024
 MAX_MASK_BYTES = 4 * 1024 * 1024
 
-QUALITIES = ("low", "medium", "high", "auto")
-OUTPUT_FORMATS = ("png", "jpeg", "webp")
-BACKGROUNDS = ("transparent", "opaque", "auto")
-MODERATIONS = ("low", "auto")
-INPUT_FIDELITIES = ("high", "low")
 LEGACY_SIZES = ("1024x1024", "1536x1024", "1024x1536", "auto")
 LEGACY_MODELS = ("gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5")
 INPUT_FIDELITY_MODELS = ("gpt-image-1", "gpt-image-1.5")

@@ -19,7 +19,7 @@ from prefect_cometapi.allowlist import (
     origin,
 )
 from prefect_cometapi.client.keys import resolve_api_key
-from prefect_cometapi.client.rules import DEFAULT_MODEL
+from prefect_cometapi.client.params import DEFAULT_MODEL
 from prefect_cometapi.doctor.result import CheckResult, DoctorContext, Status
 from prefect_cometapi.errors import CometAPIError, MissingAPIKeyError, redact
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -24,8 +24,17 @@ from pydantic import (
 
 from prefect_cometapi.allowlist import check_s3_endpoint
 from prefect_cometapi.blocks import CometAPICredentials
-from prefect_cometapi.client.params import form_params, validated_names
-from prefect_cometapi.client.rules import DEFAULT_MODEL, parse_size, validate_options
+from prefect_cometapi.client.params import (
+    DEFAULT_MODEL,
+    Background,
+    ImageFormat,
+    Moderation,
+    Quality,
+    form_params,
+    validated_names,
+)
+from prefect_cometapi.client.params import InputFidelity as ApiInputFidelity
+from prefect_cometapi.client.rules import parse_size, validate_options
 from prefect_cometapi.errors import ValidationError
 from prefect_cometapi.forms.fields import OptionalText, empty_to_none, optional
 from prefect_cometapi.models import GeneratedImage
@@ -39,11 +48,7 @@ from prefect_cometapi.upscaling import plan_upscale
 
 __all__ = [
     "IMAGE_FORM",
-    "Background",
     "ImageOptions",
-    "Moderation",
-    "OutputFormat",
-    "Quality",
     "S3Options",
     "SizePreset",
     "UpscaleMode",
@@ -72,10 +77,6 @@ UpscaleTarget = Literal[
 ]
 """Upscale targets offered in the UI (``none`` = no upscale; others via ``custom_size``)."""
 
-Quality = Literal["low", "medium", "high", "auto"]
-OutputFormat = Literal["png", "jpeg", "webp"]
-Background = Literal["auto", "opaque", "transparent"]
-Moderation = Literal["auto", "low"]
 UpscaleMode = Literal["fit", "cover", "stretch"]
 UpscaleFormat = Literal["same", "png", "jpeg", "webp"]
 
@@ -100,7 +101,9 @@ CredentialsBlock = Annotated[
 """The flows' ``credentials_block``: a saved CometAPI Credentials block's name in the form (the
 deployments fill in ``cometapi``), the block itself from code, or empty for the worker's
 ``COMETAPI_KEY``."""
-InputFidelity = optional(Literal["high", "low"], {"type": "string", "enum": ["high", "low"]})
+InputFidelity = optional(
+    ApiInputFidelity, {"type": "string", "enum": list(get_args(ApiInputFidelity))}
+)
 """An edit's input fidelity; empty (``None``) for the model's default."""
 OptionalItems = optional(list[dict[str, Any]], {"type": "array", "items": {"type": "object"}})
 """A batch's variable sets; empty (``None``) when they come from a file."""
@@ -137,7 +140,7 @@ IMAGE_FORM: dict[str, tuple[Any, Any]] = {
         Field(None, description="Custom WxH (e.g. 1792x1024); overrides the preset when set."),
     ),
     "quality": (Quality, Field("medium", description="Rendering quality (low is cheapest).")),
-    "output_format": (OutputFormat, Field("png", description="Image format the API returns.")),
+    "output_format": (ImageFormat, Field("png", description="Image format the API returns.")),
     "output_compression": (
         Compression,
         Field(None, description="Compression 0-100 for jpeg/webp (empty for png)."),

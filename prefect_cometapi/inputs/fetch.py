@@ -29,7 +29,7 @@ from prefect_cometapi.client.body import (
     UnsupportedEncoding,
 )
 from prefect_cometapi.client.rules import MAX_IMAGE_BYTES
-from prefect_cometapi.errors import InputFetchError, ValidationError
+from prefect_cometapi.errors import InputFetchError, ValidationError, is_transient_status
 from prefect_cometapi.s3.failures import classify
 
 __all__ = [
@@ -373,7 +373,7 @@ def _read_body(response: httpx.Response, max_bytes: int, param: str, shown: str)
 
 
 def _raise_for_http(status: int, reason: str, shown: str, param: str) -> None:
-    if status in (408, 425, 429) or status >= 500:
+    if is_transient_status(status):
         raise InputFetchError(
             f"Downloading {param} from {shown} failed: HTTP {status} {reason}. The server may be "
             "busy; this is retried.",

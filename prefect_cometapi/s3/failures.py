@@ -31,6 +31,7 @@ from prefect_cometapi.errors import (
     S3AccessDeniedError,
     S3BucketNotFoundError,
     S3UploadError,
+    is_transient_status,
     redact,
 )
 
@@ -107,7 +108,7 @@ def classify(exc: BaseException) -> S3Failure:
             kind = "no_key"
         elif code in _ACCESS_CODES or status == 403:
             kind = "denied"
-        elif code in _TRANSIENT_CODES or status >= 500 or status in (408, 429):
+        elif code in _TRANSIENT_CODES or is_transient_status(status):
             kind = "transient"
         else:
             kind = "other"
