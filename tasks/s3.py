@@ -1,10 +1,12 @@
 """The ``upload_to_s3`` task: store a generated image in S3 (or any S3-compatible store).
 
-A thin Prefect wrapper around :func:`prefect_cometapi.s3.upload_image`, which can be used
-without Prefect. Attempt budget: botocore retries each request
+A thin Prefect wrapper around :func:`prefect_cometapi.orchestration.upload.store_image`, the
+upload path the packaged flows' delivery uses too (one client per process and credentials,
+skip-if-there, checksum, asset, cost ledger, log); :func:`prefect_cometapi.s3.upload_image` can
+be used without Prefect. Attempt budget: botocore retries each request
 (:data:`~prefect_cometapi.s3.client.S3_MAX_ATTEMPTS` attempts), and the task retries the whole
 upload :data:`UPLOAD_TASK_RETRIES` times, only when the error is transient. ``aupload_to_s3`` is
-its async twin (the same upload in a worker thread).
+its async twin (the same upload in a thread of its own pool of :data:`UPLOAD_THREADS`).
 """
 
 from __future__ import annotations
@@ -13,25 +15,24 @@ from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from prefect.logging import get_run_logger
 
-from prefect_cometapi.billing.ledger import record_upload
 from prefect_cometapi.errors import ValidationError, retry_on_transient
-from prefect_cometapi.events import declare_asset
 from prefect_cometapi.inputs.coerce import ImageLike, as_generated_image
 from prefect_cometapi.orchestration.twins import async_twin
-from prefect_cometapi.s3.client import make_s3_client
-from prefect_cometapi.s3.keys import DEFAULT_KEY_TEMPLATE, render_key, validate_bucket_name
-from prefect_cometapi.s3.upload import (
-    UPLOAD_RETRY_DELAYS,
-    S3Object,
-    check_presign_expires,
-    upload_image,
-)
+from prefect_cometapi.orchestration.upload import store_image
+from prefect_cometapi.s3.client import S3_MAX_POOL_CONNECTIONS
+from prefect_cometapi.s3.keys import DEFAULT_KEY_TEMPLATE, render_key
+from prefect_cometapi.s3.target import s3_target
+from prefect_cometapi.s3.upload import UPLOAD_RETRY_DELAYS, S3Object, check_presign_expires
 
 __all__ = ["UPLOAD_TASK_RETRIES", "aupload_to_s3", "upload_to_s3"]
 
 UPLOAD_TASK_RETRIES = len(UPLOAD_RETRY_DELAYS)
+UPLOAD_THREADS = 64
+"""Threads ``aupload_to_s3`` runs uploads in (its own pool, not the event loop's default of
+``cpu_count + 4``): a gather of 48 uploads sends 48 at once. Below the client's
+:data:`~prefect_cometapi.s3.client.S3_MAX_POOL_CONNECTIONS`, so each has a connection."""
+assert UPLOAD_THREADS <= S3_MAX_POOL_CONNECTIONS
 
 
 @task(
@@ -43,7 +44,7 @@ UPLOAD_TASK_RETRIES = len(UPLOAD_RETRY_DELAYS)
 )
 def upload_to_s3(
     image: ImageLike,
-    bucket: str,
+    bucket: Any,
     key_template: str = DEFAULT_KEY_TEMPLATE,
     prefix: str = "",
     endpoint_url: str | None = None,
@@ -63,13 +64,16 @@ def upload_to_s3(
         image: The image: a ``GeneratedImage`` (from ``generate_image``, ``edit_image`` or
             ``upscale_image``), an ``ImageResult`` holding one image, bytes, a local path, an
             ``https://`` URL or an ``s3://`` URI (read with ``endpoint_url``).
-        bucket: The bucket name (it must exist).
+        bucket: The bucket name (it must exist), or a prefect-aws ``S3Bucket`` block: its
+            bucket, its credentials (and their ``aws_client_parameters.endpoint_url``) and its
+            ``bucket_folder`` (put before ``prefix``).
         key_template: The key template; placeholders as in
             :func:`~prefect_cometapi.s3.keys.render_key`.
         prefix: A folder for the key, e.g. ``"banners/"``.
         endpoint_url: An S3-compatible endpoint (MinIO, R2...); default AWS or
             ``AWS_ENDPOINT_URL_S3``.
-        aws_credentials: A prefect-aws ``AwsCredentials`` block; default: boto3's standard chain.
+        aws_credentials: A prefect-aws ``AwsCredentials`` block for a bucket name; default:
+            boto3's standard chain. One client per process and credentials serves every call.
         presign_expires: If set, also return a presigned GET URL valid this many seconds.
         key_vars: More placeholder values for the template (e.g. ``{"item_id": "sku-42"}``).
 
@@ -77,7 +81,7 @@ def upload_to_s3(
         The :class:`~prefect_cometapi.s3.upload.S3Object` (``existed=True`` when nothing had to
         be uploaded).
     """
-    validate_bucket_name(bucket)
+    target = s3_target(bucket, endpoint_url, aws_credentials)
     check_presign_expires(presign_expires)
     image = as_generated_image(image, "image", endpoint_url=endpoint_url)
     key_vars = dict(key_vars or {})
@@ -86,18 +90,8 @@ def upload_to_s3(
             raise ValidationError(
                 "key_vars", f"{reserved!r} cannot be a key variable (use the parameter)", reserved
             )
-    key = render_key(key_template, image, prefix=prefix, **key_vars)
-    s3_client = make_s3_client(endpoint_url=endpoint_url, aws_credentials=aws_credentials)
-    result = upload_image(image, bucket, key, s3_client=s3_client, presign_expires=presign_expires)
-    declare_asset(result, image)
-    record_upload(result, image)
-    try:
-        logger = get_run_logger()
-    except Exception:  # noqa: BLE001 - called via .fn outside a run
-        return result
-    verb = "already there, not re-uploaded" if result.existed else "uploaded"
-    logger.info("%s (%d bytes) %s", result.uri, result.size, verb)
-    return result
+    key = render_key(key_template, image, prefix=target.prefix(prefix), **key_vars)
+    return store_image(image, target, key, presign_expires=presign_expires)
 
 
-aupload_to_s3 = async_twin(upload_to_s3)
+aupload_to_s3 = async_twin(upload_to_s3, threads=UPLOAD_THREADS)

@@ -135,7 +135,9 @@ def test_parameter_form_is_typed(deployed_project: DeployedProject, name: str) -
     assert all(field.get("description") for field in image.values()), image
     upscale = schema["definitions"]["UpscaleOptions"]["properties"]
     assert "3840x2160" in upscale["target"]["enum"] and "none" in upscale["target"]["enum"]
-    assert schema["definitions"]["S3Options"]["required"] == ["bucket"]
+    s3_form = schema["definitions"]["S3Options"]
+    # A bucket name or a saved S3Bucket block's name: one of the two, checked when the run starts.
+    assert {"bucket", "bucket_block"} <= set(s3_form["properties"]) and not s3_form.get("required")
 
 
 def test_on_demand_run_from_the_cli(

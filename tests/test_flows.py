@@ -268,7 +268,9 @@ def test_parameter_schema_has_typed_fields() -> None:
     upscale = schema["definitions"]["UpscaleOptions"]["properties"]
     assert "3840x2160" in upscale["target"]["enum"]
     assert schema["properties"]["prompt"]["description"]
-    assert "bucket" in schema["definitions"]["S3Options"]["required"]
+    s3_form = schema["definitions"]["S3Options"]["properties"]
+    # A bucket name or a saved S3Bucket block's name (one of them, checked when the run starts).
+    assert s3_form["bucket"]["description"] and s3_form["bucket_block"]["description"]
 
 
 @pytest.mark.parametrize(

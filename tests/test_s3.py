@@ -90,6 +90,15 @@ class RequestCounter:
         self.ops.append(kwargs["event_name"].rsplit(".", 1)[-1])
 
 
+def use_client_factory(monkeypatch: pytest.MonkeyPatch, factory: Any) -> None:
+    """Make the process's client cache empty for this test and build its clients with
+    ``factory`` (the one cache every upload gets its client from)."""
+    from collections import OrderedDict
+
+    monkeypatch.setattr(s3_client_mod, "_clients", OrderedDict())
+    monkeypatch.setattr(s3_client_mod, "make_s3_client", factory)
+
+
 @pytest.fixture
 def our_client(s3_server: Any) -> Any:
     """A client built by make_s3_client, pointed at moto."""
@@ -311,7 +320,7 @@ def test_bad_bucket_names_are_refused_before_any_request(
     with pytest.raises(ValidationError) as info:
         upload_image(make_image(), bucket, "a.png", s3_client=our_client)
     assert info.value.param == "bucket"
-    monkeypatch.setattr(s3mod, "make_s3_client", lambda **kw: our_client)
+    use_client_factory(monkeypatch, lambda **kw: our_client)
     with pytest.raises(ValidationError):
         upload_to_s3.fn(make_image(), bucket)
     assert counter.ops == []
@@ -354,7 +363,7 @@ def test_escaping_templates_are_refused_before_any_request(
     kwargs: dict[str, Any], param: str, our_client: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     counter = RequestCounter(our_client)
-    monkeypatch.setattr(s3mod, "make_s3_client", lambda **kw: our_client)
+    use_client_factory(monkeypatch, lambda **kw: our_client)
     kwargs = {"prefix": "safe/", **kwargs}
     with pytest.raises(ValidationError) as info:
         upload_to_s3.fn(make_image(), "some-bucket", **kwargs)
@@ -522,7 +531,7 @@ def _flaky_client_factory(
     monkeypatch: pytest.MonkeyPatch, failures: int
 ) -> tuple[list[str], list[str]]:
     """Make upload_to_s3 build clients whose first ``failures`` PutObject sends fail."""
-    real = s3mod.make_s3_client
+    real = s3_client_mod.make_s3_client
     sent: list[str] = []
     built: list[str] = []
 
@@ -538,7 +547,7 @@ def _flaky_client_factory(
         client.meta.events.register("before-send.s3.PutObject", flaky)
         return client
 
-    monkeypatch.setattr(s3mod, "make_s3_client", factory)
+    use_client_factory(monkeypatch, factory)
     monkeypatch.setattr(s3_client_mod, "S3_MAX_ATTEMPTS", 1)  # one botocore attempt a try
     return sent, built
 
@@ -556,7 +565,8 @@ def test_task_retries_a_transient_failure_inside_a_flow(
         )
 
     result = store(image)
-    assert len(sent) == 2 and len(built) == 2  # two task attempts, one PutObject each
+    # Two task attempts, one PutObject each, one client for both (built once per process).
+    assert len(sent) == 2 and len(built) == 1
     assert not result.existed and result.key.startswith("runs/")
     assert s3_client.get_object(Bucket=s3_bucket, Key=result.key)["Body"].read() == image.data
 

@@ -2,8 +2,10 @@
 
 The upload runs inside the item's task run (not as a task run of its own): at hundreds of
 images per batch, a task run per upload costs more orchestration than the upload itself. It is
-retried here on the same terms as ``upload_to_s3`` (botocore's own retries first, then
-:data:`UPLOAD_RETRY_DELAYS`, only for transient failures).
+the ``upload_to_s3`` task's own path (:func:`~prefect_cometapi.orchestration.upload.store_image`:
+one client per process and credentials, skip-if-there, checksum, asset, cost ledger, log),
+retried on the same terms (botocore's own retries first, then :data:`UPLOAD_RETRY_DELAYS`, only
+for transient failures).
 
 Assets: each object is declared as the Prefect asset ``s3://bucket/key`` with the event a
 materializing task emits (``prefect.asset.materialization.succeeded``, the object's checksum,
@@ -16,62 +18,49 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from datetime import datetime
 
-from prefect import get_run_logger
-
-from prefect_cometapi.errors import is_retryable
-from prefect_cometapi.events import declare_asset
 from prefect_cometapi.forms.options import S3Options, UpscaleOptions
 from prefect_cometapi.models import GeneratedImage, ImageResult
+from prefect_cometapi.orchestration.named_blocks import load_block
+from prefect_cometapi.orchestration.upload import store_image
 from prefect_cometapi.reports.outcomes import DeliveredImage
-from prefect_cometapi.s3.client import shared_s3_client
 from prefect_cometapi.s3.keys import render_key
-from prefect_cometapi.s3.upload import UPLOAD_RETRY_DELAYS, S3Object, upload_image
+from prefect_cometapi.s3.target import S3Target, s3_target
+from prefect_cometapi.s3.upload import UPLOAD_RETRY_DELAYS
 from prefect_cometapi.tasks.upscale import upscale_image
 
-__all__ = ["deliver_image", "deliver_result"]
+__all__ = ["deliver_image", "deliver_result", "s3_target_of"]
 
 _upscale_slots = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
 """Upscales at once in this process: one per core. Resizing is CPU-bound, so more would only
 hold more 4K frames in memory without finishing sooner."""
 
 
-def _store_image(image: GeneratedImage, key: str, s3: S3Options, item_id: str) -> S3Object:
-    """Upload with ``upload_image`` (idempotent, checksummed), retrying transient failures.
+def s3_target_of(s3: S3Options) -> S3Target:
+    """Where a flow's S3 options point: the bucket and this process's client for it.
+
+    Saved blocks named in the options (``bucket_block``, ``aws_credentials_block``) are loaded
+    once per flow run (:func:`~prefect_cometapi.orchestration.named_blocks.load_block`); the
+    client is built once per process and credentials. prefect-aws is imported only when a
+    block is named.
 
     Args:
-        image: The image.
-        key: The object key.
         s3: The S3 options.
-        item_id: Stored as ``x-amz-meta-item``.
 
     Returns:
-        The stored object.
-
-    Raises:
-        CometAPIError: A non-transient failure, or a transient one that outlasted the retries.
+        The target.
     """
-    client = shared_s3_client(s3.endpoint_url, s3.aws_credentials_block)
-    for delay in (*UPLOAD_RETRY_DELAYS, None):
-        try:
-            return upload_image(
-                image,
-                s3.bucket,
-                key,
-                s3_client=client,
-                presign_expires=s3.presign_expires,
-                metadata_extra={"item": item_id},
-            )
-        except Exception as exc:
-            if delay is None or not is_retryable(exc):
-                raise
-            get_run_logger().warning(
-                "Upload of %s failed (%s); retrying in %.0f s", key, exc, delay
-            )
-            time.sleep(delay)
-    raise AssertionError("unreachable")  # pragma: no cover
+    if s3.bucket_block:
+        from prefect_aws.s3 import S3Bucket
+
+        return s3_target(load_block(S3Bucket, s3.bucket_block), s3.endpoint_url)
+    credentials = None
+    if s3.aws_credentials_block:
+        from prefect_aws.credentials import AwsCredentials
+
+        credentials = load_block(AwsCredentials, s3.aws_credentials_block)
+    return s3_target(s3.bucket, s3.endpoint_url, credentials)
 
 
 def deliver_image(
@@ -98,11 +87,18 @@ def deliver_image(
             image = upscale_image.with_options(task_run_name=f"upscale-{item_id}-{image.index}")(
                 image, **upscale.task_kwargs()
             )
-    key = render_key(s3.key_template, image, prefix=s3.prefix, now=run_time, item=item_id)
-    stored = _store_image(image, key, s3, item_id)
-    declare_asset(stored, image)
-    verb = "already in S3" if stored.existed else "uploaded"
-    get_run_logger().info("%s %s (%s, %d bytes)", verb, stored.uri, image.size, stored.size)
+    target = s3_target_of(s3)
+    key = render_key(
+        s3.key_template, image, prefix=target.prefix(s3.prefix), now=run_time, item=item_id
+    )
+    stored = store_image(
+        image,
+        target,
+        key,
+        presign_expires=s3.presign_expires,
+        metadata_extra={"item": item_id},
+        retry_delays=UPLOAD_RETRY_DELAYS,
+    )
     return DeliveredImage(
         uri=stored.uri,
         bucket=stored.bucket,

@@ -29,12 +29,12 @@ from typing import Any
 from prefect.serializers import Serializer
 from pydantic import BaseModel, Field
 
+from prefect_cometapi.batching.delivery import s3_target_of
 from prefect_cometapi.batching.requesting import image_result_store
 from prefect_cometapi.caching.keys import image_cache_key
 from prefect_cometapi.caching.store import vetted_store
 from prefect_cometapi.forms.options import ImageOptions, S3Options, UpscaleOptions
 from prefect_cometapi.reports.outcomes import DeliveredImage
-from prefect_cometapi.s3.client import shared_s3_client
 from prefect_cometapi.s3.upload import presign
 
 __all__ = [
@@ -140,6 +140,7 @@ def delivery_key(
         ),
         "upscale": upscale.model_dump(mode="json") if upscale.enabled else None,
         "bucket": s3.bucket,
+        **({"bucket_block": s3.bucket_block} if s3.bucket_block else {}),
         "endpoint": s3.endpoint_url or None,
         "prefix": s3.prefix,
         "key_template": s3.key_template,
@@ -282,7 +283,7 @@ def check_deliveries(
         One future per key: :func:`find_delivered`'s answer.
     """
     store = ledger_store()
-    client = shared_s3_client(s3.endpoint_url, s3.aws_credentials_block)
+    client = s3_target_of(s3).client
     pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="cometapi-ledger")
     futures = [pool.submit(find_delivered, key, s3, client, store) for key in keys]
     try:

@@ -44,6 +44,7 @@ from prefect_cometapi.s3.keys import (
     render_key,
     validate_bucket_name,
 )
+from prefect_cometapi.s3.target import saved_bucket_block
 from prefect_cometapi.upscaling import plan_upscale
 
 __all__ = [
@@ -332,23 +333,35 @@ class UpscaleOptions(BaseModel):
 
 
 class S3Options(BaseModel):
-    """Where the images go.
+    """Where the images go: a bucket name, or a saved prefect-aws ``S3Bucket`` block.
 
     Attributes:
-        bucket: The bucket name (it must exist).
+        bucket: The bucket name (it must exist); empty when ``bucket_block`` is given. From code,
+            a saved ``S3Bucket`` block is accepted here too and kept as its name.
+        bucket_block: Name of a saved prefect-aws ``S3Bucket`` block (made by whoever runs the
+            workers): its bucket, credentials, endpoint and ``bucket_folder`` (put before
+            ``prefix``); empty when ``bucket`` is given.
         prefix: A folder for every key.
         key_template: The object key; placeholders as in
             :func:`prefect_cometapi.s3.keys.render_key` plus ``{item}`` (the item id).
-        endpoint_url: An S3-compatible endpoint (MinIO, R2...); empty for AWS. Only endpoints
-            the worker lists in ``PREFECT_COMETAPI_ALLOWED_S3_ENDPOINTS`` are accepted.
-        aws_credentials_block: Name of a prefect-aws ``AwsCredentials`` block; empty for
-            boto3's standard chain (environment, profile, instance role).
+        endpoint_url: An S3-compatible endpoint (MinIO, R2...); empty for AWS (or the
+            ``S3Bucket`` block's own). Only endpoints the worker lists in
+            ``PREFECT_COMETAPI_ALLOWED_S3_ENDPOINTS`` are accepted.
+        aws_credentials_block: Name of a prefect-aws ``AwsCredentials`` block for ``bucket``;
+            empty for boto3's standard chain (environment, profile, instance role).
         presign_expires: Lifetime of the presigned links in the gallery (seconds); empty for none.
     """
 
     model_config = _FROZEN
 
-    bucket: str = Field(description="S3 bucket name (must exist).")
+    bucket: OptionalText = Field(
+        None, description="S3 bucket name (must exist); or give bucket_block instead."
+    )
+    bucket_block: OptionalText = Field(
+        None,
+        description="Name of a saved prefect-aws S3Bucket block (its bucket, credentials and "
+        "endpoint); instead of bucket.",
+    )
     prefix: str = Field(DEFAULT_PREFIX, description="Folder for every key, e.g. banners/.")
     key_template: str = Field(
         DEFAULT_ITEM_KEY_TEMPLATE,
@@ -367,9 +380,28 @@ class S3Options(BaseModel):
         3600, description="Presigned link lifetime in seconds (empty: none)."
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _bucket_block_object(cls, data: Any) -> Any:
+        """From code, ``bucket=<a saved S3Bucket block>`` becomes ``bucket_block=<its name>``."""
+        if isinstance(data, dict) and not isinstance(data.get("bucket"), (str, type(None))):
+            return {**data, "bucket": None, "bucket_block": saved_bucket_block(data["bucket"])}
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> S3Options:
-        validate_bucket_name(self.bucket)
+        if (self.bucket is None) == (self.bucket_block is None):
+            what = "not both" if self.bucket else "one of them"
+            raise ValidationError(
+                "s3.bucket", f"give a bucket name or bucket_block (an S3Bucket's name), {what}"
+            )
+        if self.bucket_block is not None and self.aws_credentials_block is not None:
+            raise ValidationError(
+                "s3.aws_credentials_block",
+                "leave it empty with bucket_block: the S3Bucket block has its own credentials",
+            )
+        if self.bucket is not None:
+            validate_bucket_name(self.bucket)
         check_s3_endpoint(self.endpoint_url, param="s3.endpoint_url")
         check_key_template(self.key_template, prefix=self.prefix, names=("item",))
         return self

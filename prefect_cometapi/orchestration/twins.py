@@ -11,7 +11,10 @@ so the twins cannot drift. The tasks that do not call the Images API get their t
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from prefect import Task, task
@@ -24,20 +27,34 @@ _OPTIONS = (
 )  # fmt: skip
 
 
-def async_twin(sync_task: Task[..., Any]) -> Task[..., Any]:
+def async_twin(sync_task: Task[..., Any], threads: int | None = None) -> Task[..., Any]:
     """An async task that runs ``sync_task``'s function in a worker thread, with its options.
 
     Args:
         sync_task: The sync task.
+        threads: Run in a pool of this many threads of the twin's own (for I/O-bound work
+            that a gather runs many of at once); ``None`` uses the event loop's default
+            executor (``cpu_count + 4`` threads at most), as ``asyncio.to_thread`` does.
 
     Returns:
         The async task, named ``a<function name>``.
     """
     fn = sync_task.fn
+    pool: list[ThreadPoolExecutor] = []
+    pool_lock = threading.Lock()
+
+    def executor() -> ThreadPoolExecutor | None:
+        if threads is None:
+            return None
+        with pool_lock:
+            if not pool:
+                pool.append(ThreadPoolExecutor(threads, thread_name_prefix=f"a{fn.__name__}"))
+            return pool[0]
 
     @functools.wraps(fn)
     async def twin(*args: Any, **kwargs: Any) -> Any:
-        return await asyncio.to_thread(fn, *args, **kwargs)
+        call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(executor(), call)
 
     twin.__name__ = twin.__qualname__ = f"a{fn.__name__}"
     twin.__doc__ = (
