@@ -12,8 +12,9 @@ the image) to pick one of:
 * :data:`AVERAGE_HUFFMAN`, PNG's ``Average`` filter and Huffman-only zlib: the cheapest, kept
   when its sample is within :data:`FAST_TOLERANCE` of the Paeth sample (grain and noise, where
   every predictor does about as well);
-* :data:`PAETH_RLE`, PNG's ``Paeth`` filter and zlib's run-length strategy (photographs, where
-  Paeth predicts clearly better: Average is 10-17 % larger there);
+* :data:`PAETH_HUFFMAN` or :data:`PAETH_RLE`, PNG's ``Paeth`` filter and Huffman-only zlib, or
+  the run-length strategy where it is more than :data:`HUFFMAN_TOLERANCE` smaller (flat
+  backgrounds): photographs, where Paeth predicts clearly better (Average is 10-23 % larger);
 * :data:`ADAPTIVE_DEFLATE`, Pillow's adaptive filter with zlib level 6, when the Paeth sample is
   flat enough (under :data:`FLAT_RATIO` of its raw bytes) for the search to pay: drawings,
   where it is also fast.
@@ -35,9 +36,11 @@ __all__ = [
     "ADAPTIVE_DEFLATE",
     "ADAPTIVE_RLE",
     "AVERAGE_HUFFMAN",
+    "PAETH_HUFFMAN",
     "PAETH_RLE",
     "FAST_TOLERANCE",
     "FLAT_RATIO",
+    "HUFFMAN_TOLERANCE",
     "PROBE_BANDS",
     "PROBE_ROWS",
     "PngPlan",
@@ -53,6 +56,8 @@ FAST_TOLERANCE = 1.08
 """The Average filter is kept when its sample is at most this much larger than Paeth's."""
 FLAT_RATIO = 0.25
 """Level 6 is used when the Paeth sample is under this fraction of its raw bytes."""
+HUFFMAN_TOLERANCE = 1.05
+"""Huffman-only (cheaper) replaces the run-length strategy when at most this much larger."""
 
 _BYTES_PER_PIXEL = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
 _COLOUR_TYPE = {"L": 0, "LA": 4, "RGB": 2, "RGBA": 6}
@@ -85,6 +90,7 @@ class PngPlan:
 
 AVERAGE_HUFFMAN = PngPlan("average+huffman", _AVERAGE, 1, zlib.Z_HUFFMAN_ONLY)
 PAETH_RLE = PngPlan("paeth+rle", _PAETH, 1, zlib.Z_RLE)
+PAETH_HUFFMAN = PngPlan("paeth+huffman", _PAETH, 1, zlib.Z_HUFFMAN_ONLY)
 ADAPTIVE_RLE = PngPlan("adaptive+rle", None, 1, zlib.Z_RLE)
 ADAPTIVE_DEFLATE = PngPlan("adaptive+deflate6", None, 6, zlib.Z_DEFAULT_STRATEGY)
 
@@ -213,8 +219,13 @@ def choose_png_plan(img: Image.Image) -> tuple[PngPlan, dict[str, int]]:
         # residuals are never smaller than Paeth's here (no need to try it).
         return ADAPTIVE_DEFLATE, sizes
     sizes[AVERAGE_HUFFMAN.name] = _probe(img, tops, AVERAGE_HUFFMAN)
-    fast = sizes[AVERAGE_HUFFMAN.name] <= FAST_TOLERANCE * paeth
-    return (AVERAGE_HUFFMAN if fast else PAETH_RLE), sizes
+    if sizes[AVERAGE_HUFFMAN.name] <= FAST_TOLERANCE * paeth:
+        return AVERAGE_HUFFMAN, sizes
+    # Run-length matching pays where residuals repeat (flat backgrounds); else Huffman alone.
+    sizes[PAETH_HUFFMAN.name] = _probe(img, tops, PAETH_HUFFMAN)
+    if sizes[PAETH_HUFFMAN.name] <= HUFFMAN_TOLERANCE * paeth:
+        return PAETH_HUFFMAN, sizes
+    return PAETH_RLE, sizes
 
 
 def encode_png(img: Image.Image, icc: bytes | None = None, plan: PngPlan | None = None) -> bytes:
