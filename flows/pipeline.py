@@ -14,9 +14,10 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from prefect_cometapi.batching.delivery import deliver_image
+from prefect_cometapi.batching.gate import review_items, run_created, settle
 from prefect_cometapi.batching.item import outcome_for
 from prefect_cometapi.batching.requesting import edit_step, generate_step, run_request
-from prefect_cometapi.batching.sources import template_source
+from prefect_cometapi.batching.sources import Item, template_source
 from prefect_cometapi.billing.budget import _check_budget
 from prefect_cometapi.blocks.credentials import resolve_credentials
 from prefect_cometapi.forms.fields import OptionalObject, OptionalText
@@ -29,6 +30,7 @@ from prefect_cometapi.forms.options import (
     UpscaleOptions,
     check_distinct_keys,
 )
+from prefect_cometapi.forms.review import NO_REVIEW, ReviewOptions
 from prefect_cometapi.reports.artifacts import Progress, publish
 from prefect_cometapi.reports.outcomes import RunSummary
 from prefect_cometapi.tasks.prompts import render_prompt
@@ -66,9 +68,11 @@ def _single_run(
     request: Any,
     request_kwargs: dict[str, Any],
     max_cost_usd: float | None = None,
+    review: ReviewOptions = NO_REVIEW,
+    variables: dict[str, Any] | None = None,
 ) -> RunSummary:
-    """Check keys, size and budget; request, deliver each image, publish artifacts; raise the
-    request's error if it failed."""
+    """Check keys, size and budget; (review;) request, deliver each image, publish artifacts;
+    raise the request's error if it failed."""
     started = time.monotonic()
     logger = get_run_logger()
     item = item_id or _default_item_id(prompt)
@@ -77,6 +81,26 @@ def _single_run(
     inputs = len(request_kwargs.get("images") or ())
     _check_budget([prompt], image, max_cost_usd, request_kwargs.get("credentials"), inputs)
     run_time = datetime.now(timezone.utc)
+    reviewed = None
+    if review.enabled:
+        run_time = run_created() or run_time  # the same after a resume restarts the run
+        limits = {k: request_kwargs.get(k) for k in ("concurrency_limit", "rate_limit")}
+        reviewed = review_items(
+            [Item(item, 0, dict(variables or {}))], [prompt], image, upscale, s3, run_time,
+            request_kwargs.get("credentials"), review, flow_name, title, 1, limits,
+        )  # fmt: skip
+        if not reviewed.approved:
+            summary = RunSummary.from_outcomes(
+                flow_name, settle(reviewed, []), time.monotonic() - started,
+                review=reviewed.entries,
+            )  # fmt: skip
+            publish(summary, flow_name, title)
+            logger.info("%s", summary.headline())
+            if reviewed.failed:
+                raise RuntimeError(f"the image request failed: {summary.failures}")
+            return summary
+        prompt, image = reviewed.approved[0].prompt, reviewed.approved[0].image
+        request_kwargs = {**request_kwargs, **image.request_kwargs()}
     progress = Progress(flow_name, image.n)
     result, cached, error = run_request(request, prompt=prompt, **request_kwargs)
     delivered = []
@@ -91,7 +115,11 @@ def _single_run(
             error = exc
     outcome = outcome_for(item, 0, prompt, image, result, cached, delivered, error, started)
     del result
-    summary = RunSummary.from_outcomes(flow_name, [outcome], time.monotonic() - started)
+    outcomes = [outcome] if reviewed is None else settle(reviewed, [outcome])
+    summary = RunSummary.from_outcomes(
+        flow_name, outcomes, time.monotonic() - started,
+        review=reviewed.entries if reviewed is not None else None,
+    )  # fmt: skip
     if error is not None:
         progress.advance(failed=True)
     publish(summary, flow_name, title)
@@ -114,6 +142,7 @@ def generate_and_upload(
     concurrency_limit: OptionalText = None,
     rate_limit: OptionalText = None,
     max_cost_usd: OptionalUSD = None,
+    review: ReviewOptions = NO_REVIEW,
 ) -> RunSummary:
     """Render a prompt, generate images, optionally upscale them, and upload them to S3.
 
@@ -132,6 +161,8 @@ def generate_and_upload(
         rate_limit: A Prefect global concurrency limit with slot decay, used as a rate limit.
         max_cost_usd: Refuse to send when the estimated cost is over this (USD); the worker's
             PREFECT_COMETAPI_MAX_COST_USD applies when it is lower.
+        review: Wait for a person to approve or reject the images before they are upscaled
+            or uploaded (a rejected one is regenerated); off by default.
 
     Returns:
         The run summary: S3 URIs, tokens and total cost (no image bytes).
@@ -155,6 +186,8 @@ def generate_and_upload(
             **image.request_kwargs(),
         },
         max_cost_usd,
+        review,
+        variables,
     )
 
 

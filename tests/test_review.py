@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -308,3 +309,193 @@ def test_paused_batch_review_mixed_answer_then_approve_all(
     summary = again.result()
     assert summary.delivered == 3 and summary.total_cost_usd == 0
     assert {e.by for e in summary.review} == {"earlier_run"}
+
+
+# --- A deployment run on a real Prefect server and a process worker: suspended, then resumed ---
+
+
+def _engine_processes(worker: Any) -> list[int]:
+    """The worker's child processes running a flow run (``python -m prefect.engine``)."""
+    from fixtures_deploy import _descendants
+
+    found = []
+    for pid in _descendants(worker.popen.pid):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if b"prefect.engine" in cmdline or b"prefect/engine" in cmdline:
+            found.append(pid)
+    return found
+
+
+def _wait_suspended(project: Any, run_id: Any, after_key: str | None, timeout: float = 120) -> Any:
+    """The run once it is Suspended with a pause key other than ``after_key``."""
+    deadline = time.monotonic() + timeout
+    with project.client() as client:
+        while time.monotonic() < deadline:
+            run = client.read_flow_run(run_id)
+            state = run.state
+            if state is not None and state.is_final():
+                pytest.fail(f"run ended {state.type.value}: {state.message}")
+            if (
+                state is not None
+                and state.name == "Suspended"
+                and state.state_details.pause_key != after_key
+            ):
+                return run
+            time.sleep(1.0)
+    pytest.fail(f"run {run_id} was not suspended in {timeout} s\n{project.prefect.diagnostics()}")
+
+
+def _wait_no_engine(worker: Any, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while _engine_processes(worker):
+        assert time.monotonic() < deadline, "the suspended run's process did not exit"
+        time.sleep(0.5)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_deployment_run_is_suspended_and_resumed_with_a_mixed_decision(
+    deployed_project: Any, emulator: Any, s3_client: Any, s3_bucket: str
+) -> None:
+    from prefect.flow_runs import resume_flow_run
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    salt = tag()
+    with deployed_project.client() as client:
+        deployment = client.read_deployment_by_name("batch-generate/weekly-banners")
+        created = client.create_flow_run_from_deployment(
+            deployment.id,
+            parameters={
+                "template": TEMPLATE,
+                "items": review_items_of(salt),
+                "items_file": "",
+                "image": {"custom_size": "1024x640", "quality": "low"},
+                "upscale": {"target": "none"},
+                "s3": {"bucket": s3_bucket, "prefix": "reviewed/"},
+                "review": {"enabled": True, "timeout_s": 600, "max_rounds": 2},
+            },
+        )
+    first = _wait_suspended(deployed_project, created.id, None)
+    _wait_no_engine(deployed_project.worker)  # the worker holds no process for the run
+    assert deployed_project.worker.alive()
+    assert emulator.billed_requests == 3
+    assert not _objects(s3_client, s3_bucket)
+    with temporary_settings({PREFECT_API_URL: deployed_project.prefect.api_url}):
+        resume_flow_run(
+            created.id,
+            run_input={
+                "reviewer": "Ana",
+                "decisions": [
+                    {"item": "lamp", "decision": "approve"},
+                    {"item": "chair", "decision": "reject", "note": "too dark"},
+                    {"item": "desk", "decision": "reject",
+                     "new_prompt": "A {{ colour }} desk, " + salt},
+                ],
+            },
+        )  # fmt: skip
+        second = _wait_suspended(deployed_project, created.id, first.state.state_details.pause_key)
+        _wait_no_engine(deployed_project.worker)
+        # The restarted run regenerated the two rejected items once each, paid nothing else.
+        assert emulator.billed_requests == 5
+        assert len(_objects(s3_client, s3_bucket)) == 0
+        resume_flow_run(second.id, run_input={"approve_all": True, "reviewer": "Ben"})
+    run = deployed_project.wait_for_flow_run(created.id)
+    assert "3/3 items delivered" in (run.state.message or "")
+    objects = _objects(s3_client, s3_bucket, "reviewed/")
+    assert len(objects) == 3, list(objects)
+    assert {key.rsplit("/", 1)[-1].split("-")[0] for key in objects} == set(PENDING)
+    billed = [r.params["prompt"] for r in emulator.requests if r.billed_images]
+    assert len(billed) == 5
+    assert sorted(billed) == sorted(
+        [f"A banner for {i.title()} in teal ({salt})" for i in PENDING]
+        + [f"A banner for Chair in teal ({salt})", f"A teal desk, {salt}"]
+    )
+    assert emulator.billed_requests == 5
+
+
+def _objects(s3_client: Any, bucket: str, prefix: str = "") -> dict[str, bytes]:
+    listing = s3_client.list_objects_v2(Bucket=bucket, Prefix=prefix)
+    return {
+        obj["Key"]: s3_client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+        for obj in listing.get("Contents", [])
+    }
+
+
+def test_paused_round_nobody_answers_approve_all_delivers(
+    emulator: Any, credentials: Any, s3_options: Any, s3_client: Any
+) -> None:
+    from prefect_cometapi.flows import batch_generate
+
+    state = batch_generate(
+        s3=s3_options,
+        template=TEMPLATE,
+        items=review_items_of(tag())[:2],
+        image=SMALL,
+        credentials_block=credentials,
+        review=ReviewOptions(timeout_s=3, on_timeout="approve_all"),
+        return_state=True,
+    )
+    assert state.is_completed(), state.message
+    summary = state.result()
+    assert summary.delivered == 2 and emulator.billed_requests == 2
+    assert {(e.decision, e.by) for e in summary.review} == {("approved", "timeout")}
+    assert len(s3_client.list_objects_v2(Bucket=s3_options.bucket)["Contents"]) == 2
+
+
+def test_paused_round_nobody_answers_fail_fails_the_run(
+    emulator: Any, credentials: Any, s3_options: Any, s3_client: Any
+) -> None:
+    from prefect_cometapi.flows import batch_generate
+
+    state = batch_generate(
+        s3=s3_options,
+        template=TEMPLATE,
+        items=review_items_of(tag())[:1],
+        image=SMALL,
+        credentials_block=credentials,
+        review=ReviewOptions(timeout_s=3, on_timeout="fail"),
+        return_state=True,
+    )
+    assert state.is_failed()
+    assert "nobody answered within 3 s" in (state.message or "")
+    assert not s3_client.list_objects_v2(Bucket=s3_options.bucket).get("Contents")
+
+
+def test_single_image_pipeline_review_reject_then_approve(
+    emulator: Any, credentials: Any, s3_options: Any, s3_client: Any
+) -> None:
+    from prefect.flow_runs import resume_flow_run
+
+    from prefect_cometapi.flows import generate_and_upload
+
+    thread, out = run_in_thread(
+        generate_and_upload,
+        prompt=f"A lighthouse at dawn ({tag()})",
+        s3=s3_options,
+        image=SMALL,
+        item_id="lighthouse",
+        credentials_block=credentials,
+        review=ReviewOptions(timeout_s=120),
+    )
+    first = wait_paused("generate-and-upload")
+    hostile = {"item": "lighthouse", "decision": "reject", "new_prompt": "{{ ''.__class__ }}"}
+    resume_flow_run(first.id, run_input={"decisions": [hostile]})
+    again = wait_paused("generate-and-upload", after_key=first.state.state_details.pause_key)
+    assert emulator.billed_requests == 1  # the refused prompt cost nothing: asked again
+    gallery = read_artifacts(first.id)[artifact_key("generate-and-upload", "review")]
+    assert "Not accepted from the last answer" in gallery.data
+    resume_flow_run(again.id, run_input={"decisions": [
+        {"item": "lighthouse", "decision": "reject", "note": "too grey"}]})  # fmt: skip
+    third = wait_paused("generate-and-upload", after_key=again.state.state_details.pause_key)
+    assert emulator.billed_requests == 2  # the next variant, paid once
+    resume_flow_run(third.id, run_input={"approve_all": True})
+    thread.join(120)
+    state = out["state"]
+    assert state.is_completed(), state.message
+    summary = state.result()
+    assert summary.delivered == 1 and emulator.billed_requests == 2
+    assert [(e.round, e.decision) for e in summary.review] == [(1, "rejected"), (2, "approved")]
+    assert len(s3_client.list_objects_v2(Bucket=s3_options.bucket)["Contents"]) == 1
