@@ -425,14 +425,16 @@ def _objects(s3_client: Any, bucket: str, prefix: str = "") -> dict[str, bytes]:
 
 
 def test_paused_round_nobody_answers_approve_all_delivers(
-    emulator: Any, credentials: Any, s3_options: Any, s3_client: Any
+    emulator: Any, credentials: Any, s3_options: Any, s3_client: Any, monkeypatch: Any
 ) -> None:
     from prefect_cometapi.flows import batch_generate
 
+    monkeypatch.setenv("PREFECT_COMETAPI_PRIVATE_PROMPTS", "1")
+    salt = tag()
     state = batch_generate(
         s3=s3_options,
         template=TEMPLATE,
-        items=review_items_of(tag())[:2],
+        items=review_items_of(salt)[:2],
         image=SMALL,
         credentials_block=credentials,
         review=ReviewOptions(timeout_s=3, on_timeout="approve_all"),
@@ -442,6 +444,10 @@ def test_paused_round_nobody_answers_approve_all_delivers(
     summary = state.result()
     assert summary.delivered == 2 and emulator.billed_requests == 2
     assert {(e.decision, e.by) for e in summary.review} == {("approved", "timeout")}
+    gallery = read_artifacts(state.state_details.flow_run_id)[
+        artifact_key("batch-generate", "review")
+    ]
+    assert "## lamp" in gallery.data and salt not in gallery.data  # prompts kept private
     assert len(s3_client.list_objects_v2(Bucket=s3_options.bucket)["Contents"]) == 2
 
 

@@ -50,7 +50,7 @@ from prefect_cometapi.forms.review import ReviewOptions, decision_form
 from prefect_cometapi.reports.outcomes import ItemOutcome, ReviewEntry, describe_error
 from prefect_cometapi.reports.previews import preview_data_uri
 from prefect_cometapi.reports.review import ReviewTile, publish_review, review_markdown
-from prefect_cometapi.text import excerpt
+from prefect_cometapi.text import private_prompts, prompt_excerpt
 
 __all__ = [
     "Candidate",
@@ -186,7 +186,7 @@ def review_items(
     title: str,
     concurrency: int = 4,
     limits: dict[str, str | None] | None = None,
-    private_prompts: bool = False,
+    hide_prompts: bool | None = None,
 ) -> ReviewResult:
     """Run the review rounds of a batch (see the module's description).
 
@@ -203,7 +203,8 @@ def review_items(
         title: The gallery's heading.
         concurrency: Generations at once.
         limits: ``concurrency_limit``, ``rate_limit``, ``spend_limit`` for the image task.
-        private_prompts: Leave prompts out of the gallery.
+        hide_prompts: Leave prompts out of the gallery (default: prompts are private,
+            ``PREFECT_COMETAPI_PRIVATE_PROMPTS``).
 
     Returns:
         What was approved, rejected and failed, and every verdict.
@@ -213,6 +214,8 @@ def review_items(
             got :data:`~.review.MAX_ATTEMPTS` answers that decided nothing.
     """
     logger = get_run_logger()
+    if hide_prompts is None:
+        hide_prompts = private_prompts()
     context = FlowRunContext.get()
     flow_run_id = str(context.flow_run.id) if context and context.flow_run else None
     limits = limits or {}
@@ -261,7 +264,7 @@ def review_items(
             tiles = [
                 ReviewTile(
                     c.item.item_id,
-                    None if private_prompts else c.prompt,
+                    None if hide_prompts else c.prompt,
                     c.previews,
                     c.sizes,
                     c.cost_usd,
@@ -400,7 +403,7 @@ def settle(reviewed: ReviewResult, delivered: Sequence[ItemOutcome]) -> list[Ite
                 item_id=c.item.item_id,
                 index=c.item.index,
                 status=status,  # type: ignore[arg-type]
-                prompt_excerpt=excerpt(c.prompt),
+                prompt_excerpt=prompt_excerpt(c.prompt),
                 size=c.image.request_size,
                 quality=c.image.quality,
                 error_code=code,

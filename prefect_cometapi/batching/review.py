@@ -27,7 +27,7 @@ from prefect_cometapi.client.rules import validate_prompt
 from prefect_cometapi.errors import ValidationError
 from prefect_cometapi.forms.review import ReviewDecision
 from prefect_cometapi.reports.outcomes import ReviewEntry
-from prefect_cometapi.text import excerpt
+from prefect_cometapi.text import prompt_excerpt
 
 __all__ = [
     "MAX_ATTEMPTS",
@@ -189,7 +189,7 @@ def _entry(
         by=by,
         reviewer=reviewer,
         note=note,
-        new_prompt=excerpt(new_prompt) if new_prompt else None,
+        new_prompt=(prompt_excerpt(new_prompt) or None) if new_prompt else None,
         cost_usd=round(costs.get(item, 0.0), 6),
     )
 
