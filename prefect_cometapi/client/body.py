@@ -1,4 +1,8 @@
-"""Decoding a compressed HTTP body with an exact cap on the bytes it decompresses to.
+"""Reading with a cap: the one capped body reader, its decoder, and the one local file reader.
+
+:class:`BodyReader` collects a streamed HTTP body (the API's answers, image downloads and the
+input downloads of :mod:`prefect_cometapi.inputs.fetch`) under a byte cap, raw and decoded;
+:func:`read_path` reads a local file under a cap, refused from ``stat`` before it is read.
 
 httpx's own decoders inflate each received chunk in full: a gzip bomb's chunk of a few
 kilobytes becomes tens of megabytes before any cap is checked. :class:`BoundedDecoder` reads the
@@ -12,14 +16,21 @@ from __future__ import annotations
 
 import time
 import zlib
+from pathlib import Path
 
 import httpx
 
-from prefect_cometapi.errors import (
-    UnexpectedResponseError,
-)
+from prefect_cometapi.errors import UnexpectedResponseError, ValidationError
 
-__all__ = ["ACCEPT_ENCODING", "BodyTooLarge", "BoundedDecoder", "UnsupportedEncoding", "BodyReader"]
+__all__ = [
+    "ACCEPT_ENCODING",
+    "BodyReader",
+    "BodyTooLarge",
+    "BoundedDecoder",
+    "UnsupportedEncoding",
+    "check_size",
+    "read_path",
+]
 
 ACCEPT_ENCODING = "gzip, deflate"
 """What the clients send as ``Accept-Encoding``: only what :class:`BoundedDecoder` decodes."""
@@ -136,13 +147,15 @@ class BodyReader:
     The drivers feed it the raw stream chunk by chunk (``iter_raw``); it decodes with
     :class:`~prefect_cometapi.client.body.BoundedDecoder`, which never inflates past the cap. So
     a trickling server, an endless chunked body or a compression bomb ends in a typed error
-    while it is being read, holding at most the cap in memory.
+    while it is being read, holding at most the cap in memory. The errors are the API's
+    (``UnexpectedResponseError``); a subclass names its own in :meth:`too_large`,
+    :meth:`not_decodable` and :meth:`unsupported`.
 
     Args:
         response: The streamed response.
         cap: The most bytes accepted, on the wire and after decompression.
         deadline: ``time.monotonic()`` by which the whole body must have arrived.
-        where: The base URL, for the error message.
+        where: The base URL (or the source), for the error message.
     """
 
     def __init__(self, response: httpx.Response, cap: int, deadline: float, where: str) -> None:
@@ -154,12 +167,25 @@ class BodyReader:
         try:
             self.decoder = BoundedDecoder(response.headers.get("content-encoding"), cap)
         except UnsupportedEncoding as exc:
-            raise UnexpectedResponseError(response.status_code, f"{exc}", where) from None
+            raise self.unsupported(exc) from None
 
-    def _too_large(self) -> UnexpectedResponseError:
+    def unsupported(self, exc: UnsupportedEncoding) -> Exception:
+        """The error for a ``Content-Encoding`` that is not decoded."""
+        return UnexpectedResponseError(self.response.status_code, f"{exc}", self.where)
+
+    def too_large(self, decoded: bool) -> Exception:
+        """The error for a body over the cap (``decoded``: once decompressed)."""
         return UnexpectedResponseError(
             self.response.status_code,
             f"a body over {self.cap // (1024 * 1024)} MB (stopped reading)",
+            self.where,
+        )
+
+    def not_decodable(self) -> Exception:
+        """The error for a body that is not valid for its ``Content-Encoding``."""
+        return UnexpectedResponseError(
+            self.response.status_code,
+            "a body that is not valid for its Content-Encoding",
             self.where,
         )
 
@@ -168,23 +194,20 @@ class BodyReader:
 
         Raises:
             UnexpectedResponseError: Over the cap (raw or decoded), or not valid for its
-                ``Content-Encoding``.
+                ``Content-Encoding`` (a subclass's own errors instead).
             httpx.ReadTimeout: Past the deadline (the exchange treats it as a timeout).
         """
         if self.response.num_bytes_downloaded > self.cap:
-            raise self._too_large()
+            self.chunks.clear()
+            raise self.too_large(False)
         try:
             self.chunks.extend(self.decoder.decode(chunk))
         except BodyTooLarge:
             self.chunks.clear()
-            raise self._too_large() from None
+            raise self.too_large(True) from None
         except zlib.error:
             self.chunks.clear()
-            raise UnexpectedResponseError(
-                self.response.status_code,
-                "a body that is not valid for its Content-Encoding",
-                self.where,
-            ) from None
+            raise self.not_decodable() from None
         if time.monotonic() > self.deadline:
             raise httpx.ReadTimeout(
                 "the answer took longer than the attempt's total deadline",
@@ -198,7 +221,7 @@ class BodyReader:
             UnexpectedResponseError: Over the cap.
         """
         if len(body) > self.cap:
-            raise self._too_large()
+            raise self.too_large(True)
         self.chunks.append(body)
 
     def finished(self) -> httpx.Response:
@@ -217,3 +240,64 @@ class BodyReader:
         return httpx.Response(
             self.response.status_code, headers=headers, content=body, request=self.response.request
         )
+
+
+def check_size(size: int, max_bytes: int, param: str, what: str) -> None:
+    """The one size rule of what is read: at most ``max_bytes``.
+
+    Args:
+        size: The size found (from ``stat``, a header, or the bytes read).
+        max_bytes: The cap.
+        param: The parameter errors blame.
+        what: What the message names (a path, a URL).
+
+    Raises:
+        ValidationError: Over the cap.
+    """
+    if size > max_bytes:
+        raise ValidationError(
+            param,
+            f"{what} is {size:,} bytes, more than the {max_bytes:,} byte limit "
+            "(raise max_bytes or shrink the file)",
+        )
+
+
+def read_path(path: Path, max_bytes: int, param: str) -> bytes:
+    """The one reader of local files: refused from ``stat`` over ``max_bytes``, then read.
+
+    It reads the path it is given (the input allow-list, when there is one, is checked before
+    by the caller).
+
+    Args:
+        path: The file.
+        max_bytes: The cap (:func:`check_size`).
+        param: The parameter errors blame.
+
+    Returns:
+        The bytes.
+
+    Raises:
+        ValidationError: Missing, a directory, not readable, over the cap.
+    """
+    try:
+        if path.is_dir():
+            raise ValidationError(param, f"{path} is a directory; give the path of a file")
+        check_size(path.stat().st_size, max_bytes, param, str(path))
+        with path.open("rb") as handle:
+            data = handle.read(max_bytes + 1)
+    except FileNotFoundError:
+        raise ValidationError(
+            param,
+            f"file not found: {path}; it could not be read (a relative path starts at the "
+            f"working directory {Path.cwd()}); check the path, or give a URL or s3:// URI",
+        ) from None
+    except PermissionError:
+        raise ValidationError(
+            param, f"file not readable: {path} (permission denied); fix its permissions"
+        ) from None
+    except OSError as exc:
+        raise ValidationError(
+            param, f"could not be read from {path}: {exc.strerror or exc}"
+        ) from None
+    check_size(len(data), max_bytes, param, str(path))
+    return data

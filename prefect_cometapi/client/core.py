@@ -22,10 +22,12 @@ import httpx
 
 from prefect_cometapi.allowlist import check_base_url
 from prefect_cometapi.billing.prices import ModelPrice, cost_usd
+from prefect_cometapi.client.body import read_path
 from prefect_cometapi.client.keys import resolve_api_key
 from prefect_cometapi.client.params import request_defaults, validated_names
 from prefect_cometapi.client.response import check_response, check_usage, image_sources
 from prefect_cometapi.client.rules import (
+    MAX_IMAGE_BYTES,
     check_edit_count,
     check_edit_size,
     inspect_image,
@@ -114,12 +116,8 @@ def _read_image(source: ImageInput, param: str) -> tuple[bytes, str]:
     if isinstance(source, (bytes, bytearray)):
         return bytes(source), param
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        try:
-            check_edit_size(param, path.stat().st_size, str(path))
-            return path.read_bytes(), path.name
-        except OSError as exc:
-            raise ValidationError(param, f"could not be read from {path}: {exc.strerror}") from None
+        path = Path(source)  # its size rule was checked before any input was read
+        return read_path(path, MAX_IMAGE_BYTES, param), path.name
     if hasattr(source, "read"):
         data = source.read()
         if not isinstance(data, bytes):

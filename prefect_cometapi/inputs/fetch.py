@@ -13,8 +13,6 @@ retryable.
 from __future__ import annotations
 
 import os
-import zlib
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -24,9 +22,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 from prefect_cometapi.allowlist import check_input_url, confine_path
 from prefect_cometapi.client.body import (
     ACCEPT_ENCODING,
-    BodyTooLarge,
-    BoundedDecoder,
+    BodyReader,
     UnsupportedEncoding,
+    check_size,
+    read_path,
 )
 from prefect_cometapi.client.rules import MAX_IMAGE_BYTES
 from prefect_cometapi.errors import InputFetchError, ValidationError, is_transient_status
@@ -161,7 +160,7 @@ def load_bytes(
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
-        _check_size(len(data), max_bytes, param, "the given bytes")
+        check_size(len(data), max_bytes, param, "the given bytes")
     elif isinstance(source, (str, os.PathLike)):
         text = os.fspath(source)
         if isinstance(text, bytes):
@@ -184,7 +183,7 @@ def load_bytes(
         else:
             if not text.strip():
                 raise ValidationError(param, "the path is empty")
-            data = _read_path(confine_path(text, param), max_bytes, param)
+            data = read_path(confine_path(text, param), max_bytes, param)
     else:
         raise ValidationError(
             param,
@@ -262,39 +261,6 @@ def _safe_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
-def _check_size(size: int, max_bytes: int, param: str, what: str) -> None:
-    if size > max_bytes:
-        raise ValidationError(
-            param,
-            f"{what} is {size:,} bytes, more than the {max_bytes:,} byte limit "
-            "(raise max_bytes or shrink the file)",
-        )
-
-
-def _read_path(path: Path, max_bytes: int, param: str) -> bytes:
-    try:
-        if path.is_dir():
-            raise ValidationError(param, f"{path} is a directory; give the path of a file")
-        size = path.stat().st_size
-        _check_size(size, max_bytes, param, str(path))
-        with path.open("rb") as handle:
-            data = handle.read(max_bytes + 1)
-    except FileNotFoundError:
-        raise ValidationError(
-            param,
-            f"file not found: {path} (resolved against the working directory {Path.cwd()}); "
-            "check the path, or give a URL or s3:// URI",
-        ) from None
-    except PermissionError:
-        raise ValidationError(
-            param, f"file not readable: {path} (permission denied); fix its permissions"
-        ) from None
-    except OSError as exc:
-        raise ValidationError(param, f"cannot read {path}: {exc.strerror or exc}") from None
-    _check_size(len(data), max_bytes, param, str(path))
-    return data
-
-
 def _read_url(url: str, max_bytes: int, param: str) -> bytes:
     """Download ``url`` with the size cap applied while reading; every hop's host is checked.
 
@@ -317,7 +283,7 @@ def _read_url(url: str, max_bytes: int, param: str) -> bytes:
                         _raise_for_http(status, response.reason_phrase, shown, param)
                     length = response.headers.get("content-length")
                     if length and length.isdigit():
-                        _check_size(int(length), max_bytes, param, shown)
+                        check_size(int(length), max_bytes, param, shown)
                     return _read_body(response, max_bytes, param, shown)
                 finally:
                     response.close()
@@ -350,26 +316,40 @@ def _pinned_request(client: httpx.Client, url: str, address: str | None) -> http
     )
 
 
+class _InputBody(BodyReader):
+    """The capped body reader with the errors of an input: what the parameter can fix."""
+
+    def __init__(self, response: httpx.Response, cap: int, param: str, shown: str) -> None:
+        self.param = param
+        super().__init__(response, cap, float("inf"), shown)
+
+    def unsupported(self, exc: UnsupportedEncoding) -> Exception:
+        return ValidationError(self.param, f"{self.where} answered with {exc}, which is not read")
+
+    def too_large(self, decoded: bool) -> Exception:
+        if not decoded:
+            size = self.response.num_bytes_downloaded
+            return ValidationError(
+                self.param,
+                f"{self.where} is {size:,} bytes, more than the {self.cap:,} byte limit "
+                "(raise max_bytes or shrink the file)",
+            )
+        return ValidationError(
+            self.param,
+            f"{self.where} is more than the {self.cap:,} byte limit once decompressed "
+            "(raise max_bytes or shrink the file)",
+        )
+
+    def not_decodable(self) -> Exception:
+        return ValidationError(self.param, f"{self.where} is not valid for its Content-Encoding")
+
+
 def _read_body(response: httpx.Response, max_bytes: int, param: str, shown: str) -> bytes:
     """The body, decoded under ``max_bytes`` while it streams (a compression bomb stops there)."""
-    try:
-        decoder = BoundedDecoder(response.headers.get("content-encoding"), max_bytes)
-    except UnsupportedEncoding as exc:
-        raise ValidationError(param, f"{shown} answered with {exc}, which is not read") from None
-    chunks: list[bytes] = []
-    try:
-        for raw in response.iter_raw():
-            _check_size(response.num_bytes_downloaded, max_bytes, param, shown)
-            chunks.extend(decoder.decode(raw))
-    except BodyTooLarge:
-        raise ValidationError(
-            param,
-            f"{shown} is more than the {max_bytes:,} byte limit once decompressed "
-            "(raise max_bytes or shrink the file)",
-        ) from None
-    except zlib.error:
-        raise ValidationError(param, f"{shown} is not valid for its Content-Encoding") from None
-    return b"".join(chunks)
+    reader = _InputBody(response, max_bytes, param, shown)
+    for raw in response.iter_raw():
+        reader.add(raw)
+    return b"".join(reader.chunks)
 
 
 def _raise_for_http(status: int, reason: str, shown: str, param: str) -> None:
@@ -403,7 +383,7 @@ def _read_s3(
         try:
             length = answer.get("ContentLength")
             if isinstance(length, int):
-                _check_size(length, max_bytes, param, uri)
+                check_size(length, max_bytes, param, uri)
             data = body.read(max_bytes + 1)
         finally:
             body.close()
@@ -429,5 +409,5 @@ def _read_s3(
             answered = failure.code or failure.status
             rule = f"S3 answered {answered}: {failure.message}" if failure.status else str(exc)
         raise ValidationError(param, f"{uri}: {rule}") from None
-    _check_size(len(data), max_bytes, param, uri)
+    check_size(len(data), max_bytes, param, uri)
     return data
