@@ -56,6 +56,7 @@ from prefect_cometapi.errors import (
 from prefect_cometapi.events import emit_image_event, emit_spend
 from prefect_cometapi.inputs.coerce import resolve_inputs
 from prefect_cometapi.models import ImageResult
+from prefect_cometapi.orchestration.late import late_answer_guard
 from prefect_cometapi.orchestration.limits import aapi_budget, api_budget
 from prefect_cometapi.orchestration.options import (
     _cost,
@@ -76,6 +77,12 @@ EditInputs = tuple[list[bytes], "bytes | None"]
 def _needs_io(images: Any, mask: Any) -> bool:
     many = images if isinstance(images, (list, tuple)) else [images]
     return any(isinstance(s, str) or hasattr(s, "__fspath__") for s in [*many, mask])
+
+
+def _execute(credentials: Any, prepared: PreparedRequest) -> ImageResult:
+    """Send a prepared request with a sync client of its own (for a late-answer guard)."""
+    with credentials.get_client() as client:
+        return client.execute(prepared)
 
 
 class ImageCall:
@@ -134,12 +141,18 @@ class ImageCall:
         """
         try:
             loaded = resolve_inputs(*self.sources) if self.sources else None
+            credentials = resolve_credentials(self.credentials)
+            guard = late_answer_guard(credentials, stamp_cache_key, get_run_logger())
             with (
-                resolve_credentials(self.credentials).get_client() as client,
+                credentials.get_client() as client,
                 acquire_spend(self._spend[0], self.estimated_usd(loaded), self._spend[1]),
                 api_budget(*self._budget),
             ):
-                result = client.execute(self._prepare(client, loaded))
+                prepared = self._prepare(client, loaded)
+                if guard is None:
+                    result = client.execute(prepared)
+                else:
+                    result = guard.run(lambda: _execute(credentials, prepared))
         except Exception as exc:
             self.failed(exc)
             raise
@@ -159,12 +172,17 @@ class ImageCall:
             elif self.sources:
                 loaded = resolve_inputs(*self.sources)
             credentials = await aresolve_credentials(self.credentials)
+            guard = late_answer_guard(credentials, stamp_cache_key, get_run_logger())
             async with (
                 credentials.get_async_client() as client,
                 aacquire_spend(self._spend[0], self.estimated_usd(loaded), self._spend[1]),
                 aapi_budget(*self._budget),
             ):
-                result = await client.execute(self._prepare(client, loaded))
+                prepared = self._prepare(client, loaded)
+                if guard is None:
+                    result = await client.execute(prepared)
+                else:
+                    result = await guard.arun(lambda: _execute(credentials, prepared))
         except Exception as exc:
             self.failed(exc)
             raise
