@@ -15,8 +15,8 @@ the image) to pick one of:
 * :data:`PAETH_HUFFMAN` or :data:`PAETH_RLE`, PNG's ``Paeth`` filter and Huffman-only zlib, or
   the run-length strategy where it is more than :data:`HUFFMAN_TOLERANCE` smaller (flat
   backgrounds): photographs, where Paeth predicts clearly better (Average is 10-23 % larger);
-* :data:`ADAPTIVE_DEFLATE`, Pillow's adaptive filter with zlib level 6, when the Paeth sample is
-  flat enough (under :data:`FLAT_RATIO` of its raw bytes) for the search to pay: drawings,
+* :data:`ADAPTIVE_DEFLATE`, Pillow's adaptive filter with zlib level 6, when the Paeth sample
+  is flat enough (under :data:`FLAT_RATIO` of its raw bytes) for the search to pay: drawings,
   where it is also fast.
 
 Every plan is lossless: the PNG decodes to exactly the pixels given. The output holds one
@@ -43,6 +43,7 @@ __all__ = [
     "HUFFMAN_TOLERANCE",
     "PROBE_BANDS",
     "PROBE_ROWS",
+    "RUNS_RATIO",
     "PngPlan",
     "choose_png_plan",
     "encode_png",
@@ -55,7 +56,10 @@ PROBE_ROWS = 8
 FAST_TOLERANCE = 1.08
 """The Average filter is kept when its sample is at most this much larger than Paeth's."""
 FLAT_RATIO = 0.25
-"""Level 6 is used when the Paeth sample is under this fraction of its raw bytes."""
+"""Level 6 is used when the Paeth + run-length sample is under this fraction of its raw bytes."""
+RUNS_RATIO = 0.3
+"""The run-length strategy is tried when the Paeth + Huffman sample is under this fraction of
+its raw bytes (where it is not, runs of equal residuals are too rare to pay)."""
 HUFFMAN_TOLERANCE = 1.05
 """Huffman-only (cheaper) replaces the run-length strategy when at most this much larger."""
 
@@ -187,15 +191,15 @@ def _band_tops(height: int) -> list[int]:
     return [round(i * step) for i in range(PROBE_BANDS)]
 
 
-def _probe(img: Image.Image, tops: list[int], plan: PngPlan) -> int:
+def _sample_rows(img: Image.Image, tops: list[int], kind: int) -> list[bytes]:
     # Each band filtered against its real row above, as the full encode would do it.
     bpp = _BYTES_PER_PIXEL[img.mode]
+    return [_filtered_rows(img, t, min(img.height, t + PROBE_ROWS), bpp, kind) for t in tops]
+
+
+def _deflated(rows: list[bytes], plan: PngPlan) -> int:
     deflate = zlib.compressobj(plan.level, zlib.DEFLATED, 15, 9, plan.strategy)
-    size = 0
-    for top in tops:
-        rows = _filtered_rows(img, top, min(img.height, top + PROBE_ROWS), bpp, plan.filter)
-        size += len(deflate.compress(rows))
-    return size + len(deflate.flush())
+    return sum(len(deflate.compress(r)) for r in rows) + len(deflate.flush())
 
 
 def choose_png_plan(img: Image.Image) -> tuple[PngPlan, dict[str, int]]:
@@ -211,21 +215,24 @@ def choose_png_plan(img: Image.Image) -> tuple[PngPlan, dict[str, int]]:
     if img.mode not in _BYTES_PER_PIXEL:
         return ADAPTIVE_RLE, {}
     tops = _band_tops(img.height)
-    paeth = _probe(img, tops, PAETH_RLE)
-    sizes = {PAETH_RLE.name: paeth}
     raw = sum(min(img.height, t + PROBE_ROWS) - t for t in tops) * img.width
-    if paeth < FLAT_RATIO * raw * _BYTES_PER_PIXEL[img.mode]:
-        # Flat: level 6 finds the long repeats, and finds them fast; the Average filter's
-        # residuals are never smaller than Paeth's here (no need to try it).
-        return ADAPTIVE_DEFLATE, sizes
-    sizes[AVERAGE_HUFFMAN.name] = _probe(img, tops, AVERAGE_HUFFMAN)
-    if sizes[AVERAGE_HUFFMAN.name] <= FAST_TOLERANCE * paeth:
+    raw *= _BYTES_PER_PIXEL[img.mode]
+    paeth_rows = _sample_rows(img, tops, _PAETH)
+    sizes = {PAETH_HUFFMAN.name: _deflated(paeth_rows, PAETH_HUFFMAN)}
+    paeth = PAETH_HUFFMAN
+    if sizes[PAETH_HUFFMAN.name] < RUNS_RATIO * raw:
+        # Huffman alone spends a bit or more on every byte; runs may pay here.
+        sizes[PAETH_RLE.name] = _deflated(paeth_rows, PAETH_RLE)
+        if sizes[PAETH_RLE.name] < FLAT_RATIO * raw:
+            # Flat: level 6 finds the long repeats, and finds them fast; the Average filter's
+            # residuals are never smaller than Paeth's here (no need to try it).
+            return ADAPTIVE_DEFLATE, sizes
+        if sizes[PAETH_HUFFMAN.name] > HUFFMAN_TOLERANCE * sizes[PAETH_RLE.name]:
+            paeth = PAETH_RLE
+    sizes[AVERAGE_HUFFMAN.name] = _deflated(_sample_rows(img, tops, _AVERAGE), AVERAGE_HUFFMAN)
+    if sizes[AVERAGE_HUFFMAN.name] <= FAST_TOLERANCE * sizes[paeth.name]:
         return AVERAGE_HUFFMAN, sizes
-    # Run-length matching pays where residuals repeat (flat backgrounds); else Huffman alone.
-    sizes[PAETH_HUFFMAN.name] = _probe(img, tops, PAETH_HUFFMAN)
-    if sizes[PAETH_HUFFMAN.name] <= HUFFMAN_TOLERANCE * paeth:
-        return PAETH_HUFFMAN, sizes
-    return PAETH_RLE, sizes
+    return paeth, sizes
 
 
 def encode_png(img: Image.Image, icc: bytes | None = None, plan: PngPlan | None = None) -> bytes:
