@@ -217,3 +217,20 @@ def test_a_task_reaches_the_wire_through_few_of_our_frames_and_no_lambda(
     assert len(frames) <= MAX_OUR_FRAMES, shown
     assert not [f for f in frames if f.function == "<lambda>"], shown
     assert any(name.startswith("prefect_cometapi.tasks.images.") for name in shown), shown
+
+
+def test_the_client_takes_every_image_like_form(
+    emulator: Any, api_key: str, tmp_path: Path
+) -> None:
+    """One name for an image input: what the tasks take, the client takes too."""
+    credentials = _creds(emulator, api_key)
+    path = tmp_path / "like.png"
+    path.write_bytes(_png((5, 50, 150)))
+    with credentials.get_client() as client:
+        made = client.generate("a source", size="1024x1024", quality="low")
+        result = client.edit("combine", [made, made.images[0], path, str(path), path.read_bytes()])
+    sent = emulator.requests[-1].files["image[]"]
+    assert [part["sha256"] for part in sent] == [made.images[0].sha256] * 2 + [
+        hashlib.sha256(path.read_bytes()).hexdigest()
+    ] * 3
+    assert result.images

@@ -16,13 +16,14 @@ import uuid
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Union
+from typing import IO, Any
 
 import httpx
 
 from prefect_cometapi.allowlist import check_base_url
 from prefect_cometapi.billing.prices import ModelPrice, cost_usd
 from prefect_cometapi.client.body import read_path
+from prefect_cometapi.client.images import ImageLike, given_image
 from prefect_cometapi.client.keys import resolve_api_key
 from prefect_cometapi.client.params import request_defaults, validated_names
 from prefect_cometapi.client.response import check_response, check_usage, image_sources
@@ -58,7 +59,6 @@ __all__ = [
     "MAX_RESPONSE_BYTES",
     "MAX_RETRY_AFTER_S",
     "ClientCore",
-    "ImageInput",
     "PreparedRequest",
 ]
 
@@ -84,9 +84,6 @@ CALL_ATTEMPT_HEADER = "x-cometapi-attempt"
 #: The largest API answer read (raw and decompressed): ten 4K PNGs in base64 fit well below it.
 MAX_RESPONSE_BYTES = 256 * 1024 * 1024
 
-ImageInput = Union[bytes, bytearray, str, os.PathLike, IO[bytes]]  # noqa: UP007 (runtime alias, py3.10)
-"""An input image: its bytes, a local path, or a binary file object."""
-
 
 @dataclass(frozen=True)
 class PreparedRequest:
@@ -111,8 +108,11 @@ def _check_file_size(source: Any, param: str) -> None:
         check_edit_size(param, size, str(source))
 
 
-def _read_image(source: ImageInput, param: str) -> tuple[bytes, str]:
+def _read_image(source: ImageLike | IO[bytes], param: str) -> tuple[bytes, str]:
     """Read an input image into bytes and a filename."""
+    given = given_image(source, param)
+    if given is not None:
+        return given.data, param
     if isinstance(source, (bytes, bytearray)):
         return bytes(source), param
     if isinstance(source, (str, os.PathLike)):
@@ -175,8 +175,8 @@ class ClientCore:
     def prepare_edit(
         self,
         prompt: str,
-        image: ImageInput | Sequence[ImageInput],
-        mask: ImageInput | None,
+        image: ImageLike | IO[bytes] | Sequence[ImageLike | IO[bytes]],
+        mask: ImageLike | IO[bytes] | None,
         **options: Any,
     ) -> PreparedRequest:
         """Validate and build a multipart ``POST /images/edits`` request."""

@@ -21,7 +21,7 @@ import functools
 import ssl
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import IO, Any
 
 import httpx
 
@@ -34,9 +34,9 @@ from prefect_cometapi.client.core import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_READ_TIMEOUT,
     ClientCore,
-    ImageInput,
     PreparedRequest,
 )
+from prefect_cometapi.client.images import ImageLike
 from prefect_cometapi.client.params import Endpoint, image_request
 from prefect_cometapi.models import ImageResult
 
@@ -66,8 +66,8 @@ class _ClientBase:
         self,
         endpoint: Endpoint,
         prompt: str,
-        image: ImageInput | Sequence[ImageInput] | None = None,
-        mask: ImageInput | None = None,
+        image: ImageLike | IO[bytes] | Sequence[ImageLike | IO[bytes]] | None = None,
+        mask: ImageLike | IO[bytes] | None = None,
         **params: Any,
     ) -> PreparedRequest:
         """Validate and build a request without sending it (send it with ``execute``).
@@ -162,9 +162,9 @@ class CometAPIClient(_ClientBase):
     def edit(
         self,
         prompt: str,
-        image: ImageInput | Sequence[ImageInput],
+        image: ImageLike | IO[bytes] | Sequence[ImageLike | IO[bytes]],
         *,
-        mask: ImageInput | None = None,
+        mask: ImageLike | IO[bytes] | None = None,
         **params: Any,
     ) -> ImageResult:
         """Edit or combine images (``POST /images/edits``, multipart).
@@ -175,7 +175,7 @@ class CometAPIClient(_ClientBase):
 
         Args:
             prompt: What to change or make.
-            image: One input image or a list of up to 16 (bytes, paths or binary files;
+            image: One input image or a list of up to 16 (bytes, paths, binary files or results;
                 PNG/WebP/JPEG under 50 MB each).
             {params}
             mask: Optional mask.
@@ -310,9 +310,9 @@ class AsyncCometAPIClient(_ClientBase):
     async def edit(
         self,
         prompt: str,
-        image: ImageInput | Sequence[ImageInput],
+        image: ImageLike | IO[bytes] | Sequence[ImageLike | IO[bytes]],
         *,
-        mask: ImageInput | None = None,
+        mask: ImageLike | IO[bytes] | None = None,
         **params: Any,
     ) -> ImageResult:
         """Edit or combine images (``POST /images/edits``); as :meth:`CometAPIClient.edit`.
@@ -323,7 +323,7 @@ class AsyncCometAPIClient(_ClientBase):
 
         Args:
             prompt: What to change or make.
-            image: One input image or a list of up to 16 (bytes, paths or binary files;
+            image: One input image or a list of up to 16 (bytes, paths, binary files or results;
                 PNG/WebP/JPEG under 50 MB each).
             {params}
             mask: Optional mask.

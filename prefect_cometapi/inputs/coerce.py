@@ -6,55 +6,14 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Sequence
-from typing import Any
 
+from prefect_cometapi.client.images import ImageLike, given_image
 from prefect_cometapi.client.rules import check_edit_count, check_edit_size, inspect_image
 from prefect_cometapi.errors import ValidationError
 from prefect_cometapi.inputs.fetch import load_image_bytes, local_size
-from prefect_cometapi.models import GeneratedImage, ImageResult
+from prefect_cometapi.models import GeneratedImage
 
-__all__ = ["ImageLike", "as_generated_image", "as_image_bytes", "resolve_inputs", "single_image"]
-
-
-ImageLike = ImageResult | GeneratedImage | bytes | str | os.PathLike
-"""One image in any form the tasks accept: an ``ImageResult`` holding exactly one image, a
-``GeneratedImage``, bytes, a local path, an ``https://`` URL or an ``s3://`` URI."""
-
-
-EditSource = ImageLike
-"""An edit input (any :data:`ImageLike`)."""
-
-
-def single_image(result: ImageResult, param: str = "image") -> GeneratedImage:
-    """The one image of a result; a clear error when it holds several.
-
-    Args:
-        result: A generations or edits result.
-        param: The parameter name to blame.
-
-    Returns:
-        ``result.images[0]``.
-
-    Raises:
-        ValidationError: The result holds no image or more than one.
-    """
-    count = len(result.images)
-    if count != 1:
-        raise ValidationError(
-            param,
-            f"an ImageResult with {count} images was passed where one image is expected; "
-            f"pass one of them, e.g. result.images[0] ... result.images[{max(count - 1, 0)}]",
-        )
-    return result.images[0]
-
-
-def _given_image(value: Any, param: str) -> GeneratedImage | None:
-    """The image itself when ``value`` already is one (or a result holding one), else ``None``."""
-    if isinstance(value, ImageResult):
-        return single_image(value, param)
-    if isinstance(value, GeneratedImage):
-        return value
-    return None
+__all__ = ["ImageLike", "as_generated_image", "as_image_bytes", "resolve_inputs"]
 
 
 def as_image_bytes(
@@ -71,10 +30,10 @@ def as_image_bytes(
         The bytes (not decoded).
 
     Raises:
-        ValidationError: See :func:`single_image` and :func:`load_image_bytes`.
+        ValidationError: A result holding several images; see :func:`load_image_bytes`.
         InputFetchError: See :func:`load_image_bytes`.
     """
-    given = _given_image(value, param)
+    given = given_image(value, param)
     if given is not None:
         return given.data
     return load_image_bytes(value, endpoint_url=endpoint_url, param=param)
@@ -98,7 +57,7 @@ def as_generated_image(
         ValidationError: Not an image, an ``ImageResult`` with several images, unreadable.
         InputFetchError: See :func:`load_image_bytes`.
     """
-    given = _given_image(value, param)
+    given = given_image(value, param)
     if given is not None:
         return given
     if not isinstance(value, (bytes, bytearray, memoryview, str, os.PathLike)):
@@ -121,8 +80,8 @@ def as_generated_image(
 
 
 def resolve_inputs(
-    images: EditSource | Sequence[EditSource],
-    mask: EditSource | None = None,
+    images: ImageLike | Sequence[ImageLike],
+    mask: ImageLike | None = None,
     s3_endpoint_url: str | None = None,
 ) -> tuple[list[bytes], bytes | None]:
     """Load edit inputs into bytes (what ``edit_image`` sends and its cache key hashes).

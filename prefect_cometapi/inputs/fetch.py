@@ -34,7 +34,6 @@ from prefect_cometapi.s3.failures import classify
 __all__ = [
     "DEFAULT_MAX_IMAGE_BYTES",
     "DEFAULT_MAX_TEXT_BYTES",
-    "ImageSource",
     "InputFetchError",
     "load_bytes",
     "load_image_bytes",
@@ -43,9 +42,6 @@ __all__ = [
     "parse_s3_uri",
 ]
 
-ImageSource = bytes | bytearray | memoryview | str | os.PathLike
-"""Where an input can come from: bytes, a local path, an ``http(s)://`` URL or ``s3://`` URI."""
-
 DEFAULT_MAX_IMAGE_BYTES = MAX_IMAGE_BYTES
 DEFAULT_MAX_TEXT_BYTES = 10 * 1024 * 1024
 HTTP_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
@@ -53,7 +49,7 @@ MAX_REDIRECTS = 5
 
 
 def load_image_bytes(
-    source: ImageSource,
+    source: bytes | str | os.PathLike,
     *,
     s3_client: Any = None,
     endpoint_url: str | None = None,
@@ -133,7 +129,7 @@ def load_text(
 
 
 def load_bytes(
-    source: ImageSource,
+    source: bytes | str | os.PathLike,
     *,
     s3_client: Any = None,
     endpoint_url: str | None = None,
