@@ -649,3 +649,25 @@ def test_make_s3_client_honours_env_endpoint_and_refuses_junk(
     assert config.retries["mode"] == "standard"
     with pytest.raises(TypeError):
         make_s3_client(aws_credentials="my-block-name")
+
+
+@pytest.mark.parametrize(
+    "char", ["\u202e", "\u0085", "\u200b", "\ufeff", "\u2028", "\u00a0", "\uff0e", "\u2024",
+             "\uff0f", "\u2215", "\ue000", "\u009b"],
+)  # fmt: skip
+def test_keys_and_prefixes_refuse_hidden_and_look_alike_characters(char: str) -> None:
+    from prefect_cometapi.s3.keys import normalize_prefix, validate_key
+
+    with pytest.raises(ValidationError, match=f"U\\+{ord(char):04X}") as info:
+        validate_key(f"banners/item{char}gnp.exe.png")
+    assert info.value.param == "key"
+    with pytest.raises(ValidationError, match="look-alike") as info:
+        normalize_prefix(f"team{char}a/")
+    assert info.value.param == "prefix"
+
+
+def test_keys_keep_letters_of_every_script_and_plain_spaces() -> None:
+    from prefect_cometapi.s3.keys import validate_key
+
+    for key in ["banners/café façade.png", "画像/日本.png", "ﬁle/Ａ.png", "x/🙂.png"]:
+        assert validate_key(key) == key

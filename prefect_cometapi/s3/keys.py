@@ -1,7 +1,12 @@
 """S3 bucket names and object keys: checked before any request, rendered from templates.
 
 A rendered key can never escape its prefix: absolute paths, ``..``/``.``/empty segments,
-backslashes, control characters and keys over 1024 bytes are refused.
+backslashes, control characters and keys over 1024 bytes are refused. So are characters that
+make a key read differently from what it is (:func:`hidden_characters`): C0 and C1 controls
+(NEL U+0085), format characters (right-to-left override U+202E, zero-width space U+200B,
+BOM), line and paragraph separators, spaces other than U+0020, private-use and unassigned code
+points, and look-alikes of ``.``, ``/`` and ``\\`` (fullwidth dots U+FF0E, one-dot leader
+U+2024, fullwidth and division slashes).
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import string
+import unicodedata
 from datetime import datetime, timezone
 from typing import Any
 
@@ -22,6 +28,7 @@ __all__ = [
     "KEY_PLACEHOLDERS",
     "MAX_KEY_BYTES",
     "check_key_template",
+    "hidden_characters",
     "key_values",
     "normalize_prefix",
     "render_key",
@@ -56,6 +63,8 @@ _SAMPLE_VALUES: dict[str, Any] = {
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]*[a-z0-9]$")
 _IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_HIDDEN_CATEGORIES = frozenset(("Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp", "Zs"))
+_PATH_LOOKALIKES = frozenset("\u2215\u2044\u29f8\u29f9\u2216\ufe68")
 _BUCKET_BAD_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
 _BUCKET_BAD_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--table-s3")
 
@@ -100,6 +109,29 @@ def validate_bucket_name(bucket: str) -> str:
     return bucket
 
 
+def hidden_characters(value: str) -> list[str]:
+    """The characters of a key or prefix that hide, reorder or imitate others.
+
+    Args:
+        value: A key, a prefix or a part of one.
+
+    Returns:
+        ``U+XXXX`` for each such character, in order (empty when there is none).
+    """
+    found = []
+    for ch in value:
+        if ch == " ":
+            continue
+        folded = unicodedata.normalize("NFKC", ch)
+        if (
+            unicodedata.category(ch) in _HIDDEN_CATEGORIES
+            or ch in _PATH_LOOKALIKES
+            or (folded != ch and any(c in folded for c in "./\\"))
+        ):
+            found.append(f"U+{ord(ch):04X}")
+    return found
+
+
 def _check_path(value: str, param: str, *, allow_trailing_slash: bool) -> None:
     """Refuse anything that could escape a prefix or confuse S3 tools."""
 
@@ -108,6 +140,11 @@ def _check_path(value: str, param: str, *, allow_trailing_slash: bool) -> None:
 
     if _CONTROL_RE.search(value):
         raise bad("control characters (newlines, tabs, NUL...) are not allowed in S3 keys")
+    if hidden := hidden_characters(value):
+        raise bad(
+            f"invisible, reordering or look-alike characters ({', '.join(hidden[:5])}) are not "
+            "allowed in S3 keys: the key would read differently from what it is"
+        )
     if "\\" in value:
         raise bad("backslashes are not allowed; use '/' to separate folders")
     if value.startswith("/"):
