@@ -825,3 +825,27 @@ def test_an_image_pool_answers_realistic_distinct_pngs_naming_their_prompt(
             assert img.text["Comment"] == f"{prompt} #1"
     # What the pool does not serve (transparent, JPEG/WebP, edits) is drawn as before.
     assert b"tEXt" not in base64.b64decode(drawn["b64_json"])
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["attacker.example", "attacker.example:{port}", "127.0.0.1.nip.io:{port}", "127.0.0.1:1",
+     "localhost.attacker.example:{port}", ""],
+)  # fmt: skip
+def test_control_endpoints_refuse_a_foreign_host_header(emulator: Emulator, host: str) -> None:
+    # DNS rebinding: a page on attacker.example whose name now resolves to 127.0.0.1 sends
+    # its own name as Host; the control endpoints must not answer it.
+    headers = {"host": host.format(port=emulator.port)}
+    for method, name in (("GET", "state"), ("POST", "reset"), ("POST", "config")):
+        resp = httpx.request(
+            method, f"{emulator.url}/_emulator/{name}", json={"latency_s": 9}, headers=headers
+        )
+        assert resp.status_code == 403, (name, resp.text)
+        assert "Host" in resp.json()["error"]["message"]
+    assert emulator.config.latency_s == 0.0
+
+
+def test_control_endpoints_answer_the_loopback_names(emulator: Emulator) -> None:
+    for host in (f"127.0.0.1:{emulator.port}", f"localhost:{emulator.port}"):
+        resp = httpx.get(f"{emulator.url}/_emulator/state", headers={"host": host})
+        assert resp.status_code == 200, resp.text

@@ -50,6 +50,36 @@ _JSON_ONLY = (
 )
 
 
+_LOCAL_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]"})
+_FOREIGN_HOST = (
+    "the control endpoints answer only Host: 127.0.0.1:<port> or localhost:<port> (a page on "
+    "another site must not reach them through a name it points at this machine)"
+)
+
+
+def _is_local_host(request: Request) -> bool:
+    """Whether the ``Host`` header names this machine's loopback and this server's port.
+
+    A browser sends the name of the page's site as ``Host``, so checking it stops DNS
+    rebinding: a site whose name is made to resolve to 127.0.0.1 cannot drive the emulator.
+    """
+    host = request.headers.get("host", "").strip().lower()
+    name, _, port = host.rpartition(":")
+    server = request.scope.get("server") or (None, None)
+    return name in _LOCAL_NAMES and port.isdigit() and int(port) == server[1]
+
+
+def _control(handler: Any) -> Any:
+    """A control endpoint that refuses requests whose ``Host`` is not the loopback (403)."""
+
+    async def guarded(request: Request) -> Response:
+        if not _is_local_host(request):
+            return error_response(403, _FOREIGN_HOST, "invalid_request_error")
+        return await handler(request)
+
+    return guarded
+
+
 def _is_json(request: Request) -> bool:
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     return kind == "application/json"
@@ -119,7 +149,9 @@ def create_app(state: EmulatorState, control: bool = False) -> Starlette:
     Args:
         state: The shared configuration, log and counters.
         control: Serve the ``/_emulator/state|reset|config|script`` control endpoints (off by
-            default: anyone who can reach the port could otherwise reconfigure the emulator).
+            default: anyone who can reach the port could otherwise reconfigure the emulator);
+            they answer only a ``Host`` of ``127.0.0.1``/``localhost``/``[::1]`` and this
+            server's port (DNS rebinding from a browser page is refused with 403).
 
     Returns:
         The Starlette app (``app.state.emulator`` is ``state``).
@@ -135,10 +167,10 @@ def create_app(state: EmulatorState, control: bool = False) -> Starlette:
     ]
     if control:
         routes += [
-            Route("/_emulator/state", _state, methods=["GET"]),
-            Route("/_emulator/reset", _reset, methods=["POST"]),
-            Route("/_emulator/config", _config, methods=["POST"]),
-            Route("/_emulator/script", _script, methods=["POST"]),
+            Route("/_emulator/state", _control(_state), methods=["GET"]),
+            Route("/_emulator/reset", _control(_reset), methods=["POST"]),
+            Route("/_emulator/config", _control(_config), methods=["POST"]),
+            Route("/_emulator/script", _control(_script), methods=["POST"]),
         ]
     app = Starlette(
         routes=routes,
