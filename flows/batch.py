@@ -216,6 +216,7 @@ def batch_generate(
             rate_limit=rate_limit,
             spend_limit=spend_limit,
             run_time=run_time,
+            max_cost_usd=max_cost_usd,
         )
         check_chunk_deployment(chunk_deployment)
         finishing = run_chunks(chunk_deployment, batch, prompts, chunk_size, shared, image)

@@ -21,12 +21,12 @@ from datetime import datetime, timezone
 from prefect import flow, get_run_logger
 from prefect.states import Completed
 
-from prefect_cometapi.batching.chunks import CHUNK_FLOW_NAME, ChunkItem
+from prefect_cometapi.batching.chunks import CHUNK_FLOW_NAME, ChunkItem, check_chunk
 from prefect_cometapi.batching.sources import Item
 from prefect_cometapi.batching.window import Concurrency, run_items
 from prefect_cometapi.blocks.credentials import resolve_credentials
 from prefect_cometapi.forms.fields import OptionalDateTime, OptionalText
-from prefect_cometapi.forms.options import ImageOptions, S3Options, UpscaleOptions
+from prefect_cometapi.forms.options import ImageOptions, OptionalUSD, S3Options, UpscaleOptions
 from prefect_cometapi.reports.artifacts import Progress
 from prefect_cometapi.reports.outcomes import ItemOutcome, RunSummary
 
@@ -46,11 +46,15 @@ def batch_generate_chunk(
     rate_limit: OptionalText = None,
     run_time: OptionalDateTime = None,
     spend_limit: OptionalText = None,
+    max_cost_usd: OptionalUSD = None,
 ) -> RunSummary:
     """Process one chunk of a fanned-out batch and return its items' small records.
 
     Started by ``batch_generate`` (``chunk_deployment``); its result is persisted so the parent
-    run can read it, which is why the pool needs shared result storage.
+    run can read it, which is why the pool needs shared result storage. Anyone with run access
+    can start this deployment by hand, so before anything is sent it checks its parameters
+    again with every rule the parent applies (:func:`~prefect_cometapi.batching.chunks.
+    check_chunk`): a chunk can do no more than a ``batch_generate`` run of the same items.
 
     Args:
         items: The chunk's items (id, position in the batch, rendered prompt).
@@ -65,6 +69,8 @@ def batch_generate_chunk(
         rate_limit: A Prefect global concurrency limit with slot decay, used as a rate limit.
         run_time: The parent's start time, for the date placeholders of the S3 keys.
         spend_limit: A spend limit shared by all workers (see ``batch_generate``).
+        max_cost_usd: The batch's budget, checked again against this chunk's items (the
+            worker's PREFECT_COMETAPI_MAX_COST_USD applies when lower).
 
     Returns:
         The chunk's summary (its ``outcomes`` are what the parent adds up).
@@ -72,6 +78,11 @@ def batch_generate_chunk(
     started = time.monotonic()
     credentials = resolve_credentials(credentials_block, base_url)
     credentials.resolved_api_key()
+    check_chunk(
+        items, s3=s3, image=image, upscale=upscale, credentials=credentials,
+        max_cost_usd=max_cost_usd, concurrency_limit=concurrency_limit, rate_limit=rate_limit,
+        spend_limit=spend_limit,
+    )  # fmt: skip
     batch = [Item(item_id=i.item_id, index=i.index, variables={}) for i in items]
     prompts = [i.prompt for i in items]
     progress = Progress(CHUNK_FLOW_NAME, len(batch))

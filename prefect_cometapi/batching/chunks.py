@@ -4,8 +4,9 @@ outcomes added up (the chunk flow itself is ``prefect_cometapi.flows.fanout.batc
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -13,15 +14,23 @@ from uuid import UUID
 from prefect import get_run_logger
 from pydantic import BaseModel, ConfigDict, Field
 
-from prefect_cometapi.batching.sources import Item
+from prefect_cometapi.batching.sources import MAX_ITEMS, Item, check_concurrency_limits
 from prefect_cometapi.batching.window import failed_outcome
+from prefect_cometapi.billing.budget import _check_budget
 from prefect_cometapi.blocks import CometAPICredentials
+from prefect_cometapi.client.rules import validate_prompt
 from prefect_cometapi.errors import ValidationError
-from prefect_cometapi.forms.options import ImageOptions, S3Options, UpscaleOptions
+from prefect_cometapi.forms.options import (
+    ImageOptions,
+    S3Options,
+    UpscaleOptions,
+    check_distinct_keys,
+)
 from prefect_cometapi.reports.outcomes import ItemOutcome, RunSummary
 
 __all__ = [
     "ChunkItem",
+    "check_chunk",
     "check_chunk_deployment",
     "chunk_parameters",
     "run_chunks",
@@ -35,6 +44,8 @@ POLL_S = 2.0
 
 
 CHUNK_TAGS = ("cometapi", "chunk")
+_CHUNK_ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,79}$")
+"""The ids ``build_items`` makes (its cleaned ids, ``item-0001``, ``<id>-<n>`` for repeats)."""
 
 
 class ChunkItem(BaseModel):
@@ -83,6 +94,7 @@ def chunk_parameters(
     rate_limit: str | None,
     run_time: datetime,
     spend_limit: str | None = None,
+    max_cost_usd: float | None = None,
 ) -> dict[str, Any]:
     """The parameters every chunk of a batch shares (JSON, as a deployment run takes them).
 
@@ -97,6 +109,7 @@ def chunk_parameters(
         rate_limit: Rate limit name.
         run_time: The parent's start time.
         spend_limit: Spend limit name.
+        max_cost_usd: The batch's budget (each chunk checks its own items against it again).
 
     Returns:
         Parameters for :func:`batch_generate_chunk` without ``items``.
@@ -118,6 +131,7 @@ def chunk_parameters(
         "concurrency_limit": concurrency_limit,
         "rate_limit": rate_limit,
         "spend_limit": spend_limit,
+        "max_cost_usd": max_cost_usd,
     }
     # Unset values are left out: their defaults are None, and the chunk's parameter schema
     # (plain fields in the UI) refuses an explicit null.
@@ -126,9 +140,79 @@ def chunk_parameters(
         "image": _without_default_nulls(image),
         "upscale": _without_default_nulls(upscale),
         "concurrency": concurrency,
-        **{name: value for name, value in optional.items() if value},
+        **{name: value for name, value in optional.items() if value is not None and value != ""},
         "run_time": run_time.isoformat(),
     }
+
+
+def check_chunk(
+    items: Sequence[ChunkItem],
+    *,
+    s3: S3Options,
+    image: ImageOptions,
+    upscale: UpscaleOptions,
+    credentials: CometAPICredentials,
+    max_cost_usd: float | None,
+    concurrency_limit: str | None,
+    rate_limit: str | None,
+    spend_limit: str | None,
+) -> float | None:
+    """Check a chunk's parameters with every rule ``batch_generate`` applies to its batch.
+
+    The chunk deployment can be started by anyone with run access, by hand, with any items: it
+    trusts nothing its parameters say about the parent. So it checks again what the parent
+    checked (the item cap, ids as ``build_items`` makes them, each id and position once, each
+    prompt's rules, the upscale's source size, distinct S3 keys, the budget, which the worker's
+    ``PREFECT_COMETAPI_MAX_COST_USD`` caps, and that the named limits exist); the worker's own
+    limits are taken by every request anyway. A chunk run by hand can do no more than a
+    ``batch_generate`` run with the same items.
+
+    Args:
+        items: The chunk's items.
+        s3: Where the images go.
+        image: Request options.
+        upscale: Upscale options.
+        credentials: The resolved credentials (the cache's service for the budget).
+        max_cost_usd: The run's budget (the parent's); the worker's applies when lower.
+        concurrency_limit: Global concurrency limit name.
+        rate_limit: Rate limit name.
+        spend_limit: Spend limit name.
+
+    Returns:
+        The chunk's estimated cost (``None`` when the price is unknown and nothing guards it).
+
+    Raises:
+        ValidationError: The first rule broken (``BudgetExceededError`` over the budget).
+    """
+    if not items:
+        raise ValidationError("items", "a chunk needs at least one item")
+    if len(items) > MAX_ITEMS:
+        raise ValidationError("items", f"at most {MAX_ITEMS:,} items per batch", len(items))
+    ids: set[str] = set()
+    indexes: set[int] = set()
+    for item in items:
+        if not _CHUNK_ID_RE.match(item.item_id):
+            raise ValidationError(
+                "items",
+                "item ids are 1-80 letters, digits, '.', '_' and '-' (as batch_generate makes "
+                "them)",
+                item.item_id,
+            )
+        if item.item_id in ids or item.index in indexes:
+            raise ValidationError(
+                "items",
+                "two items share an id or a position: one image would overwrite the other",
+                item.item_id if item.item_id in ids else item.index,
+            )
+        ids.add(item.item_id)
+        indexes.add(item.index)
+        validate_prompt(item.prompt)
+    upscale.check_source_size(image.request_size)
+    prompts = [item.prompt for item in items]
+    check_distinct_keys(s3, image, [(item.item_id, item.prompt) for item in items])
+    estimate = _check_budget(prompts, image, max_cost_usd, credentials)
+    check_concurrency_limits(concurrency_limit, rate_limit, spend_limit)
+    return estimate
 
 
 def check_chunk_deployment(name: str) -> None:

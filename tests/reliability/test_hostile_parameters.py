@@ -42,6 +42,7 @@ from secret_scan import (
 )
 
 from prefect_cometapi import CometAPICredentials
+from prefect_cometapi.batching.chunks import ChunkItem
 from prefect_cometapi.errors import BudgetExceededError, ValidationError
 from prefect_cometapi.flows import (
     ImageOptions,
@@ -50,6 +51,7 @@ from prefect_cometapi.flows import (
     edit_and_upload,
     generate_and_upload,
 )
+from prefect_cometapi.flows.fanout import batch_generate_chunk
 from prefect_cometapi.tasks import (
     edit_image,
     generate_image,
@@ -101,6 +103,22 @@ class Ctx(FailingRuns):
 
     def s3_json(self, **changes: Any) -> dict[str, Any]:
         return {"bucket": self.bucket, "endpoint_url": self.s3.endpoint_url, **changes}
+
+    def chunk_flow(self, **params: Any) -> Any:
+        """``batch_generate_chunk`` run by hand (as from the UI), with a saved block's name."""
+        self.credentials.save(CHUNK_BLOCK, overwrite=True)
+        params.setdefault("credentials_block", CHUNK_BLOCK)
+        params.setdefault("items", [chunk_item(self, "a", 0), chunk_item(self, "b", 1)])
+        params.setdefault("image", ImageOptions(size="1024x1024", quality="low"))
+        return self.flow(batch_generate_chunk, **params)
+
+
+CHUNK_BLOCK = "hostile-chunk-credentials"
+
+
+def chunk_item(ctx: Ctx, item_id: str, index: int, prompt: str | None = None) -> ChunkItem:
+    """A chunk item with a fresh prompt."""
+    return ChunkItem(item_id=item_id, index=index, prompt=prompt or ctx.prompt(f"item {index}"))
 
 
 @dataclass(frozen=True)
@@ -276,6 +294,39 @@ CASES: list[Case] = [
     Case("edit_and_upload-own-budget",
          lambda c: c.edit_flow(max_cost_usd=0.00001), BudgetExceededError, "max_cost_usd",
          "over the budget"),
+    # ------------------------------------------------ keys that read as another (issue 23, 6)
+    Case("generate_and_upload-item-id-right-to-left-override",
+         lambda c: c.generate_flow(item_id="photo\u202egnp.exe"), V, "key_template",
+         "look-alike characters \\(U\\+202E\\)"),
+    Case("edit_and_upload-item-id-next-line-and-zero-width",
+         lambda c: c.edit_flow(item_id="a\u0085b\u200bc"), V, "key_template",
+         "U\\+0085, U\\+200B"),
+    Case("batch_generate-json-prefix-fullwidth-dots",
+         lambda c: c.batch_flow(s3=c.s3_json(prefix="\uff0e\uff0e/other-team")), PT, "prefix",
+         "U\\+FF0E"),
+    # ------------------------------------------------ the chunk run by hand (issue 23, 4)
+    Case("batch_generate_chunk-two-items-one-id",
+         lambda c: c.chunk_flow(items=[chunk_item(c, "a", 0), chunk_item(c, "a", 1)]), V,
+         "items", "share an id or a position"),
+    Case("batch_generate_chunk-item-id-escaping-the-prefix",
+         lambda c: c.chunk_flow(items=[chunk_item(c, "../../other-team/x", 0)]), V, "items",
+         "item ids are 1-80 letters"),
+    Case("batch_generate_chunk-over-the-item-cap",
+         lambda c: c.chunk_flow(items=[chunk_item(c, f"i{n}", n, "p") for n in range(10_001)]),
+         V, "items", "at most 10,000 items"),
+    Case("batch_generate_chunk-prompt-over-32000-chars",
+         lambda c: c.chunk_flow(items=[chunk_item(c, "a", 0, "x" * 40_000)]), V, "prompt",
+         "32,000"),
+    Case("batch_generate_chunk-no-budget-under-worker-budget",
+         worker_env({"PREFECT_COMETAPI_MAX_COST_USD": "0.0001"}, lambda c: c.chunk_flow()),
+         BudgetExceededError, "max_cost_usd", "over the budget of \\$0.0001"),
+    Case("batch_generate_chunk-unpriced-model-under-worker-budget",
+         worker_env({"PREFECT_COMETAPI_MAX_COST_USD": "5"},
+                    lambda c: c.chunk_flow(image=ImageOptions(**UNPRICED))),
+         V, "max_cost_usd", "no price is known"),
+    Case("batch_generate_chunk-missing-concurrency-limit",
+         lambda c: c.chunk_flow(concurrency_limit=f"no-such-limit-{c.salt}"), V,
+         "concurrency_limit", "no Prefect global concurrency limit is named"),
 ]  # fmt: skip
 
 
