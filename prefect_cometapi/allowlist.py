@@ -51,6 +51,7 @@ __all__ = [
     "confine_path",
     "input_roots",
     "origin",
+    "shown_path",
 ]
 
 DEFAULT_BASE_URL = "https://api.cometapi.com/v1"
@@ -229,6 +230,35 @@ def confine_path(path: str | os.PathLike[str], param: str) -> Path:
         f"the packaged examples; a worker adds more with {INPUT_ROOTS_ENV}); symlinks are "
         "followed before this check",
     )
+
+
+def shown_path(path: str | os.PathLike[str]) -> str:
+    """A local path as an error message may show it: relative to the input root it lies in.
+
+    Error messages reach the run's state, logs and artifacts, which whoever starts runs can
+    read; the worker's absolute paths (its home, checkout, mount points) stay out of them. A
+    path inside the working directory shows as ``images/a.png``, one inside the packaged
+    examples as ``examples/...``, one inside a ``PREFECT_COMETAPI_INPUT_ROOTS`` folder relative to
+    it, and any other as its file name only.
+
+    Args:
+        path: A path (absolute or relative to the working directory).
+
+    Returns:
+        The path to show.
+    """
+    given = Path(os.fsdecode(os.fspath(path)))
+    if not given.is_absolute():
+        return given.as_posix()
+    real = Path(os.path.realpath(given))
+    for number, root in enumerate(input_roots()):
+        for candidate in (given, real):
+            if candidate == root or root in candidate.parents:
+                inside = candidate.relative_to(root).as_posix()
+                if number == 0:
+                    return inside
+                return f"{'examples' if number == 1 else f'<input root {number - 1}>'}/{inside}"
+    return f".../{given.name}"
 
 
 def _internal(address: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pydantic
@@ -299,3 +300,22 @@ def test_a_compressed_input_is_capped_while_it_inflates(http_file_server: Any) -
         "/small.txt", gzip.compress(b"plain text"), headers={"Content-Encoding": "gzip"}
     )
     assert load_bytes(small, param="items_file") == b"plain text"
+
+
+def test_errors_show_paths_relative_to_their_input_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect_cometapi.allowlist import EXAMPLES_DIR, INPUT_ROOTS_ENV, shown_path
+
+    work, extra = tmp_path / "work", tmp_path / "srv" / "inputs"
+    work.mkdir()
+    extra.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    monkeypatch.setenv(INPUT_ROOTS_ENV, str(extra))
+    assert shown_path(work / "images" / "a.png") == "images/a.png"
+    assert shown_path("images/a.png") == "images/a.png"
+    assert shown_path(EXAMPLES_DIR / "product_banner.j2") == "examples/product_banner.j2"
+    assert shown_path(extra / "x" / "b.png") == "<input root 1>/x/b.png"
+    assert shown_path(tmp_path / "elsewhere" / "c.png") == ".../c.png"
+    for shown in (shown_path(work / "a"), shown_path(extra / "b"), shown_path(tmp_path / "c")):
+        assert str(tmp_path) not in shown

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 
+from prefect_cometapi.allowlist import shown_path
 from prefect_cometapi.errors import UnexpectedResponseError, ValidationError
 
 __all__ = [
@@ -279,25 +280,26 @@ def read_path(path: Path, max_bytes: int, param: str) -> bytes:
     Raises:
         ValidationError: Missing, a directory, not readable, over the cap.
     """
+    shown = shown_path(path)
     try:
         if path.is_dir():
-            raise ValidationError(param, f"{path} is a directory; give the path of a file")
-        check_size(path.stat().st_size, max_bytes, param, str(path))
+            raise ValidationError(param, f"{shown} is a directory; give the path of a file")
+        check_size(path.stat().st_size, max_bytes, param, shown)
         with path.open("rb") as handle:
             data = handle.read(max_bytes + 1)
     except FileNotFoundError:
         raise ValidationError(
             param,
-            f"file not found: {path}; it could not be read (a relative path starts at the "
-            f"working directory {Path.cwd()}); check the path, or give a URL or s3:// URI",
+            f"file not found: {shown}; it could not be read (a relative path starts at the "
+            "working directory); check the path, or give a URL or s3:// URI",
         ) from None
     except PermissionError:
         raise ValidationError(
-            param, f"file not readable: {path} (permission denied); fix its permissions"
+            param, f"file not readable: {shown} (permission denied); fix its permissions"
         ) from None
     except OSError as exc:
         raise ValidationError(
-            param, f"could not be read from {path}: {exc.strerror or exc}"
+            param, f"could not be read from {shown}: {exc.strerror or exc}"
         ) from None
-    check_size(len(data), max_bytes, param, str(path))
+    check_size(len(data), max_bytes, param, shown)
     return data

@@ -30,7 +30,7 @@ from typing import Any
 from jinja2 import TemplateError, TemplateSyntaxError, UndefinedError, meta, nodes
 from jinja2.sandbox import SecurityError
 
-from prefect_cometapi.allowlist import confine_path
+from prefect_cometapi.allowlist import confine_path, shown_path
 from prefect_cometapi.client.rules import MAX_PROMPT_CHARS, validate_prompt
 from prefect_cometapi.errors import ValidationError
 from prefect_cometapi.templates.sandbox import PromptEnvironment, render_budget
@@ -95,7 +95,9 @@ def _load_source(template: str | os.PathLike[str]) -> tuple[str, str | None]:
                 raise ValidationError("template", f"template file {path.name!r} is not a file")
             raw = handle.read(MAX_TEMPLATE_BYTES + 1)
     except FileNotFoundError:
-        raise ValidationError("template", f"template file {str(path)!r} does not exist") from None
+        raise ValidationError(
+            "template", f"template file {shown_path(path)!r} does not exist"
+        ) from None
     except OSError as exc:
         raise ValidationError(
             "template", f"template file {path.name!r} cannot be read: {exc.strerror}"

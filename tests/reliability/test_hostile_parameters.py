@@ -304,6 +304,13 @@ CASES: list[Case] = [
     Case("batch_generate-json-prefix-fullwidth-dots",
          lambda c: c.batch_flow(s3=c.s3_json(prefix="\uff0e\uff0e/other-team")), PT, "prefix",
          "U\\+FF0E"),
+    # ------------------------------------------------ no worker path in errors (issue 23, 6)
+    Case("edit_and_upload-missing-file-shows-no-worker-path",
+         lambda c: c.edit_flow(images=[str(c.root / "sub" / "missing.png")]), V, "images",
+         "^Invalid 'images': file not found: sub/missing\\.png; .*working directory\\)"),
+    Case("generate_and_upload-missing-template-shows-no-worker-path",
+         lambda c: c.generate_flow(prompt=str(c.root / "prompts" / "missing.j2")), V,
+         "template", "template file 'prompts/missing\\.j2' does not exist"),
     # ------------------------------------------------ the chunk run by hand (issue 23, 4)
     Case("batch_generate_chunk-two-items-one-id",
          lambda c: c.chunk_flow(items=[chunk_item(c, "a", 0), chunk_item(c, "a", 1)]), V,
