@@ -505,3 +505,33 @@ def test_single_image_pipeline_review_reject_then_approve(
     assert summary.delivered == 1 and emulator.billed_requests == 2
     assert [(e.round, e.decision) for e in summary.review] == [(1, "rejected"), (2, "approved")]
     assert len(s3_client.list_objects_v2(Bucket=s3_options.bucket)["Contents"]) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_suspended_round_nobody_answers_an_automation_resumes_it_approve_all(
+    deployed_project: Any, emulator: Any, s3_client: Any, s3_bucket: str
+) -> None:
+    salt = tag()
+    with deployed_project.client() as client:
+        deployment = client.read_deployment_by_name("batch-generate/weekly-banners")
+        created = client.create_flow_run_from_deployment(
+            deployment.id,
+            parameters={
+                "template": TEMPLATE,
+                "items": review_items_of(salt)[:2],
+                "items_file": "",
+                "image": {"custom_size": "1024x640", "quality": "low"},
+                "upscale": {"target": "none"},
+                "s3": {"bucket": s3_bucket, "prefix": "timeout/"},
+                "review": {"enabled": True, "timeout_s": 10, "on_timeout": "approve_all"},
+            },
+        )
+    _wait_suspended(deployed_project, created.id, None)
+    run = deployed_project.wait_for_flow_run(created.id, timeout=180)
+    assert "2/2 items delivered" in (run.state.message or "")
+    assert len(_objects(s3_client, s3_bucket, "timeout/")) == 2
+    assert emulator.billed_requests == 2
+    with deployed_project.client() as client:
+        left = [a for a in client.read_automations() if str(created.id) in a.name]
+    assert left == []  # the round's automation is deleted once the round is over

@@ -73,13 +73,15 @@ def _timeout_automation(flow_run_id: Any, key: str, timeout_s: int) -> Any:
 
 
 def _drop_automations(flow_run_id: Any, key: str) -> None:
-    from prefect.automations import Automation
+    """Delete the round's timeout automations (best effort: none, or already gone)."""
+    from prefect.client.orchestration import get_client
 
     try:
-        for automation in Automation.read(name=f"{key}-{flow_run_id}") or []:  # type: ignore[union-attr]
-            automation.delete()
-    except Exception:  # noqa: BLE001 - none, or already gone
-        pass
+        with get_client(sync_client=True) as client:
+            for automation in client.read_automations_by_name(name=f"{key}-{flow_run_id}"):
+                client.delete_automation(automation.id)
+    except Exception as exc:  # noqa: BLE001 - a leftover only resumes a run that is not paused
+        get_run_logger().debug("Could not delete the review timeout automation: %s", exc)
 
 
 def _asked_at(flow_run_id: Any, key: str) -> float | None:
