@@ -60,6 +60,8 @@ class Observed:
         existed_rerun: For each object of the re-run, whether it was reported as already there.
         flow_run_first: The first run's flow run id.
         objects: The objects in the bucket after both runs.
+        paid_first: ``(cached, billed_usd)`` of each result the first run's caller received.
+        paid_rerun: The same for the re-run.
     """
 
     n: int
@@ -74,6 +76,8 @@ class Observed:
     existed_rerun: list[bool] = field(default_factory=list)
     flow_run_first: str = ""
     objects: set[str] = field(default_factory=set)
+    paid_first: list[tuple[bool, float]] = field(default_factory=list)
+    paid_rerun: list[tuple[bool, float]] = field(default_factory=list)
 
 
 class ClientCounter:
@@ -127,7 +131,7 @@ def _user_sync(credentials: Any, prompts: list[str], target: dict[str, Any]) -> 
     def user_sync_map() -> list[Any]:
         results = generate_image.map(prompts, unmapped(credentials), size=SIZE, quality="low")
         stored = upload_to_s3.map(results, **{k: unmapped(v) for k, v in target.items()})
-        return [s.result() for s in stored]
+        return [(s.result(), r.result()) for s, r in zip(stored, results, strict=True)]
 
     return user_sync_map(return_state=True)
 
@@ -138,9 +142,14 @@ def _user_async(credentials: Any, prompts: list[str], target: dict[str, Any]) ->
         results = await asyncio.gather(
             *(agenerate_image(p, credentials, size=SIZE, quality="low") for p in prompts)
         )
-        return list(await asyncio.gather(*(aupload_to_s3(r, **target) for r in results)))
+        stored = await asyncio.gather(*(aupload_to_s3(r, **target) for r in results))
+        return list(zip(stored, results, strict=True))
 
     return asyncio.run(user_async_gather(return_state=True))
+
+
+def _paid(pairs: list[Any]) -> list[tuple[bool, float]]:
+    return [(result.cached, result.billed_usd) for _, result in pairs]
 
 
 def _run_row(row: str, emulator: Any, api_key: str, s3_server: Any, bucket: str) -> Observed:
@@ -155,22 +164,24 @@ def _run_row(row: str, emulator: Any, api_key: str, s3_server: Any, bucket: str)
     if row == "user sync .map flow":
         target = {"bucket": bucket, "prefix": prefix, "aws_credentials": aws}
 
-        def run() -> tuple[Any, list[Any]]:
+        def run() -> tuple[Any, list[Any], list[Any]]:
             state = _user_sync(credentials, prompts, target)
-            return state, [(s.uri, s.existed) for s in state.result()]
+            pairs = state.result()
+            return state, [(s.uri, s.existed) for s, _ in pairs], _paid(pairs)
     elif row == "user async gather flow":
         target = {"bucket": S3Bucket(bucket_name=bucket, credentials=aws), "prefix": prefix}
 
-        def run() -> tuple[Any, list[Any]]:
+        def run() -> tuple[Any, list[Any], list[Any]]:
             state = _user_async(credentials, prompts, target)
-            return state, [(s.uri, s.existed) for s in state.result()]
+            pairs = state.result()
+            return state, [(s.uri, s.existed) for s, _ in pairs], _paid(pairs)
     else:
         block = f"one-engine-{word}"
         S3Bucket(bucket_name=bucket, credentials=aws).save(block)
         s3 = S3Options(bucket_block=block, prefix=prefix)
         items = [{"id": f"i{i}", "prompt": p} for i, p in enumerate(prompts)]
 
-        def run() -> tuple[Any, list[Any]]:
+        def run() -> tuple[Any, list[Any], list[Any]]:
             state = batch_generate(
                 template="{{ prompt }}",
                 items=items,
@@ -181,21 +192,25 @@ def _run_row(row: str, emulator: Any, api_key: str, s3_server: Any, bucket: str)
                 return_state=True,
             )
             summary = state.result()
-            return state, [
-                (image.uri, image.existed or o.already_delivered)
-                for o in summary.outcomes
-                for image in o.images
-            ]
+            return (
+                state,
+                [
+                    (image.uri, image.existed or o.already_delivered)
+                    for o in summary.outcomes
+                    for image in o.images
+                ],
+                [(o.cached, o.cost_usd) for o in summary.outcomes],
+            )
 
     emulator.reset()
     with pytest.MonkeyPatch.context() as monkeypatch:
         counter.wrap(monkeypatch)
-        state, first = run()
+        state, first, observed.paid_first = run()
         observed.billed_first = emulator.billed_requests
         observed.ops_first = list(counter.ops)
         counter.ops.clear()
         before = len(emulator.requests)
-        _, again = run()
+        _, again, observed.paid_rerun = run()
         observed.requests_rerun = len(emulator.requests) - before
         observed.ops_rerun = list(counter.ops)
     observed.clients_built = counter.built
@@ -273,12 +288,21 @@ def delivery_skipped_on_rerun(seen: Observed) -> None:
     assert not {"PutObject", "CreateMultipartUpload", "UploadPart"} & set(seen.ops_rerun)
 
 
+def paid_or_cached_on_the_result(seen: Observed) -> None:
+    """Each result the caller receives says whether this run paid: the first run's results are
+    not cached and bill their price, the re-run's are cached and bill 0 (sum billed_usd)."""
+    assert len(seen.paid_first) == len(seen.paid_rerun) == seen.n
+    assert all(not cached and billed > 0 for cached, billed in seen.paid_first)
+    assert all(cached and billed == 0 for cached, billed in seen.paid_rerun)
+    assert sum(billed for _, billed in seen.paid_rerun) == 0
+
+
 GUARANTEES: dict[str, Callable[[Observed], None]] = {
     "S3 client built once per process+credentials": s3_client_built_once,
     "paid once (emulator request count)": paid_once,
     "events emitted": events_emitted,
     "delivery skipped on a re-run": delivery_skipped_on_rerun,
-    # "paid-or-cached on the result" (ImageResult.cached / billed_usd) joins the table here.
+    "paid-or-cached on the result": paid_or_cached_on_the_result,
 }
 
 
