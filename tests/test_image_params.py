@@ -112,8 +112,11 @@ def test_form_offers_the_schema_parameters_it_should() -> None:
     assert set(ImageOptions().request_kwargs()) == {p.name for p in IMAGE_PARAMS if p.in_form}
 
 
-def test_cache_key_is_unchanged_by_the_schema() -> None:
-    # Keys computed before the schema existed: cached images stay cache hits.
+def test_cache_key_is_unchanged_by_the_schema(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Keys computed before the schema existed: cached images stay cache hits. Pinned for the
+    # shared cache scope, whose keys are the keys of every release before the scope existed
+    # (the per-key scope adds the key's HMAC: tests/test_cache_scope.py).
+    monkeypatch.setenv("PREFECT_COMETAPI_CACHE_SCOPE", "shared")
     params = {
         "model": "gpt-image-2", "prompt": "a fox", "n": 2, "size": "1024x1024",
         "quality": "low", "output_format": "png", "background": "auto", "moderation": "auto",
@@ -128,8 +131,12 @@ def test_cache_key_is_unchanged_by_the_schema() -> None:
     assert "user" not in cache_key_names() and "variant" in cache_key_names()
 
 
-def test_cache_key_includes_the_service_that_makes_the_image() -> None:
+def test_cache_key_includes_the_service_that_makes_the_image(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from prefect_cometapi import CometAPICredentials
+
+    monkeypatch.setenv("PREFECT_COMETAPI_CACHE_SCOPE", "shared")  # the service alone decides
 
     def key(base_url: str | None) -> str:
         credentials = (
