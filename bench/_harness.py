@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import atexit
 import json
-import math
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -28,10 +26,22 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
+
+from _measure import (  # noqa: F401 - the benches use them as _harness.<name>
+    _children,
+    add_image_pool_argument,
+    busy_core,
+    ideal_wall,
+    image_pool_line,
+    load,
+    machine,
+    new_run_id,
+    process_cpu,
+    verdict,
+)
 
 from prefect_cometapi.allowlist import ALLOWED_BASE_URLS_ENV, ALLOWED_S3_ENDPOINTS_ENV
 
@@ -59,7 +69,6 @@ os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
 API_KEY = "sk-bench-not-a-secret"
 CREDENTIALS_BLOCK = "bench-cometapi"
 TEMPLATE = "A studio product banner of {{ name }}, soft light, clean background (run {{ run }})"
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 _MOTO = r"""
 import sys
@@ -71,103 +80,6 @@ print(f"http://{host}:{port}", flush=True)
 sys.stdin.read()
 server.stop()
 """
-
-
-def machine() -> str:
-    """One line describing the machine (cores, Python, load).
-
-    Returns:
-        E.g. ``2 cores, Python 3.11.7 (x86_64), load 1.80 2.80 2.63``.
-    """
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    return (
-        f"{os.cpu_count()} cores, Python {platform.python_version()} ({platform.machine()}), "
-        f"load avg {load}"
-    )
-
-
-def load() -> str:
-    """The load average now.
-
-    Returns:
-        E.g. ``1.80 2.80 2.63`` (1, 5 and 15 minutes).
-    """
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-_SPIN = (
-    "import sys, time\n"
-    "end = time.monotonic() + float(sys.argv[1])\n"
-    "while time.monotonic() < end: pass\n"
-)
-
-
-@contextmanager
-def busy_core(enabled: bool = True, limit_s: float = 3600.0) -> Iterator[None]:
-    """Keep one core busy with a spinning process while the block runs.
-
-    Args:
-        enabled: ``False`` does nothing (so callers can pass a flag).
-        limit_s: The spinner stops by itself after this long, whatever happens here.
-
-    Yields:
-        While the core is busy.
-    """
-    if not enabled:
-        yield
-        return
-    spinner = subprocess.Popen([sys.executable, "-c", _SPIN, str(limit_s)])
-    try:
-        yield
-    finally:
-        spinner.terminate()
-        spinner.wait(timeout=10)
-
-
-def ideal_wall(n: int, concurrency: int, latency_s: float) -> float:
-    """The API-bound lower bound of a batch: ``ceil(n / concurrency) x latency``.
-
-    Args:
-        n: Items.
-        concurrency: Requests at once.
-        latency_s: Seconds per request.
-
-    Returns:
-        Seconds.
-    """
-    return math.ceil(n / concurrency) * latency_s
-
-
-def process_cpu(pid: int) -> float:
-    """CPU seconds (user + system) used so far by a process, from ``/proc``.
-
-    Args:
-        pid: The process id.
-
-    Returns:
-        Seconds (0 if the process is gone).
-    """
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid == pid:
-            found.append(int(entry))
-    return found
 
 
 def _spawn_with_url(args: list[str], what: str) -> tuple[subprocess.Popen[str], str]:
@@ -492,52 +404,3 @@ def run_batch_here(
         reasons = "; ".join(f"{k}: {v}" for k, v in list(summary.failures.items())[:5])
         raise RuntimeError(f"{summary.failed} of {n} item(s) failed: {reasons}")
     return summary, wall, cpu
-
-
-def add_image_pool_argument(parser: Any) -> None:
-    """Add ``--image-pool N`` (default 8; 0 draws every image) to a bench's arguments.
-
-    Args:
-        parser: The bench's ``argparse.ArgumentParser``.
-    """
-    parser.add_argument(
-        "--image-pool",
-        type=int,
-        default=8,
-        help="the emulator answers from N pre-drawn realistic PNGs (0: it draws each one)",
-    )
-
-
-def image_pool_line(image_pool: int) -> str:
-    """Say how the emulator makes its images, for a bench's header.
-
-    Args:
-        image_pool: The ``--image-pool`` value.
-
-    Returns:
-        One line.
-    """
-    if image_pool > 0:
-        return f"emulator images: {image_pool} pre-drawn realistic PNGs (--image-pool 0 draws each)"
-    return "emulator images: each one drawn (realistic), on this machine's cores"
-
-
-def new_run_id() -> str:
-    """A random run id, so a benchmark's prompts are new (the cache makes nothing free).
-
-    Returns:
-        12 hex digits.
-    """
-    return uuid.uuid4().hex[:12]
-
-
-def verdict(ok: bool) -> str:
-    """``met`` / ``NOT met``.
-
-    Args:
-        ok: Whether the goal is met.
-
-    Returns:
-        The word.
-    """
-    return "met" if ok else "NOT met"
