@@ -40,7 +40,7 @@ def _rerun_pays_nothing(prompt: str, credentials: CometAPICredentials, emulator)
     return patient()
 
 
-@pytest.mark.parametrize("twin", ["sync", "async"])
+@pytest.mark.parametrize("twin", ["sync", "submitted", "async"])
 def test_a_late_image_is_cached_and_a_rerun_pays_nothing(
     twin: str, credentials: CometAPICredentials, emulator
 ) -> None:
@@ -56,6 +56,16 @@ def test_a_late_image_is_cached_and_a_rerun_pays_nothing(
             return str(flow_run.id), short(prompt, credentials, quality="low", return_state=True)
 
         run_id, state = impatient()
+    elif twin == "submitted":  # in a task runner's worker thread: Prefect raises into it
+
+        @flow
+        def impatient_submitted() -> tuple[str, object]:
+            short = generate_image.with_options(**options)
+            future = short.submit(prompt, credentials, quality="low")
+            future.wait()
+            return str(flow_run.id), future.state
+
+        run_id, state = impatient_submitted()
     else:
 
         @flow
