@@ -30,7 +30,7 @@ EXCERPT_CHARS = 80
 
 _NOT_SLUG = re.compile(r"[^a-z0-9]+")
 _MD_SPECIAL = re.compile(r"([\\`*\[\]<>&|~])")
-_MD_AUTOLINK = re.compile(r"(?i)((?:https?|ftp)(?=:)|www(?=\.)|(?=@))")
+_MD_AUTOLINK = re.compile(r"(?i)(?<=https):|(?<=http):|(?<=ftp):|(?<=www)\.|@")
 _INVISIBLE = frozenset(("Cc", "Cf", "Zl", "Zp", "Zs"))
 
 
@@ -126,6 +126,10 @@ def prompt_token(prompt: str) -> str:
     return "p-" + hashlib.sha256(str(prompt).encode()).hexdigest()[:10]
 
 
+def _defang(match: re.Match[str]) -> str:
+    return f"\\[{match.group(0)}\\]"
+
+
 def markdown_text(value: object, limit: int | None = None) -> str:
     """The one escape for every value a run can reach in a markdown artifact or a table cell.
 
@@ -140,7 +144,10 @@ def markdown_text(value: object, limit: int | None = None) -> str:
     * ``\\ ` * [ ] < > & | ~`` are backslash-escaped, so no link, image, reference link,
       autolink ``<http://x>``, HTML tag, entity, code span or strikethrough can form;
     * the ``:`` after ``http``/``https``/``ftp``, the ``.`` after ``www`` and every ``@`` are
-      escaped, so GFM's bare-URL and e-mail autolinking cannot make a link either.
+      bracketed (``http[:]//x``, ``www[.]x``, ``a[@]b``), so GFM's bare-URL and e-mail
+      autolinking cannot make a link either. Escaping them is not enough: Prefect's v2 UI
+      autolinks the text after the escapes are resolved (seen in headless Chromium,
+      ``tools/ui_check.py --hostile-only``), so these are the only characters shown changed.
 
     Everything else (letters, digits, ``/ . : - _`` of S3 URIs) is left as it is, so a table
     read through the API keeps plain S3 URIs and item ids.
@@ -150,10 +157,11 @@ def markdown_text(value: object, limit: int | None = None) -> str:
         limit: Cut the text, before escaping, to at most this many characters (``...`` marks it).
 
     Returns:
-        Markdown that renders as exactly the (whitespace-collapsed) text.
+        Markdown that renders as the (whitespace-collapsed) text, URLs and e-mail addresses
+        defanged.
     """
     text = "".join(" " if unicodedata.category(ch) in _INVISIBLE else ch for ch in str(value))
     text = " ".join(text.split())
     if limit is not None and len(text) > limit:
         text = text[: max(limit - 3, 0)].rstrip() + "..."
-    return _MD_AUTOLINK.sub(r"\1\\", _MD_SPECIAL.sub(r"\\\1", text))
+    return _MD_AUTOLINK.sub(_defang, _MD_SPECIAL.sub(r"\\\1", text))

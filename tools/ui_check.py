@@ -13,13 +13,18 @@ opens in headless Chromium, in both of Prefect's UIs (v2, the default, and v1):
 - the CometAPI Credentials block form, asserting that the API key is a password input (v2;
   the v1 UI's schema form has no password input at all: every string field that is not a
   date, a date-time, JSON or an enum is a one-row textarea, whatever its ``format``, so there
-  it is reported, not failed).
+  it is reported, not failed);
+- the artifacts of a hostile run (a flow that publishes, with the package's own
+  ``reports.artifacts.publish``, a summary whose item ids, prompt, S3 URIs and error carry
+  markdown image, link, HTML, autolink and bare-URL payloads), failing if the browser requests
+  any URL that is not the Prefect server's or a ``data:`` preview, or the page holds a link to
+  one (``--hostile-only`` runs just this part).
 
 Screenshots go to ``--out`` (default ``ui-check/``, ignored by git). Needs Chromium
 (``apt-get install chromium``) and Playwright in the environment (``pip install playwright``);
 neither is a dependency of the package. Exit status 0 when every check passed.
 
-    python tools/ui_check.py [--out ui-check] [--chromium /usr/bin/chromium]
+    python tools/ui_check.py [--out ui-check] [--chromium /usr/bin/chromium] [--hostile-only]
 """
 
 from __future__ import annotations
@@ -189,6 +194,94 @@ def prepare(base: str, root: Path) -> dict[str, Any]:
     }
 
 
+HOSTILE_FLOW = """
+from prefect import flow
+from prefect.runtime import flow_run
+from prefect_cometapi.reports.artifacts import publish
+from prefect_cometapi.reports.outcomes import DeliveredImage, ItemOutcome, RunSummary
+
+T = "![t](http://attacker.example/track.png)"
+PAYLOADS = [T, "[click](javascript:alert(1))", "<img src=http://attacker.example/h.png>",
+            "<http://attacker.example/a>", "see https://attacker.example/x www.attacker.example",
+            "[a][r]\\n\\n[r]: http://attacker.example/ref", "x@attacker.example"]
+
+@flow(name="hostile-ui-check")
+def hostile() -> str:
+    outcomes = []
+    for n, text in enumerate(PAYLOADS):
+        key = f"https:/attacker.example/{n}/{text}.png"
+        image = DeliveredImage(uri=f"s3://b/{key}", bucket="b", key=key, sha256="0" * 64,
+                               size="1x1", format="png", bytes=1,
+                               url="http://attacker.example/presigned?X-Amz-Security-Token=t")
+        outcomes.append(ItemOutcome(item_id=text, index=n, status="delivered",
+                                    prompt_excerpt=text, size="1x1", quality="low",
+                                    images=[image], cost_usd=0.001))
+    outcomes.append(ItemOutcome(item_id=T, index=len(outcomes), status="failed",
+                                prompt_excerpt=T, size="1x1", quality="low",
+                                error_code=T, error=" ".join(PAYLOADS)))
+    publish(RunSummary.from_outcomes("hostile-ui-check", outcomes), "hostile-ui-check", T)
+    return str(flow_run.id)
+
+print("HOSTILE-RUN", hostile())
+"""
+"""A flow run whose artifacts carry every known markdown payload, published by our own code."""
+UI_OWN_REQUESTS = ("https://sr-client-cfg.amplitude.com/",)
+"""What Prefect's v2 UI itself fetches on every page (its analytics config), not an artifact."""
+_OUTSIDE_LINKS_JS = """(base) => Array.from(document.querySelectorAll('a[href], img[src], '
+  + 'iframe[src], source[src], video[src], audio[src], link[href], script[src]'))
+  .map(e => e.href || e.src || '')
+  .filter(u => u && !u.startsWith(base) && !u.startsWith('data:') && !u.startsWith('blob:'))"""
+
+
+def hostile_run(base: str, root: Path) -> dict[str, str]:
+    """Run :data:`HOSTILE_FLOW` against the server; its artifacts ``key -> id``."""
+    out = _run([sys.executable, "-c", HOSTILE_FLOW], _env(root, f"{base}/api"), cwd=root)
+    found = re.search(rf"HOSTILE-RUN ({_UUID})", out)
+    if not found:
+        raise SystemExit(f"the hostile run did not report its id:\n{out[-3000:]}")
+    body = {"artifacts": {"flow_run_id": {"any_": [found.group(1)]}}}
+    return {a["key"]: a["id"] for a in _api(base, "POST", "/artifacts/filter", body) if a["key"]}
+
+
+def check_hostile(base: str, artifacts: dict[str, str], out: Path, chromium: str) -> list[str]:
+    """Open the hostile run's artifacts in both UIs; every URL the page loads must be ours."""
+    from playwright.sync_api import sync_playwright
+
+    failures: list[str] = []
+    with sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            for ui in ("v2", "v1"):
+                context = browser.new_context(viewport=VIEWPORT)
+                context.add_cookies([{"name": UI_VERSION_COOKIE, "value": ui, "url": base}])
+                loaded: list[str] = []
+                context.on("request", lambda request, seen=loaded: seen.append(request.url))
+                page = context.new_page()
+                for key, artifact_id in sorted(artifacts.items()):
+                    loaded.clear()
+                    prefix = "/v2" if ui == "v2" else ""
+                    page.goto(f"{base}{prefix}/artifacts/artifact/{artifact_id}")
+                    page.wait_for_load_state("networkidle")
+                    page.wait_for_timeout(2500)
+                    name = f"{ui}-hostile-{key.rsplit('-', 1)[1]}"
+                    page.screenshot(path=str(out / f"{name}.png"), full_page=True)
+                    foreign = [
+                        u
+                        for u in loaded
+                        if not u.startswith((base, "data:", "blob:", *UI_OWN_REQUESTS))
+                    ]
+                    linked = page.evaluate(_OUTSIDE_LINKS_JS, base)
+                    print(f"{name}: {len(loaded)} requests, foreign {foreign}, links {linked}")
+                    if foreign:
+                        failures.append(f"{name}: the page loaded URLs not ours: {foreign}")
+                    if any("attacker" in u or u.startswith("javascript:") for u in linked):
+                        failures.append(f"{name}: a link or image to {linked}")
+                context.close()
+        finally:
+            browser.close()
+    return failures
+
+
 def check_ui(base: str, found: dict[str, Any], out: Path, chromium: str) -> list[str]:
     """Open the pages in headless Chromium, save screenshots and return the failed checks."""
     from playwright.sync_api import sync_playwright
@@ -271,6 +364,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=str(REPO_ROOT / "ui-check"), help="screenshot folder")
     parser.add_argument("--chromium", default="/usr/bin/chromium", help="Chromium executable")
+    parser.add_argument(
+        "--hostile-only", action="store_true", help="only the hostile run's artifacts"
+    )
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -278,9 +374,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with prefect_server(root) as base:
             print(f"Prefect server and UI: {base}")
-            found = prepare(base, root)
-            print(f"flow run {found['flow_run_id']}, deployment {found['deployment_id']}")
-            failures = check_ui(base, found, out, args.chromium)
+            failures = []
+            if not args.hostile_only:
+                found = prepare(base, root)
+                print(f"flow run {found['flow_run_id']}, deployment {found['deployment_id']}")
+                failures += check_ui(base, found, out, args.chromium)
+            failures += check_hostile(base, hostile_run(base, root), out, args.chromium)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     print(f"screenshots in {out}")

@@ -429,8 +429,9 @@ class _Tags(HTMLParser):
 
 #: Tags our artifacts' markdown renders to; anything else came from a value.
 OUR_TAGS = frozenset("p h1 h2 h3 strong em ul li img br".split())
-#: What GFM (the UI's ``marked``) would autolink in plain text: an unescaped scheme or ``www.``.
-_GFM_AUTOLINK = re.compile(r"(?i)(?:(?:https?|ftp):|www\.)|(?<!\\)@")
+#: What GFM would autolink in the text (Prefect's v2 UI autolinks after resolving escapes): a
+#: scheme's ``:``, ``www.`` or ``@`` not bracketed by ``markdown_text``.
+_GFM_AUTOLINK = re.compile(r"(?i)(?:(?:https?|ftp):|www\.)|(?<!\[)@")
 
 
 def assert_inert_markdown(text: str, where: str) -> None:
