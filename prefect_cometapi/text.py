@@ -1,4 +1,4 @@
-"""Text helpers shared by keys, metadata, run names and reports: ASCII, slugs, excerpts."""
+"""Text helpers shared by keys, metadata, run names and reports: ASCII, slugs, excerpts, dollars."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from prefect_cometapi.errors import redact
 __all__ = [
     "EXCERPT_CHARS",
     "PRIVATE_PROMPTS_ENV",
+    "USD_DECIMALS",
     "ascii_text",
     "excerpt",
     "markdown_text",
@@ -19,6 +20,7 @@ __all__ = [
     "prompt_excerpt",
     "prompt_token",
     "slugify",
+    "usd",
 ]
 
 PRIVATE_PROMPTS_ENV = "PREFECT_COMETAPI_PRIVATE_PROMPTS"
@@ -27,6 +29,8 @@ names, logs, events and artifacts (off by default); see :func:`private_prompts`.
 
 EXCERPT_CHARS = 80
 """Length of a prompt excerpt in logs, reports and artifacts."""
+USD_DECIMALS = 4
+"""Decimal places of every cost a report shows: a low-quality 1024x1024 image is $0.0047."""
 
 _NOT_SLUG = re.compile(r"[^a-z0-9]+")
 _MD_SPECIAL = re.compile(r"([\\`*\[\]<>&|~])")
@@ -165,3 +169,15 @@ def markdown_text(value: object, limit: int | None = None) -> str:
     if limit is not None and len(text) > limit:
         text = text[: max(limit - 3, 0)].rstrip() + "..."
     return _MD_AUTOLINK.sub(_defang, _MD_SPECIAL.sub(r"\\\1", text))
+
+
+def usd(amount: float) -> str:
+    """A cost as every report shows it: ``0.004704`` -> ``$0.0047``, ``0`` -> ``$0.0000``.
+
+    Args:
+        amount: Dollars.
+
+    Returns:
+        The amount with a dollar sign and :data:`USD_DECIMALS` decimal places.
+    """
+    return f"${amount:.{USD_DECIMALS}f}"

@@ -93,7 +93,10 @@ def test_demo_runs_offline_end_to_end(tmp_path: Path, busy_core: None) -> None:
     total = re.search(r"Total: 2 images, (\d+) input \+ (\d+) output tokens, \$([0-9.]+)", out)
     assert total, out
     assert int(total.group(1)) > 0 and int(total.group(2)) > 0 and float(total.group(3)) > 0
-    assert f"PREFECT_HOME={tmp_path / 'prefect-home'} prefect server start" in out
+    # The way to the UI works in a fresh shell: this environment's prefect, by its path.
+    prefect = Path(sys.executable).absolute().with_name("prefect")
+    assert prefect.exists()
+    assert f"PREFECT_HOME={tmp_path / 'prefect-home'} {prefect} server start" in out
     # The run stays in the home's database for `prefect server start`: its gallery shows the
     # previews it carries, each image's S3 URI and its local copy (the S3 server is gone).
     gallery = _stored_artifact(tmp_path / "prefect-home", "cometapi-batch-generate-gallery")

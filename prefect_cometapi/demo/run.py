@@ -27,6 +27,8 @@ from typing import Any
 
 from prefect_cometapi.demo.bucket import sha256_of_file
 from prefect_cometapi.demo.environ import patched_environ
+from prefect_cometapi.demo.server import server_start_command
+from prefect_cometapi.text import usd
 
 __all__ = [
     "DEMO_BUCKET",
@@ -216,18 +218,17 @@ def _report(
             note = ""
         print(
             f"  {'':<16} tokens {outcome.input_tokens} in / {outcome.output_tokens} out, "
-            f"${outcome.cost_usd:.6f}{note}"
+            f"{usd(outcome.cost_usd)}{note}"
         )
     prices = "at CometAPI's list prices" if live else "emulated, at CometAPI's list prices"
     print(
         f"Total: {summary.images} images, {summary.input_tokens} input + "
-        f"{summary.output_tokens} output tokens, ${summary.total_cost_usd:.6f} ({prices})"
+        f"{summary.output_tokens} output tokens, {usd(summary.total_cost_usd)} ({prices})"
     )
     print()
     print("See the run in the Prefect UI:")
     if not ui_url:
-        home = os.environ.get("PREFECT_HOME")
-        print(f"  {f'PREFECT_HOME={home} ' if home else ''}prefect server start")
+        print(f"  {server_start_command(os.environ.get('PREFECT_HOME'))}")
         ui_url = UI_URL
     where = f"{ui_url}/runs/flow-run/{flow_run_id}" if flow_run_id else f"{ui_url}/runs"
     print(f"  then open {where}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -27,6 +28,7 @@ __all__ = [
     "LaunchedServer",
     "ServerStartError",
     "launching_prefect_server",
+    "server_start_command",
     "temporary_prefect_server",
 ]
 
@@ -41,6 +43,23 @@ _SERVER_ENV = {
     "PREFECT__SERVER_EPHEMERAL": "1",
     "PREFECT__SERVER_FINAL": "1",
 }
+
+
+def server_start_command(home: str | None = None) -> str:
+    """The command that serves a Prefect home's runs in the UI, as typed in a fresh shell.
+
+    It names this environment's own ``prefect`` by its absolute path, so it works with no virtual
+    environment active (a bare ``prefect`` is "command not found" there).
+
+    Args:
+        home: The ``PREFECT_HOME`` to serve, or ``None`` for the default one.
+
+    Returns:
+        E.g. ``PREFECT_HOME=/tmp/home /repo/.venv/bin/prefect server start``.
+    """
+    script = Path(sys.executable).absolute().with_name("prefect")
+    prefect = shlex.quote(str(script)) if script.exists() else "prefect"
+    return f"{f'PREFECT_HOME={shlex.quote(home)} ' if home else ''}{prefect} server start"
 
 
 class ServerStartError(RuntimeError):
