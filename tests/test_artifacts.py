@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
+from unittest.mock import ANY
 
 import pytest
 from flow_checks import assert_gallery_shape
@@ -19,6 +21,7 @@ from prefect_cometapi.reports.artifacts import (
     PRESIGNED_LINKS_ENV,
     details_table,
     gallery_markdown,
+    objects_table,
     results_description,
     results_table,
 )
@@ -92,9 +95,11 @@ def test_gallery_previews_are_plain_embedded_images_with_uri_link_and_local_copy
     assert " · s3://bucket/out/item-00.png" in first
     assert "full size" not in first and url not in markdown  # presigned links: off by default
     assert "local copy /home/me/demo-output/item-00.png" in first
+    assert first.startswith("3840x2160 png, $0.0030 · ") and first.endswith(" · prompt: a prompt")
     second = lines[lines.index("![item-01](" + outcomes[1].images[0].preview + ")") + 2]
     assert "s3://bucket/out/item-01.png" in second and "full size" not in second
-    assert "**bad** (moderation_blocked): refused" in markdown
+    assert "**bad** (moderation_blocked): refused · prompt: x" in markdown
+    assert "**Total cost: $0.0060** (" in markdown
 
 
 def test_presigned_links_are_in_the_gallery_only_when_the_worker_allows_them(
@@ -119,22 +124,41 @@ def test_items_after_the_previewed_ones_are_one_line_each() -> None:
         assert late.images[0].preview is None
 
 
-def test_results_table_holds_the_four_columns_read_first_and_details_the_rest() -> None:
+def test_results_table_holds_the_four_columns_read_first_details_and_objects_the_rest() -> None:
     summary = RunSummary.from_outcomes("f", [_outcome(0, _image((64, 64)))])
     assert results_table(summary) == [
-        {
-            "item": "item-00",
-            "status": "delivered",
-            "cost_usd": 0.003,
-            "object": "item-00.png",
-        }
+        {"item": "item-00", "status": "delivered", "cost": "$0.0030", "object": "item-00.png"}
     ]
     assert results_description(summary).startswith(
-        "Objects in s3://bucket/out/ (full S3 URIs in the details table). 1/1 items delivered"
+        "Objects in s3://bucket/out/ (full S3 URIs in the objects table). 1/1 items delivered, "
+        "0 failed, 1 images, $0.0030"
     )
     (detail,) = details_table(summary)
-    assert detail["item"] == "item-00" and detail["output_size"] == "3840x2160"
-    assert detail["s3_uri"] == "s3://bucket/out/item-00.png"
-    assert {"prompt", "size", "quality", "input_tokens", "output_tokens", "cached", "error"} <= set(
-        detail
-    )
+    assert detail == {
+        "item": "item-00",
+        "size": "64x64",
+        "quality": "low",
+        "output_size": "3840x2160",
+        "input_tokens": 0,
+        "output_tokens": 0,
+        "cached": False,
+        "seconds": 0.0,
+    }
+    (stored,) = objects_table(summary)
+    assert stored == {"item": "item-00", "s3_uri": "s3://bucket/out/item-00.png", "bytes": ANY}
+    assert stored["bytes"] == summary.outcomes[0].images[0].bytes > 0
+
+
+def test_every_cost_in_the_artifacts_has_one_format() -> None:
+    outcomes = [_outcome(0, _image((64, 64))), _outcome(1, _image((64, 64)))]
+    outcomes[1] = outcomes[1].model_copy(update={"cost_usd": 0.0, "cached": True})
+    summary = RunSummary.from_outcomes("f", outcomes, estimated_cost_usd=0.012345)
+    texts = [
+        gallery_markdown(summary, "t"),
+        results_description(summary),
+        *(str(row["cost"]) for row in results_table(summary)),
+    ]
+    costs = [cost for text in texts for cost in re.findall(r"\$[0-9][0-9,.]*[0-9]", text)]
+    assert len(costs) >= 6, costs
+    assert all(re.fullmatch(r"\$\d+\.\d{4}", cost) for cost in costs), costs
+    assert "$0.0000" in costs and "$0.0123" in costs

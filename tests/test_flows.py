@@ -37,6 +37,7 @@ from prefect_cometapi.flows import (
 )
 from prefect_cometapi.flows.fanout import batch_generate_chunk
 from prefect_cometapi.reports.artifacts import artifact_key
+from prefect_cometapi.text import usd
 
 
 def test_generate_and_upload_renders_generates_upscales_uploads_and_publishes(
@@ -82,15 +83,16 @@ def test_generate_and_upload_renders_generates_upscales_uploads_and_publishes(
     table = artifacts[artifact_key("generate-and-upload", "results")]
     progress = artifacts[artifact_key("generate-and-upload", "progress")]
     assert gallery.type == "markdown" and table.type == "table" and progress.type == "progress"
-    assert f"${summary.total_cost_usd:.6f}" in gallery.data
+    assert usd(summary.total_cost_usd) in gallery.data
     for uri in summary.uris:
         assert uri in gallery.data
     assert float(progress.data) == pytest.approx(100.0)
     rows = table_rows(table)
     assert [row["object"] for row in rows] == [uri.rsplit("/", 1)[-1] for uri in summary.uris]
     assert {row["status"] for row in rows} == {"delivered"}
+    objects = table_rows(artifacts[artifact_key("generate-and-upload", "objects")])
+    assert [row["s3_uri"] for row in objects] == summary.uris
     details = table_rows(artifacts[artifact_key("generate-and-upload", "details")])
-    assert [row["s3_uri"] for row in details] == summary.uris
     assert details[0]["quality"] == "low" and details[0]["output_size"] == "3840x2160"
     # Both images shown as previews kept in the artifact (1536x864 -> 320x180).
     assert assert_gallery_shape(gallery.data, previews=2) == [(320, 180), (320, 180)]

@@ -24,6 +24,7 @@ from prefect_cometapi import CometAPICredentials, ContentPolicyError, Validation
 from prefect_cometapi.events import SPEND_EVENT, SPEND_INCREMENT_USD, spend_automation
 from prefect_cometapi.flows import cost_summary
 from prefect_cometapi.tasks import generate_image, upload_to_s3
+from prefect_cometapi.text import usd
 
 
 def _creds(emulator, api_key: str) -> CometAPICredentials:
@@ -152,11 +153,11 @@ def test_cost_summary_and_asset_events_in_a_custom_flow(
     assert total == pytest.approx(avoided) and total > 0
     artifacts = read_artifacts(uuid.UUID(run_id))
     gallery = artifacts["cometapi-custom-banners-gallery"]
-    assert f"Total cost: ${total:.6f}" in gallery.data
+    assert f"Total cost: {usd(total)}" in gallery.data
     rows = table_rows(artifacts["cometapi-custom-banners-results"])
-    details = table_rows(artifacts["cometapi-custom-banners-details"])
-    assert details[0]["s3_uri"] == uri and rows[0]["cost_usd"] == pytest.approx(total)
-    assert rows[1]["cost_usd"] == 0
+    objects = table_rows(artifacts["cometapi-custom-banners-objects"])
+    assert objects[0]["s3_uri"] == uri and rows[0]["cost"] == usd(total)
+    assert rows[1]["cost"] == "$0.0000"
     details = table_rows(artifacts["cometapi-custom-banners-details"])
     assert [r["cached"] for r in details] == [False, True]
     (event,) = asset_events(uri)

@@ -7,8 +7,8 @@ opens in headless Chromium, in both of Prefect's UIs (v2, the default, and v1):
 
 - the gallery artifact of the demo's flow run, asserting that every image in it has loaded
   (``naturalWidth > 0``) and that no markdown is left unrendered (``![``);
-- the results and details tables (the results table must fit the page without being cut
-  off), and the flow run's page;
+- the results, details and objects tables (each must fit the page without being cut off: the
+  UI wraps no cell and cuts a wider table off), and the flow run's page;
 - the deployment's custom-run form, asserting that no ``None`` switch is left;
 - the CometAPI Credentials block form, asserting that the API key is a password input (v2;
   the v1 UI's schema form has no password input at all: every string field that is not a
@@ -322,13 +322,13 @@ def check_ui(base: str, found: dict[str, Any], out: Path, chromium: str) -> list
                     failures.append(f"{ui} gallery: markdown shown as text")
                 print(f"{ui} gallery: {len(images)} images, natural sizes {images}")
                 for key, artifact_id in found["artifacts"].items():
-                    if key.endswith(("-results", "-details")):
+                    if key.endswith(("-results", "-details", "-objects")):
                         kind = key.rsplit("-", 1)[1]
                         shot(f"/artifacts/artifact/{artifact_id}", f"{ui}-{kind}", "drift-kettle")
                         cut = page.evaluate(_TABLE_CUT_JS)
                         print(f"{ui} {kind} table: {cut}")
-                        if kind == "results" and (cut is None or cut["cut"]):
-                            failures.append(f"{ui} results table does not fit: {cut}")
+                        if cut is None or cut["cut"]:
+                            failures.append(f"{ui} {kind} table does not fit: {cut}")
                 shot(f"/runs/flow-run/{found['flow_run_id']}", f"{ui}-flow-run", "batch-generate")
                 # The custom-run form: no None switches.
                 run_form = f"/deployments/deployment/{found['deployment_id']}/run"

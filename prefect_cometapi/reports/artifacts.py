@@ -1,7 +1,12 @@
-"""The artifacts every run publishes: progress, a markdown gallery with the cost, a results table.
+"""The artifacts every run publishes: progress, a markdown gallery with the cost, three tables.
 
 Keys are lowercase-dash (Prefect's rule) and stable per flow, so the Artifacts page shows the
-latest run of each flow with its history.
+latest run of each flow with its history. Each table is narrow enough for the Prefect UI's
+artifact page at 1400 px (about 700 px of table in the default UI, which wraps no cell and cuts a
+wider table off), so what a row holds is split by what it is for: the results
+(:func:`results_table`), the request and its answer (:func:`details_table`) and where each image
+is (:func:`objects_table`); prompts and errors, long text, are in the gallery. Every cost is
+written one way, :func:`prefect_cometapi.text.usd` (``$0.0047``).
 """
 
 from __future__ import annotations
@@ -23,13 +28,14 @@ from prefect.artifacts import (
 )
 
 from prefect_cometapi.reports.outcomes import DeliveredImage, ItemOutcome, RunSummary
-from prefect_cometapi.text import markdown_text, slugify
+from prefect_cometapi.text import markdown_text, slugify, usd
 
 __all__ = [
     "Progress",
     "artifact_key",
     "details_table",
     "gallery_markdown",
+    "objects_table",
     "publish",
     "results_description",
     "rendered_table",
@@ -52,7 +58,7 @@ def artifact_key(flow_name: str, kind: str) -> str:
 
     Args:
         flow_name: The flow's name, e.g. ``batch_generate``.
-        kind: ``progress``, ``gallery`` or ``results``.
+        kind: ``progress``, ``gallery``, ``results``, ``details`` or ``objects``.
 
     Returns:
         E.g. ``cometapi-batch-generate-gallery``.
@@ -150,7 +156,7 @@ def _full_size_link(image: DeliveredImage) -> str | None:
 
 def _image_line(outcome: ItemOutcome, image: DeliveredImage, local_paths: Mapping[str, str]) -> str:
     parts = [
-        f"{markdown_text(image.size)} {markdown_text(image.format)}, ${outcome.cost_usd:.6f}"
+        f"{markdown_text(image.size)} {markdown_text(image.format)}, {usd(outcome.cost_usd)}"
         + (" (cached)" if outcome.cached else ""),
         markdown_text(image.uri),
     ]
@@ -161,6 +167,10 @@ def _image_line(outcome: ItemOutcome, image: DeliveredImage, local_paths: Mappin
     return " · ".join(parts)
 
 
+def _prompt(outcome: ItemOutcome) -> str:
+    return f" · prompt: {markdown_text(outcome.prompt_excerpt)}" if outcome.prompt_excerpt else ""
+
+
 def gallery_markdown(
     summary: RunSummary, title: str, local_paths: Mapping[str, str] | None = None
 ) -> str:
@@ -169,8 +179,8 @@ def gallery_markdown(
     Each image of the first :data:`~.previews.PREVIEWED_ITEMS` items is shown as a plain
     ``![item](data:image/jpeg;base64,...)`` preview embedded in the artifact (no link around
     it, which the UI would not render), with its size, cost, S3 URI, a presigned full-size link
-    when there is one and its local copy when ``local_paths`` names one; later items are one
-    line each.
+    when there is one, its local copy when ``local_paths`` names one and the prompt's excerpt;
+    later items are one line each. Failed items follow with the API's code and message.
 
     Args:
         summary: The run's summary.
@@ -187,12 +197,12 @@ def gallery_markdown(
         f"**{summary.delivered} of {summary.items} items delivered**, {summary.failed} failed, "
         f"{summary.images} images in S3.",
         "",
-        f"**Total cost: ${summary.total_cost_usd:.6f}** "
+        f"**Total cost: {usd(summary.total_cost_usd)}** "
         f"({summary.input_tokens:,} input + {summary.output_tokens:,} output tokens"
         + (f"; {summary.cached} items from the cache, not paid again" if summary.cached else "")
         + ")"
         + (
-            f"; estimated before the run: ${summary.estimated_cost_usd:.6f}"
+            f"; estimated before the run: {usd(summary.estimated_cost_usd)}"
             if summary.estimated_cost_usd is not None
             else ""
         )
@@ -205,6 +215,7 @@ def gallery_markdown(
     for outcome in delivered:
         for number, image in enumerate(outcome.images, start=1):
             label = outcome.item_id + (f" ({number})" if len(outcome.images) > 1 else "")
+            line = _image_line(outcome, image, local_paths) + _prompt(outcome)
             if preview := _preview(image):
                 lines += [
                     f"### {markdown_text(label)}",
@@ -212,11 +223,9 @@ def gallery_markdown(
                     f"![{markdown_text(label)}]({preview})",
                     "",
                 ]
-                lines += [_image_line(outcome, image, local_paths), ""]
+                lines += [line, ""]
             else:
-                lines.append(
-                    f"- **{markdown_text(label)}**: {_image_line(outcome, image, local_paths)}"
-                )
+                lines.append(f"- **{markdown_text(label)}**: {line}")
     if lines[-1]:
         lines.append("")
     failed = [o for o in summary.outcomes if o.status == "failed"]
@@ -227,7 +236,8 @@ def gallery_markdown(
                 markdown_text(outcome.item_id),
                 markdown_text(outcome.error_code or "error"),
             )
-            lines.append(f"- **{item}** ({code}): {markdown_text(outcome.error or '')}")
+            error = markdown_text(outcome.error or "")
+            lines.append(f"- **{item}** ({code}): {error}{_prompt(outcome)}")
         lines.append("")
     notes = []
     if any(_preview(image) for o in delivered for image in o.images):
@@ -241,20 +251,21 @@ def gallery_markdown(
 
 def results_table(summary: RunSummary) -> list[dict[str, object]]:
     """What a person reads first, narrow enough for the Prefect UI: one row per image (or per
-    failed item) with the object's name; its full S3 URI is in :func:`details_table`, and the
+    failed item) with the object's name; its full S3 URI is in :func:`objects_table`, and the
     folder the objects are in is in the table's description (:func:`results_description`).
 
     Args:
         summary: The run's summary.
 
     Returns:
-        Rows with ``item``, ``status``, ``cost_usd`` and ``object`` (the key's last segment).
+        Rows with ``item``, ``status``, ``cost`` (:func:`~prefect_cometapi.text.usd`, what this
+        run paid for the item) and ``object`` (the key's last segment).
     """
     return [
         {
             "item": outcome.item_id,
             "status": outcome.status,
-            "cost_usd": round(outcome.cost_usd, 6),
+            "cost": usd(outcome.cost_usd),
             "object": image.key.rsplit("/", 1)[-1] if image else "",
         }
         for outcome in summary.outcomes
@@ -275,41 +286,53 @@ def results_description(summary: RunSummary) -> str:
         {image.uri.rsplit("/", 1)[0] + "/" for o in summary.outcomes for image in o.images}
     )
     if len(folders) == 1:
-        where = f"Objects in {folders[0]} (full S3 URIs in the details table)."
+        where = f"Objects in {folders[0]} (full S3 URIs in the objects table)."
     elif folders:
-        where = "Full S3 URIs in the details table."
+        where = "Full S3 URIs in the objects table."
     else:
         where = "No object stored."
     return f"{where} {summary.headline()}"
 
 
 def details_table(summary: RunSummary) -> list[dict[str, object]]:
-    """The rest of each row of :func:`results_table`: S3 URI, request, tokens, cache, output, error.
+    """Each image's request and answer: requested size and quality, output, tokens, cache, time.
 
     Args:
         summary: The run's summary.
 
     Returns:
-        Rows with ``item``, ``s3_uri``, ``prompt``, ``size``, ``quality``, ``input_tokens``,
-        ``output_tokens``, ``cached``, ``output_size``, ``bytes``, ``seconds`` and ``error``.
+        Rows (one per image, or per failed item) with ``item``, ``size``, ``quality``,
+        ``output_size``, ``input_tokens``, ``output_tokens``, ``cached`` and ``seconds``.
     """
     return [
         {
             "item": outcome.item_id,
-            "s3_uri": image.uri if image else "",
-            "prompt": outcome.prompt_excerpt,
             "size": outcome.size,
             "quality": outcome.quality,
+            "output_size": image.size if image else "",
             "input_tokens": outcome.input_tokens,
             "output_tokens": outcome.output_tokens,
             "cached": outcome.cached,
-            "output_size": image.size if image else "",
-            "bytes": image.bytes if image else 0,
-            "seconds": outcome.seconds,
-            "error": outcome.error or "",
+            "seconds": round(outcome.seconds, 2),
         }
         for outcome in summary.outcomes
         for image in outcome.images or [None]
+    ]
+
+
+def objects_table(summary: RunSummary) -> list[dict[str, object]]:
+    """Where each image is: its full S3 URI and its size in bytes.
+
+    Args:
+        summary: The run's summary.
+
+    Returns:
+        Rows (one per stored image) with ``item``, ``s3_uri`` and ``bytes``.
+    """
+    return [
+        {"item": outcome.item_id, "s3_uri": image.uri, "bytes": image.bytes}
+        for outcome in summary.outcomes
+        for image in outcome.images
     ]
 
 
@@ -335,7 +358,7 @@ def rendered_table(rows: list[dict[str, object]]) -> list[dict[str, object]]:
 
 
 def publish(summary: RunSummary, flow_name: str, title: str) -> None:
-    """Publish the gallery and the two tables of a finished run (text escaped for the UI).
+    """Publish the gallery and the three tables of a finished run (text escaped for the UI).
 
     Args:
         summary: The run's summary.
@@ -355,7 +378,11 @@ def publish(summary: RunSummary, flow_name: str, title: str) -> None:
     create_table_artifact(
         table=rendered_table(details_table(summary)),
         key=artifact_key(flow_name, "details"),
-        description=(
-            "Per image: S3 URI, prompt, requested size and quality, tokens, cache, output, error."
-        ),
+        description="Per image: requested size and quality, output size, tokens, cache, seconds "
+        "(prompts and errors are in the gallery).",
+    )
+    create_table_artifact(
+        table=rendered_table(objects_table(summary)),
+        key=artifact_key(flow_name, "objects"),
+        description="Where each image is: its S3 URI and size in bytes.",
     )

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from prefect_cometapi.errors import APIStatusError, redact
+from prefect_cometapi.text import usd
 
 __all__ = ["DeliveredImage", "ItemOutcome", "ReviewEntry", "RunSummary", "describe_error"]
 
@@ -216,7 +217,7 @@ class RunSummary(BaseModel):
         """
         return (
             f"{self.delivered}/{self.items} items delivered, {self.failed} failed, "
-            f"{self.images} images, ${self.total_cost_usd:.4f}"
+            f"{self.images} images, {usd(self.total_cost_usd)}"
             + (f" ({self.cached} from cache)" if self.cached else "")
             + (f", {self.rejected} rejected in review" if self.rejected else "")
         )
