@@ -104,7 +104,7 @@ def test_demo_runs_offline_end_to_end(tmp_path: Path, busy_core: None) -> None:
     for uri in uris:
         item = uri.rsplit("/", 1)[1].rsplit("-", 1)[0]
         path = (tmp_path / "demo-output" / f"{item}.png").resolve()
-        assert f"`{uri}` · local copy `{path}`" in gallery
+        assert f"{uri} · local copy {path}" in gallery
     assert "sk-demo" not in out + done.stderr
 
     # Again in the same home: the bucket kept between runs holds every item with its recorded
