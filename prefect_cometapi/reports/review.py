@@ -14,6 +14,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect_cometapi.reports.artifacts import artifact_key, rendered_table
 from prefect_cometapi.reports.outcomes import ReviewEntry
 from prefect_cometapi.text import markdown_text as _md
+from prefect_cometapi.text import usd
 
 __all__ = ["ReviewTile", "decisions_rows", "publish_review", "review_markdown"]
 
@@ -74,7 +75,7 @@ def review_markdown(
     lines = [
         f"# {_md(title)}: review round {round_number} of {max_rounds}",
         "",
-        f"**{len(tiles)} item(s) to review**, generated for ${total:.6f} in this run. "
+        f"**{len(tiles)} item(s) to review**, generated for {usd(total)} in this run. "
         "Open the run and press **Resume** to answer: per item approve or reject (with a new "
         "prompt or a note), or approve all / reject all. Items you leave out are asked again.",
         "",
@@ -92,7 +93,7 @@ def review_markdown(
         for number, preview in enumerate(tile.previews, start=1):
             label = tile.item_id + (f" ({number})" if len(tile.previews) > 1 else "")
             lines += [f"![{_md(label)}]({preview})", ""]
-        facts = [", ".join(tile.sizes) or "no image", f"${tile.cost_usd:.6f}"]
+        facts = [", ".join(tile.sizes) or "no image", usd(tile.cost_usd)]
         if tile.cached:
             facts.append("cached")
         if tile.variant:
