@@ -10,7 +10,7 @@ processes its items like an in-process batch
 (:func:`~prefect_cometapi.batching.window.run_items`) and returns a
 :class:`~prefect_cometapi.reports.outcomes.RunSummary` of small records that the parent adds up.
 What the pool needs (shared result storage, the credentials block, its concurrency limit) is in
-the README, "Running on many workers".
+docs/fleet.md, "A fleet of workers".
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ Spending: every paid request also emits ``prefect-cometapi.spend.increment`` eve
 :data:`SPEND_INCREMENT_USD` spent (a process carries the remainder to its next request), on the
 resource ``prefect-cometapi.spend.deployment.<id>`` (``.flow-run.<id>`` outside deployments).
 Prefect's event triggers count events, so "more than $5 in an hour" is "more than 50 of these
-within 3600 s" (see the README).
+within 3600 s" (see docs/reference.md, "Events").
 
 Review (the review gate of the batch flows), one event per verdict, on the resource
 ``prefect-cometapi.item.<item id>``, with the round, who decided (``reviewer``, ``approve_all``,

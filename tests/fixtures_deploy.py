@@ -11,7 +11,7 @@ Fixtures:
         saved there (pointing at the session emulator), the fleet's shared result storage (an
         S3Bucket block on moto) and a process worker polling each pool.
     second_fleet_worker: another process worker of the fleet pool with a PREFECT_HOME of its
-        own, sharing only what prefect.yaml and the README say workers share (module).
+        own, sharing only what prefect.yaml and docs/fleet.md say workers share (module).
 """
 
 from __future__ import annotations
@@ -558,7 +558,7 @@ def deployed_project(
         prefect.cli(*args, *(["--slot-decay-per-second", decay] if decay != "0" else []))
     prefect.cli("block", "register", "-m", "prefect_cometapi")
     prefect.python(_save_credentials_code(emulator_server.base_url, api_key))
-    # The fleet's shared result storage, as the README creates it (prefect-aws on moto).
+    # The fleet's shared result storage, as docs/fleet.md creates it (prefect-aws on moto).
     results_bucket = f"results-{uuid.uuid4().hex[:16]}"
     s3.create_bucket(Bucket=results_bucket)
     prefect.cli("block", "register", "-m", "prefect_aws")

@@ -1,7 +1,7 @@
 """Many workers, one cache, one API budget: the fleet deployment on a real Prefect server.
 
 Two process workers of the ``cometapi-fleet`` pool, each with its own PREFECT_HOME, share what
-``deployments/prefect.yaml`` and the README say they share: the results (image cache and chunk
+``deployments/prefect.yaml`` and docs/fleet.md say they share: the results (image cache and chunk
 summaries) in an S3Bucket block on moto, the cache's lock directory, and a global concurrency
 limit created with ``prefect gcl create``. A batch of 60 items fans out into chunk flow runs
 that both workers take; the CometAPI emulator (with latency, so requests overlap) records what

@@ -1,5 +1,5 @@
 """Events, the cost artifact and asset events of the tasks in a custom flow, read back from the
-Prefect server; the README's spend automation matches the events with the right numbers."""
+Prefect server; docs/reference.md's spend automation matches the events with the right numbers."""
 
 import time
 import uuid
@@ -117,7 +117,7 @@ def test_deployment_spend_events_feed_the_documented_automation(emulator, api_ke
     (failed,) = by_name["prefect-cometapi.image.failed"]
     assert failed.payload["error_type"] == "ValidationError"
 
-    # The README's automation is accepted by the server and watches exactly these events.
+    # docs/reference.md's automation is accepted by the server and watches exactly these events.
     automation = spend_automation(dollars=5.0, within_s=3600, name=f"spend-{word}")
     trigger = automation.trigger
     assert isinstance(trigger, EventTrigger) and trigger.posture == Posture.Reactive

@@ -7,7 +7,7 @@ identical requests at the same time pay once: the second waits for the first one
 reads its persisted result.
 :func:`persist_when_paid` is a deprecated no-op (the image tasks commit their result as soon as
 they end, even inside another task). Where locks and cache records live is configured in the
-environment (see the README, "Caching").
+environment (see docs/reliability.md, "Caching").
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Workers on several machines: one Redis lock manager, so the same image is paid for once.
 
-The README's multi-machine configuration is ``PREFECT_COMETAPI_LOCK_MANAGER=redis://...`` with
+docs/fleet.md's multi-machine configuration is ``PREFECT_COMETAPI_LOCK_MANAGER=redis://...`` with
 ``prefect-redis``. Here a Redis server (fakeredis's TCP server, a real socket on 127.0.0.1) takes
 the locks; two processes play two machines: each has its own PREFECT_HOME, so their machine-local
 lock directories differ, while the results (the image cache) live in one shared store, as the
