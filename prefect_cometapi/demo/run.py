@@ -27,7 +27,7 @@ from typing import Any
 
 from prefect_cometapi.demo.bucket import sha256_of_file
 from prefect_cometapi.demo.environ import patched_environ
-from prefect_cometapi.demo.server import server_start_command
+from prefect_cometapi.demo.server import prefect_for_demo, server_start_command
 from prefect_cometapi.text import usd
 
 __all__ = [
@@ -245,7 +245,7 @@ def _run(args: argparse.Namespace) -> int:
             return 2
     # The Prefect server starts first: it takes the longest, and the flow's modules, the
     # emulator, the S3 server and the kept bucket are made ready meanwhile.
-    with _prefect_for_demo() as connect:
+    with prefect_for_demo() as connect:
         return _run_with(args, connect)
 
 
@@ -340,98 +340,6 @@ def _run_with(
         except OSError as exc:
             print(f"note: the demo bucket could not be kept for the next run ({exc})")
         return status
-
-
-@contextlib.contextmanager
-def _console_warnings_only() -> Iterator[None]:
-    """Prefect's console handlers show warnings and errors only; the run's logs still go to the
-    server (the UI shows them), and the demo prints its own per-item report."""
-    from prefect.logging.handlers import PrefectConsoleHandler
-
-    handlers = [
-        handler
-        for name in (None, "uvicorn", "fastapi")
-        for handler in logging.getLogger(name).handlers
-        if isinstance(handler, PrefectConsoleHandler)
-    ]
-    levels = [handler.level for handler in handlers]
-    for handler in handlers:
-        handler.setLevel(max(handler.level, logging.WARNING))
-    try:
-        yield
-        _send_queued_events_and_logs()
-    finally:
-        for handler, level in zip(handlers, levels, strict=True):
-            handler.setLevel(level)
-
-
-def _send_queued_events_and_logs() -> None:
-    """Send the run's queued events and logs now, while the server is still up.
-
-    Left for the interpreter's exit, they would go to a temporary server that is already gone,
-    and Prefect's queue services print ``Still processing items: N items remaining...`` to the
-    console while they drain.
-    """
-    from prefect.events.worker import EventsWorker
-    from prefect.logging.handlers import APILogWorker
-
-    quiet = [logging.getLogger(type_.__name__) for type_ in (EventsWorker, APILogWorker)]
-    levels = [logger.level for logger in quiet]
-    for logger in quiet:
-        logger.setLevel(logging.ERROR)
-    try:
-        EventsWorker.drain_all(timeout=30, at_exit=False)
-        APILogWorker.drain_all(timeout=30, at_exit=False)
-    finally:
-        for logger, level in zip(quiet, levels, strict=True):
-            logger.setLevel(level)
-
-
-@contextlib.contextmanager
-def _prefect_for_demo() -> Iterator[Callable[[], AbstractContextManager[str | None]]]:
-    """The Prefect server the demo reports to, with telemetry off and a quiet console.
-
-    The configured ``PREFECT_API_URL`` when there is one; otherwise a temporary local server
-    (:func:`prefect_cometapi.demo.server.launching_prefect_server`), started at once, whose
-    database under ``PREFECT_HOME`` keeps the run for ``prefect server start``.
-
-    Yields:
-        ``connect``: a context manager that waits until the server answers, points this
-        process's Prefect client at it for the block's duration and yields the configured
-        server's UI URL, or ``None`` for the temporary server (it has no UI).
-    """
-    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
-
-    from prefect_cometapi.demo.server import ServerStartError, launching_prefect_server
-
-    def say(line: str) -> None:
-        print(line, flush=True)
-
-    # DO_NOT_TRACK: Prefect's client-side usage events.
-    with patched_environ(set={"DO_NOT_TRACK": "1"}):
-        if PREFECT_API_URL.value():
-            say(f"Prefect:           {PREFECT_API_URL.value()} (PREFECT_API_URL)")
-
-            @contextlib.contextmanager
-            def configured() -> Iterator[str | None]:
-                with _console_warnings_only():
-                    yield PREFECT_UI_URL.value()
-
-            yield configured
-            return
-        with launching_prefect_server(say=say) as server:
-
-            @contextlib.contextmanager
-            def temporary() -> Iterator[str | None]:
-                try:
-                    waited = server.wait()
-                except ServerStartError as exc:
-                    raise SystemExit(f"error: {exc}") from None
-                say(f"Prefect:           ready after {waited:.0f} s ({server.api_url})")
-                with _console_warnings_only(), server.connected():
-                    yield None
-
-            yield temporary
 
 
 def run_demo(args: argparse.Namespace | Sequence[str] | None = None) -> int:

@@ -12,6 +12,7 @@ and points this process's Prefect client at it until the ``with`` block ends.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shlex
 import socket
@@ -21,9 +22,13 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
+from prefect_cometapi.demo.environ import patched_environ
+
 __all__ = [
+    "prefect_for_demo",
     "STARTUP_TIMEOUT_S",
     "LaunchedServer",
     "ServerStartError",
@@ -249,3 +254,95 @@ def temporary_prefect_server(
         say(f"Prefect:           ready after {waited:.0f} s ({server.api_url})")
         with server.connected() as api_url:
             yield api_url
+
+
+@contextlib.contextmanager
+def console_warnings_only() -> Iterator[None]:
+    """Prefect's console handlers show warnings and errors only; the run's logs still go to the
+    server (the UI shows them), and the demo prints its own per-item report."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    handlers = [
+        handler
+        for name in (None, "uvicorn", "fastapi")
+        for handler in logging.getLogger(name).handlers
+        if isinstance(handler, PrefectConsoleHandler)
+    ]
+    levels = [handler.level for handler in handlers]
+    for handler in handlers:
+        handler.setLevel(max(handler.level, logging.WARNING))
+    try:
+        yield
+        send_queued_events_and_logs()
+    finally:
+        for handler, level in zip(handlers, levels, strict=True):
+            handler.setLevel(level)
+
+
+def send_queued_events_and_logs() -> None:
+    """Send the run's queued events and logs now, while the server is still up.
+
+    Left for the interpreter's exit, they would go to a temporary server that is already gone,
+    and Prefect's queue services print ``Still processing items: N items remaining...`` to the
+    console while they drain.
+    """
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    quiet = [logging.getLogger(type_.__name__) for type_ in (EventsWorker, APILogWorker)]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:
+        logger.setLevel(logging.ERROR)
+    try:
+        EventsWorker.drain_all(timeout=30, at_exit=False)
+        APILogWorker.drain_all(timeout=30, at_exit=False)
+    finally:
+        for logger, level in zip(quiet, levels, strict=True):
+            logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def prefect_for_demo() -> Iterator[Callable[[], AbstractContextManager[str | None]]]:
+    """The Prefect server the demo reports to, with telemetry off and a quiet console.
+
+    The configured ``PREFECT_API_URL`` when there is one; otherwise a temporary local server
+    (:func:`prefect_cometapi.demo.server.launching_prefect_server`), started at once, whose
+    database under ``PREFECT_HOME`` keeps the run for ``prefect server start``.
+
+    Yields:
+        ``connect``: a context manager that waits until the server answers, points this
+        process's Prefect client at it for the block's duration and yields the configured
+        server's UI URL, or ``None`` for the temporary server (it has no UI).
+    """
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
+
+    from prefect_cometapi.demo.server import ServerStartError, launching_prefect_server
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    # DO_NOT_TRACK: Prefect's client-side usage events.
+    with patched_environ(set={"DO_NOT_TRACK": "1"}):
+        if PREFECT_API_URL.value():
+            say(f"Prefect:           {PREFECT_API_URL.value()} (PREFECT_API_URL)")
+
+            @contextlib.contextmanager
+            def configured() -> Iterator[str | None]:
+                with console_warnings_only():
+                    yield PREFECT_UI_URL.value()
+
+            yield configured
+            return
+        with launching_prefect_server(say=say) as server:
+
+            @contextlib.contextmanager
+            def temporary() -> Iterator[str | None]:
+                try:
+                    waited = server.wait()
+                except ServerStartError as exc:
+                    raise SystemExit(f"error: {exc}") from None
+                say(f"Prefect:           ready after {waited:.0f} s ({server.api_url})")
+                with console_warnings_only(), server.connected():
+                    yield None
+
+            yield temporary
