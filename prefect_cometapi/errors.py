@@ -18,6 +18,7 @@ The whole tree (``retryable`` marks the errors :func:`is_retryable` accepts)::
     │   └── ServerError (5xx, 524; not a 500 ``invalid_request``) ........ retryable
     ├── UnexpectedResponseError: HTML, a redirect or an unreadable body (wrong base URL)
     ├── ImageDownloadError: image URLs in the answer could not be downloaded
+    ├── ImageDataMissingError (also an AttributeError): ``.data`` of an image rebuilt without bytes
     ├── APIConnectionError: no answer at all ............................. retryable
     │   └── APITimeoutError: no answer in time ........................... retryable
     ├── InputFetchError: an input file could not be fetched, for now ...... retryable
@@ -46,6 +47,7 @@ __all__ = [
     "BudgetExceededError",
     "CometAPIError",
     "ContentPolicyError",
+    "ImageDataMissingError",
     "ImageDownloadError",
     "InputFetchError",
     "MissingAPIKeyError",
@@ -272,6 +274,14 @@ class UnexpectedResponseError(CometAPIError):
 class ImageDownloadError(CometAPIError):
     """The API returned image URLs that could not be downloaded. Not retried: the images are
     already paid for, and sending the request again would pay twice."""
+
+
+class ImageDataMissingError(CometAPIError, AttributeError):
+    """An image's bytes were asked for, but it was rebuilt from a dump without them.
+
+    The message says where the bytes are: the image's S3 URI when known, and the cache record
+    of the request that made it.
+    """
 
 
 class APIConnectionError(CometAPIError):
