@@ -129,7 +129,7 @@ def test_parameter_form_is_typed(deployed_project: DeployedProject, name: str) -
     image = schema["definitions"]["ImageOptions"]["properties"]
     assert image["quality"]["enum"] == ["low", "medium", "high", "auto"]
     assert image["output_format"]["enum"] == ["png", "jpeg", "webp"]
-    assert image["background"]["enum"] == ["auto", "opaque", "transparent"]
+    assert image["background"]["enum"] == ["transparent", "opaque", "auto"]
     assert "1536x1024" in image["size"]["enum"] and "auto" in image["size"]["enum"]
     assert image["n"]["minimum"] == 1 and image["n"]["maximum"] == 10
     assert all(field.get("description") for field in image.values()), image

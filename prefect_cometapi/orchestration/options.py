@@ -3,6 +3,7 @@ check, eager persistence and the cache-hit hook."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from collections.abc import Iterator
@@ -92,11 +93,26 @@ def run_label(label: str | None) -> Iterator[None]:
         _run_label.reset(token)
 
 
+def _task_run_name(kind: str) -> str:
+    label = _run_label.get()
+    if label:
+        return f"{kind}-{slugify(label, RUN_LABEL_CHARS)}"
+    params = runtime_task_run.parameters
+    size = params.get("size", "auto")
+    if private_prompts():
+        return f"{kind}-{size}"
+    slug = slugify(str(params.get("prompt", "")), RUN_NAME_SLUG_CHARS)
+    return f"{kind}-{size}-{slug}"
+
+
 def run_name(kind: str) -> Any:
     """A ``task_run_name`` callable: ``{kind}-{size}-{prompt slug}``.
 
     Inside :func:`run_label` (a batch item) the name is ``{kind}-{label}`` instead; with
     :func:`~prefect_cometapi.text.private_prompts` on it is ``{kind}-{size}``, no prompt slug.
+    The callable pickles by reference (a ``partial`` of a module function, not a closure over
+    this module's ``ContextVar``), so a flow that uses the tasks can be served: Prefect pickles
+    a served flow, and its tasks with it, to start each run in a subprocess.
 
     Args:
         kind: ``generate-image`` or ``edit-image``.
@@ -104,19 +120,7 @@ def run_name(kind: str) -> Any:
     Returns:
         The callable.
     """
-
-    def name() -> str:
-        label = _run_label.get()
-        if label:
-            return f"{kind}-{slugify(label, RUN_LABEL_CHARS)}"
-        params = runtime_task_run.parameters
-        size = params.get("size", "auto")
-        if private_prompts():
-            return f"{kind}-{size}"
-        slug = slugify(str(params.get("prompt", "")), RUN_NAME_SLUG_CHARS)
-        return f"{kind}-{size}-{slug}"
-
-    return name
+    return functools.partial(_task_run_name, kind)
 
 
 _PROBE_USAGE = Usage(input_tokens=1, output_tokens=2, total_tokens=3)

@@ -27,6 +27,21 @@ _OPTIONS = (
 )  # fmt: skip
 
 
+_pools: dict[str, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def _executor(name: str, threads: int | None) -> ThreadPoolExecutor | None:
+    """The twin's own thread pool, made on first use (module-level, so a twin still pickles:
+    Prefect pickles a served flow and the tasks it calls)."""
+    if threads is None:
+        return None
+    with _pools_lock:
+        if name not in _pools:
+            _pools[name] = ThreadPoolExecutor(threads, thread_name_prefix=name)
+        return _pools[name]
+
+
 def async_twin(sync_task: Task[..., Any], threads: int | None = None) -> Task[..., Any]:
     """An async task that runs ``sync_task``'s function in a worker thread, with its options.
 
@@ -40,21 +55,12 @@ def async_twin(sync_task: Task[..., Any], threads: int | None = None) -> Task[..
         The async task, named ``a<function name>``.
     """
     fn = sync_task.fn
-    pool: list[ThreadPoolExecutor] = []
-    pool_lock = threading.Lock()
-
-    def executor() -> ThreadPoolExecutor | None:
-        if threads is None:
-            return None
-        with pool_lock:
-            if not pool:
-                pool.append(ThreadPoolExecutor(threads, thread_name_prefix=f"a{fn.__name__}"))
-            return pool[0]
+    pool_name = f"a{fn.__name__}"
 
     @functools.wraps(fn)
     async def twin(*args: Any, **kwargs: Any) -> Any:
         call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
-        return await asyncio.get_running_loop().run_in_executor(executor(), call)
+        return await asyncio.get_running_loop().run_in_executor(_executor(pool_name, threads), call)
 
     twin.__name__ = twin.__qualname__ = f"a{fn.__name__}"
     twin.__doc__ = (

@@ -181,7 +181,7 @@ CASES: list[Case] = [
          "credentials_block.base_url", "not an allowed API host"),
     Case("generate_image-env-key-to-foreign-host",
          lambda c: generate_image(c.prompt(), CometAPICredentials(base_url=FOREIGN)), V,
-         "base_url", "not an allowed API host"),
+         "credentials_block.base_url", "not an allowed API host"),
     Case("generate_and_upload-json-foreign-s3-endpoint",
          lambda c: c.generate_flow(s3=c.s3_json(endpoint_url="https://s3.attacker.example")),
          PT, "s3.endpoint_url", "not an allowed S3 endpoint"),
