@@ -44,7 +44,7 @@ import tempfile
 from PIL import Image
 
 from prefect_cometapi.emulator.drawing import render_generation
-from prefect_cometapi.png_encoding import choose_png_plan
+from prefect_cometapi.upscaling.png import choose_png_plan
 
 FACTOR = 2.5
 GOAL_CPU = 4.0

@@ -13,7 +13,9 @@ from prefect import flow
 from prefect_cometapi.emulator.drawing import render_generation
 from prefect_cometapi.errors import ValidationError
 from prefect_cometapi.models import GeneratedImage, Usage
-from prefect_cometapi.png_encoding import (
+from prefect_cometapi.tasks.upscale import upscale_image
+from prefect_cometapi.upscaling import MAX_UPSCALE_PIXELS, upscale
+from prefect_cometapi.upscaling.png import (
     ADAPTIVE_DEFLATE,
     ADAPTIVE_RLE,
     AVERAGE_HUFFMAN,
@@ -23,8 +25,6 @@ from prefect_cometapi.png_encoding import (
     choose_png_plan,
     encode_png,
 )
-from prefect_cometapi.tasks.upscale import upscale_image
-from prefect_cometapi.upscaling import MAX_UPSCALE_PIXELS, upscale
 
 LANCZOS = Image.Resampling.LANCZOS
 

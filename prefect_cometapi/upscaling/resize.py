@@ -26,7 +26,7 @@ transparent pixels is refused too (use PNG or WebP).
 Transparency is kept (RGBA and LA stay so; palette images with transparency become RGBA) and
 Pillow resamples them with premultiplied alpha, so transparent pixels do not bleed colour. PNG
 output is lossless at every ``png_compress_level``. By default (no level) the row filter and the
-zlib strategy are chosen per image by :func:`prefect_cometapi.png_encoding.encode_png` from a
+zlib strategy are chosen per image by :func:`prefect_cometapi.upscaling.png.encode_png` from a
 probe of a few bands of rows: PNG's Average filter with Huffman-only zlib on grain and noise,
 PNG's Paeth filter with the run-length strategy (:data:`PNG_FAST_STRATEGY`) on photographs
 (both computed with Pillow's image arithmetic: within about 8 % of Pillow's level 6 at a
@@ -47,7 +47,7 @@ from prefect_cometapi.client.params import OUTPUT_FORMATS, ImageFormat
 from prefect_cometapi.client.rules import inspect_image, parse_size
 from prefect_cometapi.errors import ValidationError
 from prefect_cometapi.models import GeneratedImage
-from prefect_cometapi.png_encoding import encode_png
+from prefect_cometapi.upscaling.png import encode_png
 
 __all__ = [
     "MAX_UPSCALE_PIXELS",
