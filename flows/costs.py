@@ -31,7 +31,7 @@ from prefect_cometapi.reports.artifacts import publish
 from prefect_cometapi.reports.outcomes import DeliveredImage, ItemOutcome, RunSummary
 from prefect_cometapi.text import prompt_excerpt
 
-__all__ = ["cost_summary", "summary_from_ledger"]
+__all__ = ["cost_summary"]
 
 
 def _outcome(index: int, record: RequestRecord, ledger: CostLedger) -> ItemOutcome:

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from types import FrameType
 
-__all__ = ["SUBCOMMANDS", "AddArguments", "Run", "build_parser", "main"]
+__all__ = ["Run", "build_parser", "main"]
 
 AddArguments = Callable[[argparse.ArgumentParser], None]
 Run = Callable[[argparse.Namespace], int]

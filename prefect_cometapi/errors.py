@@ -63,7 +63,6 @@ __all__ = [
     "TransientStatusError",
     "UnexpectedResponseError",
     "ValidationError",
-    "TRANSIENT_STATUSES",
     "error_class_for",
     "is_retryable",
     "is_transient_status",

@@ -53,17 +53,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "IMAGE_EVENT_PREFIX",
-    "MATERIALIZED_BY",
-    "REVIEW_EVENT_PREFIX",
     "SPEND_EVENT",
     "SPEND_INCREMENT_USD",
     "declare_asset",
     "emit_image_event",
     "emit_review_event",
     "emit_spend",
-    "model_resource",
     "spend_automation",
-    "spend_resource_id",
 ]
 
 IMAGE_EVENT_PREFIX = "prefect-cometapi.image"

@@ -10,9 +10,7 @@ import unicodedata
 from prefect_cometapi.errors import redact
 
 __all__ = [
-    "EXCERPT_CHARS",
     "PRIVATE_PROMPTS_ENV",
-    "USD_DECIMALS",
     "ascii_text",
     "excerpt",
     "markdown_text",

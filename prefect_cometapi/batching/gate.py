@@ -52,14 +52,7 @@ from prefect_cometapi.reports.previews import preview_data_uri
 from prefect_cometapi.reports.review import ReviewTile, publish_review, review_markdown
 from prefect_cometapi.text import private_prompts, prompt_excerpt
 
-__all__ = [
-    "Candidate",
-    "ReviewResult",
-    "ReviewTimeoutError",
-    "review_items",
-    "run_created",
-    "settle",
-]
+__all__ = ["review_items", "run_created", "settle"]
 
 
 class ReviewTimeoutError(CometAPIError):

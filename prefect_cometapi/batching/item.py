@@ -42,7 +42,7 @@ from prefect_cometapi.reports.outcomes import DeliveredImage, ItemOutcome, descr
 from prefect_cometapi.reports.previews import with_previews
 from prefect_cometapi.text import prompt_excerpt
 
-__all__ = ["api_slots", "deliver_item", "generate_item", "outcome_for", "process_item"]
+__all__ = ["api_slots", "generate_item", "outcome_for", "process_item"]
 
 _api_slots: dict[str, threading.BoundedSemaphore] = {}
 

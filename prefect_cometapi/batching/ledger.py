@@ -38,9 +38,6 @@ from prefect_cometapi.reports.outcomes import DeliveredImage
 from prefect_cometapi.s3.upload import presign
 
 __all__ = [
-    "DELIVERY_EXPIRATION",
-    "DeliveryRecord",
-    "DeliveryRecordSerializer",
     "check_deliveries",
     "delivery_key",
     "find_delivered",

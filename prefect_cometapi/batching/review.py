@@ -31,8 +31,6 @@ from prefect_cometapi.text import prompt_excerpt
 
 __all__ = [
     "MAX_ATTEMPTS",
-    "Interpretation",
-    "VerdictRecord",
     "interpret",
     "pause_key",
     "record_verdict",

@@ -25,7 +25,7 @@ from prefect.context import FlowRunContext
 
 from prefect_cometapi.forms.review import ReviewDecision, ReviewOptions
 
-__all__ = ["PAUSE_POLL_S", "TIMEOUT_BACKSTOP_S", "wait_for_answer"]
+__all__ = ["wait_for_answer"]
 
 PAUSE_POLL_S = 2
 """Paused: how often the waiting process asks the server whether the run was resumed."""

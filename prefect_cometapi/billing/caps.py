@@ -35,8 +35,6 @@ __all__ = [
     "SPEND_LIMIT_ENV",
     "limit_names",
     "run_budget",
-    "worker_max_cost_usd",
-    "worker_setting",
 ]
 
 MAX_COST_ENV = "PREFECT_COMETAPI_MAX_COST_USD"

@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 __all__ = [
     "CostLedger",
     "RequestRecord",
-    "UploadRecord",
     "cost_ledger",
     "record_failure",
     "record_request",

@@ -42,12 +42,7 @@ from prefect_cometapi.errors import ValidationError
 from prefect_cometapi.models import Usage
 
 __all__ = [
-    "AUTO_QUALITY_ESTIMATE",
-    "AUTO_SIZE_ESTIMATE",
-    "CHARS_PER_TEXT_TOKEN",
     "DEFAULT_PRICES",
-    "EDIT_IMAGE_TOKENS",
-    "EDIT_IMAGE_TOKENS_LEGACY",
     "ModelPrice",
     "PRICES_ENV",
     "cost_usd",
@@ -56,7 +51,6 @@ __all__ = [
     "estimate_output_tokens",
     "estimate_text_tokens",
     "price_for",
-    "worker_prices",
 ]
 
 

@@ -45,7 +45,6 @@ from prefect_cometapi.models import Usage
 __all__ = [
     "FAIL_FAST_TIMEOUT_S",
     "SLOT_USD",
-    "SpendLimitSettings",
     "acquire_spend",
     "aacquire_spend",
     "create_spend_limit",

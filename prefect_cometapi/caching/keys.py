@@ -31,7 +31,7 @@ from prefect_cometapi.allowlist import DEFAULT_BASE_URL, origin
 from prefect_cometapi.client.params import cache_key_names
 from prefect_cometapi.errors import ValidationError
 
-__all__ = ["CACHE_KEY_VERSION", "CACHE_SCOPES", "CACHE_SCOPE_ENV", "cache_scope", "image_cache_key"]
+__all__ = ["CACHE_SCOPE_ENV", "cache_scope", "image_cache_key"]
 
 CACHE_KEY_VERSION = "v1"
 CACHE_SCOPE_ENV = "PREFECT_COMETAPI_CACHE_SCOPE"

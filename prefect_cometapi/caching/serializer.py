@@ -31,7 +31,6 @@ from prefect.serializers import Serializer
 from pydantic import Field
 
 __all__ = [
-    "ERROR_PREFIX",
     "IMAGE_PREFIX",
     "IMAGE_RESULT_SERIALIZER",
     "ImageResultSerializer",

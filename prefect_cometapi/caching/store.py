@@ -30,7 +30,7 @@ from prefect._internal.compatibility.blocks import (
 from prefect.filesystems import WritableFileSystem
 from prefect.serializers import Serializer
 
-__all__ = ["VettedStorage", "vetted_store"]
+__all__ = ["vetted_store"]
 
 _LOGGER = logging.getLogger("prefect_cometapi.caching")
 Part = Literal["record", "metadata", "payload"]

@@ -48,16 +48,13 @@ from prefect_cometapi.models import GeneratedImage, ImageResult, Usage
 
 __all__ = [
     "BACKOFF_BASE_S",
-    "BACKOFF_MAX_S",
     "CALL_ATTEMPT_HEADER",
     "CALL_ID_HEADER",
     "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_READ_TIMEOUT",
-    "DOWNLOAD_ATTEMPTS",
     "MAX_DOWNLOAD_BYTES",
     "MAX_RESPONSE_BYTES",
-    "MAX_RETRY_AFTER_S",
     "ClientCore",
     "PreparedRequest",
 ]

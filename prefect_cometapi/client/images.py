@@ -12,7 +12,7 @@ import os
 from prefect_cometapi.errors import ValidationError
 from prefect_cometapi.models import GeneratedImage, ImageResult
 
-__all__ = ["ImageLike", "given_image", "single_image"]
+__all__ = ["ImageLike", "given_image"]
 
 ImageLike = ImageResult | GeneratedImage | bytes | str | os.PathLike
 """One image in any form the tasks accept: an ``ImageResult`` holding exactly one image, a

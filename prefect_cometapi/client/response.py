@@ -18,7 +18,7 @@ from prefect_cometapi.errors import (
     redact,
 )
 
-__all__ = ["MAX_USAGE_TOKENS", "check_response", "check_usage", "image_sources"]
+__all__ = ["check_response", "check_usage", "image_sources"]
 
 #: More tokens than any image request can use: a ``usage`` number above it is refused.
 MAX_USAGE_TOKENS = 10_000_000

@@ -23,33 +23,21 @@ from prefect_cometapi.client.params import (
 from prefect_cometapi.errors import ValidationError
 
 __all__ = [
-    "EDIT_IMAGE_FORMATS",
     "INPUT_FIDELITY_MODELS",
-    "LEGACY_MODELS",
     "LEGACY_SIZES",
-    "MAX_ASPECT",
-    "MAX_EDGE",
-    "MAX_EDIT_IMAGES",
     "MAX_IMAGE_BYTES",
     "MAX_MASK_BYTES",
-    "MAX_N",
-    "MAX_PIXELS",
     "MAX_PROMPT_CHARS",
-    "MIN_PIXELS",
-    "SIZE_MULTIPLE",
-    "ImageInfo",
     "base_model",
     "check_edit_count",
     "check_edit_size",
     "inspect_image",
     "is_flexible_size_model",
-    "is_legacy_model",
     "parse_size",
     "validate_edit_images",
     "validate_options",
     "validate_params",
     "validate_prompt",
-    "validate_size",
 ]
 
 MAX_PROMPT_CHARS = 32_000

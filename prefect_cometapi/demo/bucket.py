@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["KEPT_DIR_NAME", "keep_bucket", "kept_dir", "restore_bucket", "sha256_of_file"]
+__all__ = ["keep_bucket", "kept_dir", "restore_bucket", "sha256_of_file"]
 
 KEPT_DIR_NAME = "cometapi-demo-s3"
 """The folder under ``PREFECT_HOME`` holding the demo bucket's objects between runs."""

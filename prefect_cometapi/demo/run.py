@@ -30,15 +30,7 @@ from prefect_cometapi.demo.environ import patched_environ
 from prefect_cometapi.demo.server import prefect_for_demo, server_start_command
 from prefect_cometapi.text import usd
 
-__all__ = [
-    "DEMO_BUCKET",
-    "DEMO_KEY",
-    "OFFLINE_VARIANT",
-    "UI_URL",
-    "add_demo_arguments",
-    "add_demo_parser",
-    "run_demo",
-]
+__all__ = ["DEMO_KEY", "add_demo_arguments", "run_demo"]
 
 DEMO_BUCKET = "prefect-cometapi-demo"
 DEMO_KEY = "sk-demo-emulator-key"

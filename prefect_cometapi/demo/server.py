@@ -29,10 +29,7 @@ from prefect_cometapi.demo.environ import patched_environ
 
 __all__ = [
     "prefect_for_demo",
-    "STARTUP_TIMEOUT_S",
-    "LaunchedServer",
     "ServerStartError",
-    "launching_prefect_server",
     "server_start_command",
     "temporary_prefect_server",
 ]

@@ -10,7 +10,7 @@ from prefect_cometapi.client.rules import LEGACY_SIZES, is_flexible_size_model
 from prefect_cometapi.doctor.result import CheckResult, DoctorContext, Status
 from prefect_cometapi.errors import CometAPIError, redact
 
-__all__ = ["LIVE_PROMPT", "LiveChoice", "cheapest_generation", "check_live"]
+__all__ = ["cheapest_generation", "check_live"]
 
 LIVE_PROMPT = "a small grey test square"
 """The prompt of the ``--live`` generation (short: text tokens are billed too)."""

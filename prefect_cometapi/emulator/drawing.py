@@ -27,12 +27,9 @@ from statistics import NormalDist
 from PIL import Image, ImageChops, ImageDraw, ImageFont
 
 __all__ = [
-    "GRAIN_SIGMA",
-    "TEXTURE_AMPLITUDE",
     "add_grain",
     "encode",
     "fast_png",
-    "grain_tile",
     "pooled_generation",
     "render_edit",
     "render_generation",

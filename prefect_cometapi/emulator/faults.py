@@ -19,7 +19,6 @@ __all__ = [
     "LATE_FAULTS",
     "DropResponse",
     "auth_error",
-    "error_body",
     "error_response",
     "fault_from_prompt",
     "fault_response",

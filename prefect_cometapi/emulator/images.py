@@ -45,13 +45,7 @@ from prefect_cometapi.emulator.multipart import MultipartError, parse_multipart
 from prefect_cometapi.emulator.state import EmulatorConfig, EmulatorState, RequestRecord
 from prefect_cometapi.errors import ValidationError
 
-__all__ = [
-    "DEFAULT_MODELS",
-    "IMAGE_FIELDS",
-    "KNOWN_MODELS",
-    "handle_image_request",
-    "handle_models_request",
-]
+__all__ = ["handle_image_request", "handle_models_request"]
 
 logger = logging.getLogger(__name__)
 

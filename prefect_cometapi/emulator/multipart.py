@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from email.message import Message
 
-__all__ = ["MultipartError", "Part", "boundary_of", "parse_multipart"]
+__all__ = ["MultipartError", "Part", "parse_multipart"]
 
 
 class MultipartError(ValueError):

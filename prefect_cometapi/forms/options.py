@@ -47,16 +47,7 @@ from prefect_cometapi.s3.keys import (
 from prefect_cometapi.s3.target import saved_bucket_block
 from prefect_cometapi.upscaling import plan_upscale
 
-__all__ = [
-    "IMAGE_FORM",
-    "ImageOptions",
-    "S3Options",
-    "SizePreset",
-    "UpscaleMode",
-    "UpscaleOptions",
-    "UpscaleTarget",
-    "check_distinct_keys",
-]
+__all__ = ["ImageOptions", "S3Options", "UpscaleMode", "UpscaleOptions", "check_distinct_keys"]
 
 SizePreset = Literal[
     "auto",

@@ -23,15 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from prefect_cometapi.client.rules import MAX_PROMPT_CHARS
 from prefect_cometapi.forms.fields import optional
 
-__all__ = [
-    "MAX_NOTE_CHARS",
-    "ItemDecision",
-    "OnTimeout",
-    "ReviewDecision",
-    "NO_REVIEW",
-    "ReviewOptions",
-    "decision_form",
-]
+__all__ = ["ItemDecision", "ReviewDecision", "NO_REVIEW", "ReviewOptions", "decision_form"]
 
 MAX_NOTE_CHARS = 2_000
 """Longest note a reviewer may leave on an item (or on the whole answer)."""

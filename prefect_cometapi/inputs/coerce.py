@@ -13,7 +13,7 @@ from prefect_cometapi.errors import ValidationError
 from prefect_cometapi.inputs.fetch import load_image_bytes, local_size
 from prefect_cometapi.models import GeneratedImage
 
-__all__ = ["ImageLike", "as_generated_image", "as_image_bytes", "resolve_inputs"]
+__all__ = ["ImageLike", "as_generated_image", "resolve_inputs"]
 
 
 def as_image_bytes(

@@ -32,8 +32,6 @@ from prefect_cometapi.errors import InputFetchError, ValidationError, is_transie
 from prefect_cometapi.s3.failures import classify
 
 __all__ = [
-    "DEFAULT_MAX_IMAGE_BYTES",
-    "DEFAULT_MAX_TEXT_BYTES",
     "InputFetchError",
     "load_bytes",
     "load_image_bytes",

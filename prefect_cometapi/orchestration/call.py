@@ -67,7 +67,7 @@ from prefect_cometapi.orchestration.options import (
 )
 from prefect_cometapi.text import prompt_excerpt
 
-__all__ = ["EditInputs", "ImageCall"]
+__all__ = ["ImageCall"]
 
 
 EditInputs = tuple[list[bytes], "bytes | None"]

@@ -31,7 +31,7 @@ from prefect.transactions import get_transaction
 
 from prefect_cometapi.models import ImageResult
 
-__all__ = ["LateAnswerGuard", "late_answer_guard", "request_seconds"]
+__all__ = ["late_answer_guard"]
 
 _LOGGER = logging.getLogger("prefect_cometapi.orchestration")
 _POLL_S = 0.2

@@ -40,7 +40,6 @@ __all__ = [
     "TASK_RETRY_DELAYS",
     "TASK_TIMEOUT_SECONDS",
     "check_result_serializer",
-    "on_cache_hit",
     "persist_on_finish",
     "run_label",
     "run_name",

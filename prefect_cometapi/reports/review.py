@@ -16,7 +16,7 @@ from prefect_cometapi.reports.outcomes import ReviewEntry
 from prefect_cometapi.text import markdown_text as _md
 from prefect_cometapi.text import usd
 
-__all__ = ["ReviewTile", "decisions_rows", "publish_review", "review_markdown"]
+__all__ = ["ReviewTile", "publish_review", "review_markdown"]
 
 RESUME_EXAMPLE = (
     'resume_flow_run(flow_run_id, run_input={"decisions": [{"item": "ITEM", '

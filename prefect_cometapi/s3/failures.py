@@ -35,7 +35,7 @@ from prefect_cometapi.errors import (
     redact,
 )
 
-__all__ = ["S3Failure", "S3FailureKind", "classify", "s3_error"]
+__all__ = ["S3Failure", "classify", "s3_error"]
 
 S3FailureKind = Literal[
     "no_bucket", "no_key", "denied", "no_credentials", "transient", "unreachable", "other"

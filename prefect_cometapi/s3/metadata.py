@@ -10,7 +10,7 @@ from prefect_cometapi.errors import ValidationError, redact
 from prefect_cometapi.models import GeneratedImage
 from prefect_cometapi.text import ascii_text
 
-__all__ = ["MAX_METADATA_BYTES", "PROMPT_METADATA_CHARS", "build_metadata"]
+__all__ = ["build_metadata"]
 
 MAX_METADATA_BYTES = 2048
 """S3 caps user metadata (keys + values) at 2 KB."""

@@ -17,7 +17,7 @@ from prefect_cometapi.errors import ValidationError
 from prefect_cometapi.s3.client import credentials_endpoint, shared_s3_client
 from prefect_cometapi.s3.keys import normalize_prefix, validate_bucket_name
 
-__all__ = ["S3Target", "is_s3_bucket_block", "s3_target", "saved_bucket_block"]
+__all__ = ["S3Target", "s3_target", "saved_bucket_block"]
 
 
 @dataclass(frozen=True)

@@ -23,16 +23,7 @@ from prefect_cometapi.s3.failures import classify, s3_error
 from prefect_cometapi.s3.keys import validate_bucket_name, validate_key
 from prefect_cometapi.s3.metadata import build_metadata
 
-__all__ = [
-    "DEFAULT_MULTIPART_THRESHOLD",
-    "DEFAULT_PART_SIZE",
-    "MAX_PRESIGN_SECONDS",
-    "UPLOAD_RETRY_DELAYS",
-    "S3Object",
-    "check_presign_expires",
-    "presign",
-    "upload_image",
-]
+__all__ = ["UPLOAD_RETRY_DELAYS", "S3Object", "check_presign_expires", "presign", "upload_image"]
 
 MiB = 1024 * 1024
 DEFAULT_MULTIPART_THRESHOLD = 8 * MiB

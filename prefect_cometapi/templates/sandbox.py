@@ -33,14 +33,7 @@ from jinja2 import StrictUndefined, Undefined, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 from jinja2.visitor import NodeTransformer
 
-__all__ = [
-    "MAX_OUTPUT_CHARS",
-    "MAX_RENDER_SECONDS",
-    "MAX_STEPS",
-    "MAX_VALUE_CHARS",
-    "PromptEnvironment",
-    "render_budget",
-]
+__all__ = ["PromptEnvironment", "render_budget"]
 
 MAX_VALUE_CHARS = 100_000
 """The largest string (or sequence, counted in characters) a template may build."""
