@@ -325,13 +325,15 @@ def rendered_prompts(tag: str, count: int) -> list[str]:
 
 
 def cached_prompts(
-    prompts: Iterable[str], image: ImageOptions, base_url: str | None = None
+    prompts: Iterable[str], image: ImageOptions, api_key: str, base_url: str | None = None
 ) -> set[str]:
     """The prompts whose generation is in the image cache (persisted result present).
 
     Args:
         prompts: Prompts to look up.
         image: The request options they were sent with.
+        api_key: The key they were sent with (part of the cache key in the default
+            ``per-key`` cache scope).
         base_url: The API they were sent to (the session's emulator by default).
 
     Returns:
@@ -344,7 +346,7 @@ def cached_prompts(
 
     store = get_result_store().update_for_task(generate_step)
     service = CometAPICredentials(
-        api_key="sk-not-used", base_url=base_url or os.environ[ALLOWED_BASE_URLS_ENV]
+        api_key=api_key, base_url=base_url or os.environ[ALLOWED_BASE_URLS_ENV]
     )
     return {
         prompt

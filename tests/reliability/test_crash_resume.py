@@ -95,7 +95,7 @@ def test_sigkill_halfway_then_rerun_pays_only_for_unfinished_items(
     first_billed = _billed_prompts(first_records)
     assert set(first_billed) <= set(prompts)
     assert max(first_billed.values()) == 1, "the first run paid an item twice"
-    cached = cached_prompts(prompts, small_image())
+    cached = cached_prompts(prompts, small_image(), api_key)
     assert cached <= set(first_billed), "a cached item was never paid for"
     assert N_ITEMS // 2 - IN_FLIGHT <= len(cached) < N_ITEMS, "the kill was not halfway"
     lost = set(first_billed) - cached  # paid, but the result died with the process

@@ -196,7 +196,8 @@ def test_no_secret_anywhere_after_a_batch_with_failures_and_retries(
         # The persisted results of this run are where the file walk below looks.
         prompts = [render_template(batch_template(tag), item) for item in items]
         ok = {prompts[o.index] for o in summary.outcomes if o.status == "delivered"}
-        assert cached_prompts(prompts, small_image()) == ok, f"{label}: results not persisted"
+        key = KEY_SAVED if label == "by-name" else KEY_OBJECT
+        assert cached_prompts(prompts, small_image(), key) == ok, f"{label}: results not persisted"
     named = runs["by-name"][0]
     parameters = server_sources(named)[1]["parameters"]
     assert parameters["credentials_block"] == block_name, parameters

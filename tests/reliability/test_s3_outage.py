@@ -262,7 +262,8 @@ def test_s3_outage_mid_batch_loses_nothing_and_the_rerun_pays_nothing(
     image = small_image()
     params, bucket = outage_batch(credentials, outage_s3, salt)
     prompts = rendered_prompts(salt, N_ITEMS)
-    assert not cached_prompts(prompts, image), "the salt is not fresh"
+    key = credentials.resolved_api_key()
+    assert not cached_prompts(prompts, image, key), "the salt is not fresh"
     emulator.configure(latency_s=LATENCY_S)
 
     # --- Run 1: S3 goes away once a third of the items are paid for. -------------------------
@@ -282,7 +283,7 @@ def test_s3_outage_mid_batch_loses_nothing_and_the_rerun_pays_nothing(
     requests = emulator.requests
     assert len(requests) == N_ITEMS and emulator.billed_requests == N_ITEMS
     assert sorted(r.params["prompt"] for r in requests) == sorted(prompts)
-    assert cached_prompts(prompts, image) == set(prompts), "a paid image is not in the cache"
+    assert cached_prompts(prompts, image, key) == set(prompts), "a paid image is not in the cache"
 
     # Bounded: each failed item waited out the delivery retries, and not much more.
     retry_wait_s = sum(UPLOAD_RETRY_DELAYS)
