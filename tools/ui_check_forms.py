@@ -31,126 +31,31 @@ neither is a dependency of the package. Exit status 0 when every check passed.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-VIEWPORT = {"width": 1400, "height": 1000}
-SERVER_START_TIMEOUT_S = 300.0
-UI_VERSION_COOKIE = "prefect_ui_version"
-_UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-_TABLE_CUT_JS = """() => {
-  const table = document.querySelector('table');
-  if (!table) return null;
-  let cut = false;
-  for (let e = table; e && e !== document.body; e = e.parentElement) {
-    if (e.scrollWidth > e.clientWidth + 1) cut = true;
-  }
-  return {cut: cut, width: table.scrollWidth};
-}"""
-"""Whether the page's first table is wider than a box around it (cut off or scrolled)."""
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _bin(name: str) -> str:
-    local = Path(sys.executable).with_name(name)
-    return str(local) if local.exists() else name
-
-
-def _env(root: Path, api_url: str | None, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "AWS_"))}
-    env.update(
-        PREFECT_HOME=str(root / ("server" if api_url is None else "client")),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        DO_NOT_TRACK="1",
-        NO_PROXY="127.0.0.1,localhost",
-        PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
-        **extra,
-    )
-    if api_url is not None:
-        env["PREFECT_API_URL"] = api_url
-    return env
-
-
-@contextmanager
-def prefect_server(root: Path) -> Iterator[str]:
-    """``prefect server start`` with the UI on a free port; yields its base URL."""
-    port = _free_port()
-    log = (root / "server.log").open("wb")
-    server = subprocess.Popen(
-        [_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=_env(root, None, PREFECT_UI_API_URL=f"http://127.0.0.1:{port}/api"),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/api/health", timeout=5) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the Prefect server did not start; see {root / 'server.log'}")
-            time.sleep(0.5)
-        yield base
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-        log.close()
-
-
-def _run(args: list[str], env: dict[str, str], cwd: Path = REPO_ROOT) -> str:
-    done = subprocess.run(
-        args, env=env, cwd=cwd, capture_output=True, text=True, timeout=900, check=False
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    return done.stdout + done.stderr
-
-
-def _api(base: str, method: str, path: str, body: Any = None) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        f"{base}/api{path}", data=data, method=method, headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=30) as answer:
-        return json.loads(answer.read() or b"null")
-
+# The server, the environment and the API helpers are ui_check's own.
+from ui_check import (  # noqa: E402 - tools/ is the script's folder on sys.path
+    _TABLE_CUT_JS,
+    _UUID,
+    CHROMIUM_ARGS,
+    REPO_ROOT,
+    UI_VERSION_COOKIE,
+    VIEWPORT,
+    _api,
+    _bin,
+    _env,
+    _run,
+    prefect_server,
+)
 
 DEPLOYMENTS = [
     "batch-generate/weekly-banners",
